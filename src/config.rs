@@ -1,0 +1,341 @@
+//! Typed settings: flags of `chunkd`, each also read from the `CHUNKD_`
+//! environment variable of the same name.
+
+use crate::engine::{expand_path_template, ChecksumAlgo, EngineSettings};
+use crate::meta::DatabaseUrl;
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A duration written like `30s`, `15m`, `12h`, `1d` or `250ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl FromStr for Span {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like 30s, 15m, 12h or 1d"))?;
+        let seconds = |mult: u64| {
+            n.checked_mul(mult)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{text:?} is too long"))
+        };
+        let duration = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "s" | "" => seconds(1)?,
+            "m" => seconds(60)?,
+            "h" => seconds(3600)?,
+            "d" => seconds(86_400)?,
+            other => return Err(format!("unknown duration unit {other:?} (ms, s, m, h, d)")),
+        };
+        Ok(Span(duration))
+    }
+}
+
+/// A size written like `512`, `64KiB`, `64MiB`, `10GB` or `1TiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size like 512, 64KiB or 10GB"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" | "k" => 1_000,
+            "kib" => 1 << 10,
+            "mb" | "m" => 1_000_000,
+            "mib" => 1 << 20,
+            "gb" | "g" => 1_000_000_000,
+            "gib" => 1 << 30,
+            "tb" | "t" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            other => return Err(format!("unknown size unit {other:?}")),
+        };
+        n.checked_mul(mult)
+            .map(Size)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+/// An octal file mode like `640` or `0o640`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl FromStr for FileMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let digits = text.trim().trim_start_matches("0o");
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if mode <= 0o777 => Ok(FileMode(mode)),
+            _ => Err(format!("{text:?} is not an octal file mode like 640")),
+        }
+    }
+}
+
+fn parse_checksum(text: &str) -> Result<ChecksumAlgo, String> {
+    ChecksumAlgo::parse(text).ok_or_else(|| format!("{text:?}: use md5 or sha256"))
+}
+
+fn parse_path_template(text: &str) -> Result<String, String> {
+    match expand_path_template(text, Utc::now()) {
+        Some(_) => Ok(text.to_owned()),
+        None => Err(format!(
+            "{text:?} must be a relative strftime path inside the data directory, like uploads/%Y/%m/%d"
+        )),
+    }
+}
+
+fn parse_extension(text: &str) -> Result<String, String> {
+    let ext = text.trim().trim_start_matches('.').to_lowercase();
+    if ext.is_empty() || ext.contains(['/', '\\']) {
+        return Err(format!("{text:?} is not a file extension"));
+    }
+    Ok(ext)
+}
+
+fn parse_media_type(text: &str) -> Result<String, String> {
+    let media = text.trim().to_lowercase();
+    match media.split_once('/') {
+        Some((kind, sub)) if !kind.is_empty() && !sub.is_empty() && kind != "*" => Ok(media),
+        _ => Err(format!(
+            "{text:?} is not a media type like image/png or image/*"
+        )),
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chunkd",
+    version,
+    about = "Resumable chunked-upload server",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Without a command, chunkd serves with these settings.
+    #[command(flatten)]
+    pub serve: Box<ServeArgs>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the upload API (the default command).
+    Serve(Box<ServeArgs>),
+    /// Apply pending database migrations and exit.
+    Migrate(StoreArgs),
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Delete expired incomplete uploads (row and file) and print them; reads
+    /// the same settings as serve.
+    Cleanup(Box<ServeArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token for an owner; it is printed once and stored hashed.
+    Create {
+        #[arg(long)]
+        owner: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List tokens (id, owner, creation time).
+    List(StoreArgs),
+    /// Revoke a token by its id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where the data lives: shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the part files and of the default SQLite database.
+    #[arg(long, env = "CHUNKD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// postgres://… for PostgreSQL; unset for the SQLite file in the data
+    /// directory (a SQLite path or sqlite://PATH also works). DATABASE_URL
+    /// is read too.
+    #[arg(long, env = "CHUNKD_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn database(&self) -> Result<DatabaseUrl, String> {
+        let url = self
+            .database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok());
+        DatabaseUrl::resolve(url.as_deref(), &self.data_dir)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "CHUNKD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// How long an incomplete upload lives, counted from its creation.
+    #[arg(long, env = "CHUNKD_EXPIRATION", default_value = "1d")]
+    pub expiration: Span,
+    /// strftime pattern of the directory (in the data directory) of new part files.
+    #[arg(long, env = "CHUNKD_PATH_TEMPLATE", default_value = "uploads/%Y/%m/%d", value_parser = parse_path_template)]
+    pub path_template: String,
+    /// Extension of completed files.
+    #[arg(long, env = "CHUNKD_COMPLETE_EXT", default_value = ".done")]
+    pub complete_ext: String,
+    /// Extension of part files of incomplete uploads.
+    #[arg(long, env = "CHUNKD_INCOMPLETE_EXT", default_value = ".part")]
+    pub incomplete_ext: String,
+    /// Checksum algorithm of completion (md5 or sha256); also the name of the form field.
+    #[arg(long, env = "CHUNKD_CHECKSUM", default_value = "md5", value_parser = parse_checksum)]
+    pub checksum: ChecksumAlgo,
+    /// Uploads are visible to their owner only (others get 404).
+    #[arg(long, env = "CHUNKD_OWNER_RESTRICTED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub owner_restricted: bool,
+    /// Allow requests without credentials to create uploads.
+    #[arg(long, env = "CHUNKD_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub anonymous: bool,
+    /// Largest file accepted (none by default).
+    #[arg(long, env = "CHUNKD_MAX_BYTES")]
+    pub max_bytes: Option<Size>,
+    /// Smallest file accepted.
+    #[arg(long, env = "CHUNKD_MIN_BYTES", default_value = "0")]
+    pub min_bytes: Size,
+    /// Allowed file extensions, comma-separated (any by default).
+    #[arg(long, env = "CHUNKD_ALLOWED_EXTENSIONS", value_delimiter = ',', value_parser = parse_extension)]
+    pub allowed_extensions: Vec<String>,
+    /// Allowed media types (as implied by the extension), comma-separated, like image/*,application/pdf.
+    #[arg(long, env = "CHUNKD_ALLOWED_MEDIA_TYPES", value_delimiter = ',', value_parser = parse_media_type)]
+    pub allowed_media_types: Vec<String>,
+    /// Mode of stored files, in octal.
+    #[arg(long, env = "CHUNKD_FILE_MODE", default_value = "640")]
+    pub file_mode: FileMode,
+    /// Largest body of one request (none by default).
+    #[arg(long, env = "CHUNKD_MAX_CHUNK_BYTES")]
+    pub max_chunk_bytes: Option<Size>,
+    /// How long a request waits for another one on the same upload before 409.
+    #[arg(long, env = "CHUNKD_LOCK_TIMEOUT", default_value = "10s")]
+    pub lock_timeout: Span,
+    /// A client that sends nothing for this long is cut off.
+    #[arg(long, env = "CHUNKD_READ_TIMEOUT", default_value = "30s")]
+    pub read_timeout: Span,
+    /// Build URLs from X-Forwarded-Proto / X-Forwarded-Host (behind a trusted proxy).
+    #[arg(long, env = "CHUNKD_TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub trust_proxy: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "CHUNKD_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl ServeArgs {
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            expiration: self.expiration.0,
+            path_template: self.path_template.clone(),
+            checksum: self.checksum,
+            owner_restricted: self.owner_restricted,
+            max_bytes: self.max_bytes.map(|s| s.0),
+            min_bytes: self.min_bytes.0,
+            allowed_extensions: self.allowed_extensions.clone(),
+            allowed_media_types: self.allowed_media_types.clone(),
+            max_chunk_bytes: self.max_chunk_bytes.map(|s| s.0),
+            lock_timeout: self.lock_timeout.0,
+            read_timeout: self.read_timeout.0,
+        }
+    }
+
+    /// Settings that a flag parser alone cannot check.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, ext) in [
+            ("--complete-ext", &self.complete_ext),
+            ("--incomplete-ext", &self.incomplete_ext),
+        ] {
+            if ext.is_empty() || ext.contains(['/', '\\']) {
+                return Err(format!("{name} {ext:?} must be a non-empty file extension"));
+            }
+        }
+        if self.complete_ext == self.incomplete_ext {
+            return Err("--complete-ext and --incomplete-ext must differ".into());
+        }
+        if let Some(max) = self.max_bytes {
+            if max.0 < self.min_bytes.0 {
+                return Err("--max-bytes is below --min-bytes".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!("30s".parse::<Span>().unwrap().0, Duration::from_secs(30));
+        assert_eq!("1d".parse::<Span>().unwrap().0, Duration::from_secs(86_400));
+        assert_eq!("15m".parse::<Span>().unwrap().0, Duration::from_secs(900));
+        assert_eq!(
+            "250ms".parse::<Span>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!("7".parse::<Span>().unwrap().0, Duration::from_secs(7));
+        assert!("1w".parse::<Span>().is_err());
+        assert!("s".parse::<Span>().is_err());
+        assert!("-1s".parse::<Span>().is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!("64MiB".parse::<Size>().unwrap().0, 64 << 20);
+        assert_eq!("10GB".parse::<Size>().unwrap().0, 10_000_000_000);
+        assert_eq!("512".parse::<Size>().unwrap().0, 512);
+        assert_eq!("1kib".parse::<Size>().unwrap().0, 1024);
+        assert!("99999999999TiB".parse::<Size>().is_err());
+        assert!("12XB".parse::<Size>().is_err());
+    }
+
+    #[test]
+    fn modes_templates_and_lists() {
+        assert_eq!("640".parse::<FileMode>().unwrap().0, 0o640);
+        assert_eq!("0o600".parse::<FileMode>().unwrap().0, 0o600);
+        assert!("999".parse::<FileMode>().is_err());
+        assert!(parse_path_template("uploads/%Y/%m/%d").is_ok());
+        assert!(parse_path_template("../escape").is_err());
+        assert!(parse_path_template("/abs/%Y").is_err());
+        assert!(parse_path_template("bad/%Q").is_err());
+        assert_eq!(parse_extension(".PDF").unwrap(), "pdf");
+        assert!(parse_media_type("image").is_err());
+        assert_eq!(parse_media_type("Image/*").unwrap(), "image/*");
+    }
+}

@@ -1,0 +1,54 @@
+use crate::meta::MetaError;
+use crate::storage::StorageError;
+
+/// Everything the engine can refuse or fail with. Protocol-neutral: each
+/// protocol adapter maps these to its own statuses and bodies in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("upload not found")]
+    NotFound,
+    #[error("upload has expired")]
+    Expired,
+    #[error("upload is already complete")]
+    AlreadyComplete,
+    #[error("total {provided} differs from the upload's total {total}")]
+    TotalMismatch { total: u64, provided: u64 },
+    #[error("chunk starts at {provided}, upload is at {expected}")]
+    OffsetMismatch { expected: u64, provided: u64 },
+    #[error("file size over the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("file size under the minimum of {min} bytes")]
+    TooSmall { min: u64 },
+    #[error("file extension not allowed")]
+    ExtensionNotAllowed,
+    #[error("media type not allowed")]
+    MediaTypeNotAllowed,
+    #[error("filename invalid: {0}")]
+    InvalidFilename(&'static str),
+    #[error("chunk over the limit of {limit} bytes")]
+    ChunkTooLarge { limit: u64 },
+    #[error("body has {actual} bytes, {declared} declared")]
+    SizeMismatch { actual: u64, declared: u64 },
+    #[error("checksum of type {algo} required")]
+    ChecksumRequired { algo: &'static str },
+    #[error("checksum does not match")]
+    ChecksumMismatch,
+    #[error("upload incomplete: {offset} of {total} bytes")]
+    Incomplete { offset: u64, total: u64 },
+    #[error("upload busy at offset {offset}")]
+    Busy { offset: u64 },
+    #[error("reading the request body failed: {0}")]
+    Body(String),
+    #[error("the client sent nothing for the read timeout")]
+    ReadTimeout,
+    #[error("the lock on the upload was lost")]
+    LeaseLost,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;

@@ -1,0 +1,176 @@
+//! Per-upload mutual exclusion.
+//!
+//! Two layers: an in-process async mutex per upload (requests of one process
+//! queue fairly and wake at once), then a lease in the upload's row (requests
+//! of other processes sharing the database). A lease is a random token and an
+//! expiry time; its holder renews it while it streams and every write of the
+//! row checks the token, so a process that dies frees its uploads when the
+//! lease runs out, and one that stalls past it changes nothing.
+
+use super::error::{EngineError, EngineResult};
+use super::run_blocking;
+use crate::meta::{LeaseOutcome, MetaStore};
+use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedMutexGuard;
+use uuid::Uuid;
+
+/// How long a lease lasts without renewal: a dead process frees its uploads
+/// within this time.
+pub const LEASE: Duration = Duration::from_secs(10);
+/// How often a streaming request renews its lease.
+const RENEW_AFTER: Duration = Duration::from_millis(2500);
+/// A holder stops writing when its last renewal is older than this: half the
+/// lease, leaving the rest as margin for clock skew between servers.
+const SAFE_FOR: Duration = Duration::from_secs(5);
+const POLL_MIN: Duration = Duration::from_millis(10);
+const POLL_MAX: Duration = Duration::from_millis(200);
+
+#[derive(Default)]
+pub struct LocalLocks {
+    map: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl LocalLocks {
+    fn entry(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(id).or_default().clone()
+    }
+
+    /// Forgets the mutex of an upload nobody holds or waits for.
+    fn prune(&self, id: Uuid) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&id);
+        }
+    }
+}
+
+fn chrono_lease() -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(LEASE).unwrap_or(chrono::TimeDelta::seconds(10))
+}
+
+fn new_token() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+/// Both locks on one upload. Dropping it releases them (lease first, then
+/// the local mutex) on the blocking pool.
+pub struct UploadLock {
+    id: Uuid,
+    token: String,
+    meta: Arc<dyn MetaStore>,
+    locks: Arc<LocalLocks>,
+    local: Option<OwnedMutexGuard<()>>,
+    lease_held: bool,
+    last_renewal: Mutex<Instant>,
+}
+
+impl UploadLock {
+    /// Takes both locks, waiting up to `wait`. `Ok(None)`: still busy.
+    pub async fn acquire(
+        id: Uuid,
+        wait: Duration,
+        meta: &Arc<dyn MetaStore>,
+        locks: &Arc<LocalLocks>,
+    ) -> EngineResult<Option<UploadLock>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let Ok(local) = tokio::time::timeout_at(deadline, locks.entry(id).lock_owned()).await
+        else {
+            locks.prune(id);
+            return Ok(None);
+        };
+        let mut lock = UploadLock {
+            id,
+            token: new_token(),
+            meta: meta.clone(),
+            locks: locks.clone(),
+            local: Some(local),
+            lease_held: false,
+            last_renewal: Mutex::new(Instant::now()),
+        };
+        let mut poll = POLL_MIN;
+        loop {
+            let started = Instant::now();
+            let (meta, token) = (meta.clone(), lock.token.clone());
+            let outcome = run_blocking(move || {
+                let now = Utc::now();
+                Ok(meta.try_lease(id, &token, now, now + chrono_lease())?)
+            })
+            .await?;
+            match outcome {
+                LeaseOutcome::Acquired => {
+                    lock.lease_held = true;
+                    lock.last_renewal = Mutex::new(started);
+                    return Ok(Some(lock));
+                }
+                LeaseOutcome::Missing => return Err(EngineError::NotFound),
+                LeaseOutcome::Busy if tokio::time::Instant::now() + poll > deadline => {
+                    return Ok(None)
+                }
+                LeaseOutcome::Busy => {
+                    tokio::time::sleep(poll).await;
+                    poll = (poll * 2).min(POLL_MAX);
+                }
+            }
+        }
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Renews the lease when due; fails once it can no longer be trusted.
+    pub async fn keep_alive(&self) -> EngineResult<()> {
+        if self.renewed_at().elapsed() >= RENEW_AFTER {
+            let started = Instant::now();
+            let (meta, id, token) = (self.meta.clone(), self.id, self.token.clone());
+            let renewed = run_blocking(move || {
+                Ok(meta.renew_lease(id, &token, Utc::now() + chrono_lease())?)
+            })
+            .await?;
+            if !renewed {
+                return Err(EngineError::LeaseLost);
+            }
+            *self.last_renewal.lock().unwrap_or_else(|e| e.into_inner()) = started;
+        }
+        if self.renewed_at().elapsed() >= SAFE_FOR {
+            return Err(EngineError::LeaseLost);
+        }
+        Ok(())
+    }
+
+    fn renewed_at(&self) -> Instant {
+        *self.last_renewal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The row's lease was already cleared by the statement that committed.
+    pub fn lease_released_by_commit(&mut self) {
+        self.lease_held = false;
+    }
+}
+
+impl Drop for UploadLock {
+    fn drop(&mut self) {
+        let (meta, locks, id, token) = (
+            self.meta.clone(),
+            self.locks.clone(),
+            self.id,
+            std::mem::take(&mut self.token),
+        );
+        let (local, lease_held) = (self.local.take(), self.lease_held);
+        super::detach_blocking(move || {
+            if lease_held {
+                if let Err(err) = meta.release_lease(id, &token) {
+                    log::warn!(
+                        "upload {id}: releasing the lease failed ({err}); it runs out by itself"
+                    );
+                }
+            }
+            drop(local);
+            locks.prune(id);
+        });
+    }
+}

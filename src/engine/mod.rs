@@ -1,0 +1,709 @@
+//! The protocol-neutral upload engine. It owns every invariant: an offset is
+//! committed only after its bytes are durable and together with the hash
+//! state that covers them; requests on one upload never interleave; a failed
+//! request leaves the upload exactly as it was.
+
+pub mod checksum;
+mod error;
+mod lock;
+mod write;
+
+pub use checksum::ChecksumAlgo;
+pub use error::{EngineError, EngineResult};
+
+use crate::meta::{ListQuery, MetaStore, UploadRecord};
+use crate::storage::{PartKey, PartReader, PartStore, PartWriter};
+use bytes::Bytes;
+use checksum::Hasher;
+use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::Stream;
+use lock::{LocalLocks, UploadLock};
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+use write::{pump, Expected, Rollback, WriteGuard};
+
+/// Runs file-system or database work on the blocking pool.
+pub async fn run_blocking<T, F>(work: F) -> EngineResult<T>
+where
+    F: FnOnce() -> EngineResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EngineError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// Runs clean-up work on the blocking pool without waiting for it (from
+/// `Drop`); inline when there is no runtime.
+pub(crate) fn detach_blocking<F: FnOnce() + Send + 'static>(work: F) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(work)),
+        Err(_) => work(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub expiration: Duration,
+    /// strftime pattern of the directory (under the data directory) where
+    /// new uploads are stored; already validated.
+    pub path_template: String,
+    pub checksum: ChecksumAlgo,
+    pub owner_restricted: bool,
+    pub max_bytes: Option<u64>,
+    pub min_bytes: u64,
+    /// Lower case, without the dot.
+    pub allowed_extensions: Vec<String>,
+    /// `type/subtype` or `type/*`, lower case.
+    pub allowed_media_types: Vec<String>,
+    pub max_chunk_bytes: Option<u64>,
+    pub lock_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Owner(String),
+    Anonymous,
+}
+
+/// A chunk announced by a request: `len` bytes at `start` of a file of
+/// `total` bytes (already checked: start + len <= total).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    pub start: u64,
+    pub len: u64,
+    pub total: u64,
+}
+
+/// Expands the storage path template for a time; None if the pattern is
+/// invalid or would leave the data directory.
+pub fn expand_path_template(template: &str, at: DateTime<Utc>) -> Option<String> {
+    use std::fmt::Write;
+    let mut dir = String::new();
+    write!(dir, "{}", at.format(template)).ok()?;
+    let path = std::path::Path::new(&dir);
+    let inside = path
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    inside.then_some(dir)
+}
+
+/// The DRF field-error texts, which drf clients may show to people.
+fn check_filename(name: &str) -> EngineResult<()> {
+    if name.trim().is_empty() {
+        return Err(EngineError::InvalidFilename("This field may not be blank."));
+    }
+    if name.chars().count() > 255 {
+        return Err(EngineError::InvalidFilename(
+            "Ensure this field has no more than 255 characters.",
+        ));
+    }
+    if name.contains('\0') {
+        return Err(EngineError::InvalidFilename(
+            "Null characters are not allowed.",
+        ));
+    }
+    Ok(())
+}
+
+/// A new upload's bytes, received and synced but not yet recorded.
+pub struct Staged {
+    id: Uuid,
+    key: PartKey,
+    created_at: DateTime<Utc>,
+    len: u64,
+    hasher: Hasher,
+    guard: Arc<WriteGuard>,
+}
+
+pub struct Engine {
+    meta: Arc<dyn MetaStore>,
+    storage: Arc<dyn PartStore>,
+    settings: EngineSettings,
+    locks: Arc<LocalLocks>,
+}
+
+impl Engine {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        storage: Arc<dyn PartStore>,
+        settings: EngineSettings,
+    ) -> Self {
+        Engine {
+            meta,
+            storage,
+            settings,
+            locks: Arc::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.meta
+    }
+
+    pub fn storage(&self) -> &Arc<dyn PartStore> {
+        &self.storage
+    }
+
+    fn algo(&self, upload: &UploadRecord) -> EngineResult<ChecksumAlgo> {
+        ChecksumAlgo::parse(&upload.checksum_algo).ok_or_else(|| {
+            EngineError::Internal(format!(
+                "upload {} uses unknown checksum {}",
+                upload.id, upload.checksum_algo
+            ))
+        })
+    }
+
+    fn key(upload: &UploadRecord) -> PartKey {
+        PartKey {
+            dir: upload.storage_dir.clone(),
+            id: upload.id,
+        }
+    }
+
+    fn visible(&self, upload: &UploadRecord, caller: &Caller) -> bool {
+        match (&upload.owner, caller) {
+            // Anonymous uploads are reachable through their URL alone.
+            (None, _) => true,
+            (Some(owner), Caller::Owner(name)) if owner == name => true,
+            _ => !self.settings.owner_restricted,
+        }
+    }
+
+    /// The size of a file, against the limits (before any byte is read).
+    pub fn check_total(&self, total: u64) -> EngineResult<()> {
+        if let Some(limit) = self.settings.max_bytes.filter(|&max| total > max) {
+            return Err(EngineError::TooLarge { limit });
+        }
+        if total < self.settings.min_bytes {
+            return Err(EngineError::TooSmall {
+                min: self.settings.min_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The length of one request body, against the chunk limit.
+    pub fn check_chunk_len(&self, len: u64) -> EngineResult<()> {
+        match self.settings.max_chunk_bytes {
+            Some(limit) if len > limit => Err(EngineError::ChunkTooLarge { limit }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The original name of a new upload, against the allowed extensions and
+    /// media types (the type is the one its extension implies).
+    pub fn check_filename(&self, name: &str) -> EngineResult<()> {
+        check_filename(name)?;
+        let ext = name
+            .rsplit_once('.')
+            .map(|(_, ext)| ext.to_lowercase())
+            .unwrap_or_default();
+        let allowed = &self.settings.allowed_extensions;
+        if !allowed.is_empty() && !allowed.contains(&ext) {
+            return Err(EngineError::ExtensionNotAllowed);
+        }
+        let types = &self.settings.allowed_media_types;
+        if !types.is_empty() {
+            let guessed = mime_guess::from_ext(&ext).first_or_octet_stream();
+            let essence = guessed.essence_str().to_lowercase();
+            let family = format!("{}/*", guessed.type_().as_str().to_lowercase());
+            if !types.iter().any(|t| *t == essence || *t == family) {
+                return Err(EngineError::MediaTypeNotAllowed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn find(&self, caller: &Caller, id: Uuid) -> EngineResult<UploadRecord> {
+        let meta = self.meta.clone();
+        let upload = run_blocking(move || Ok(meta.get_upload(id)?)).await?;
+        upload
+            .filter(|u| self.visible(u, caller))
+            .ok_or(EngineError::NotFound)
+    }
+
+    pub async fn get(&self, caller: &Caller, id: Uuid) -> EngineResult<UploadRecord> {
+        self.find(caller, id).await
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        complete: Option<bool>,
+        limit: u32,
+    ) -> EngineResult<Vec<UploadRecord>> {
+        let owner = match caller {
+            _ if !self.settings.owner_restricted => None,
+            Caller::Owner(name) => Some(name.clone()),
+            // Anonymous uploads are reachable only through their URL.
+            Caller::Anonymous => return Ok(Vec::new()),
+        };
+        let query = ListQuery {
+            owner,
+            complete,
+            limit,
+        };
+        let meta = self.meta.clone();
+        run_blocking(move || Ok(meta.list_uploads(&query)?)).await
+    }
+
+    /// Takes the locks of a visible upload and reloads it under them.
+    async fn lock(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        wait: Duration,
+    ) -> EngineResult<(UploadLock, UploadRecord)> {
+        let seen = self.find(caller, id).await?;
+        let Some(lock) = UploadLock::acquire(id, wait, &self.meta, &self.locks).await? else {
+            let offset = self
+                .find(caller, id)
+                .await
+                .map_or(seen.offset, |u| u.offset);
+            return Err(EngineError::Busy { offset });
+        };
+        let upload = self.find(caller, id).await?;
+        Ok((lock, upload))
+    }
+
+    /// The hasher state after `upload.offset` bytes; re-hashes the part file
+    /// when the saved state is unusable.
+    async fn hasher_of(&self, upload: &UploadRecord) -> EngineResult<Hasher> {
+        let algo = self.algo(upload)?;
+        if let Some(hasher) = Hasher::restore(algo, &upload.hash_state) {
+            return Ok(hasher);
+        }
+        log::warn!(
+            "upload {}: saved hash state unusable, re-hashing the part file",
+            upload.id
+        );
+        let (storage, key, len) = (self.storage.clone(), Self::key(upload), upload.offset);
+        run_blocking(move || {
+            let reader = storage.open_part_reader(&key)?;
+            let mut hasher = Hasher::new(algo);
+            let mut buf = vec![0u8; 1 << 20];
+            let mut pos = 0;
+            while pos < len {
+                let want = usize::try_from(len - pos).map_or(buf.len(), |n| n.min(buf.len()));
+                let got = reader.read_at(&mut buf[..want], pos)?;
+                if got == 0 {
+                    return Err(crate::storage::StorageError::Damaged {
+                        expected: len,
+                        found: pos,
+                    }
+                    .into());
+                }
+                hasher.update(&buf[..got]);
+                pos += got as u64;
+            }
+            Ok(hasher)
+        })
+        .await
+    }
+
+    /// Receives the bytes of a new upload into a new part file. With
+    /// `exact_len` the body must have that length; without, it may have
+    /// any length up to the size and chunk limits.
+    pub async fn receive_new<S, E>(&self, exact_len: Option<u64>, body: S) -> EngineResult<Staged>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let created_at = Utc::now().trunc_subsecs(6);
+        let id = Uuid::new_v4();
+        let dir = expand_path_template(&self.settings.path_template, created_at)
+            .ok_or_else(|| EngineError::Internal("invalid path template".into()))?;
+        let key = PartKey { dir, id };
+        let storage = self.storage.clone();
+        let create_key = key.clone();
+        let writer: Arc<dyn PartWriter> =
+            run_blocking(move || Ok(Arc::from(storage.create(&create_key)?))).await?;
+        let guard = WriteGuard::new(
+            self.storage.clone(),
+            key.clone(),
+            writer.clone(),
+            Rollback::Remove,
+            None,
+        );
+        let expected = match exact_len {
+            Some(len) => Expected::Exact(len),
+            None => {
+                let (limit, err) = match (self.settings.max_bytes, self.settings.max_chunk_bytes) {
+                    (Some(max), Some(chunk)) if chunk < max => {
+                        (chunk, EngineError::ChunkTooLarge { limit: chunk })
+                    }
+                    (Some(max), _) => (max, EngineError::TooLarge { limit: max }),
+                    (None, Some(chunk)) => (chunk, EngineError::ChunkTooLarge { limit: chunk }),
+                    (None, None) => (u64::MAX, EngineError::TooLarge { limit: u64::MAX }),
+                };
+                Expected::AtMost(limit, err)
+            }
+        };
+        let hasher = Hasher::new(self.settings.checksum);
+        let pumped = pump(
+            writer,
+            guard.clone(),
+            0,
+            hasher,
+            expected,
+            self.settings.read_timeout,
+            body,
+        )
+        .await?;
+        Ok(Staged {
+            id,
+            key,
+            created_at,
+            len: pumped.len,
+            hasher: pumped.hasher,
+            guard,
+        })
+    }
+
+    fn new_record(
+        &self,
+        staged: &Staged,
+        caller: &Caller,
+        filename: String,
+        total: u64,
+    ) -> UploadRecord {
+        let expiration =
+            chrono::TimeDelta::from_std(self.settings.expiration).unwrap_or(chrono::TimeDelta::MAX);
+        UploadRecord {
+            id: staged.id,
+            owner: match caller {
+                Caller::Owner(name) => Some(name.clone()),
+                Caller::Anonymous => None,
+            },
+            filename,
+            total,
+            offset: staged.len,
+            complete: false,
+            checksum_algo: self.settings.checksum.name().to_owned(),
+            hash_state: staged.hasher.save(),
+            checksum: None,
+            storage_dir: staged.key.dir.clone(),
+            created_at: staged.created_at,
+            expires_at: staged
+                .created_at
+                .checked_add_signed(expiration)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            completed_at: None,
+        }
+    }
+
+    /// Records a new upload whose first chunk was staged.
+    pub async fn create(
+        &self,
+        staged: Staged,
+        caller: &Caller,
+        filename: String,
+        total: u64,
+    ) -> EngineResult<UploadRecord> {
+        self.check_filename(&filename)?;
+        let record = self.new_record(&staged, caller, filename, total);
+        let (meta, guard, row) = (self.meta.clone(), staged.guard, record.clone());
+        run_blocking(move || {
+            meta.insert_upload(&row)?;
+            guard.mark_committed();
+            Ok(())
+        })
+        .await?;
+        Ok(record)
+    }
+
+    /// Records a new upload that arrived whole, verifying its checksum.
+    pub async fn create_complete(
+        &self,
+        staged: Staged,
+        caller: &Caller,
+        filename: String,
+        checksum: Option<&str>,
+    ) -> EngineResult<UploadRecord> {
+        let algo = self.settings.checksum;
+        let checksum = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
+        self.check_filename(&filename)?;
+        self.check_total(staged.len)?;
+        let digest = staged.hasher.clone().hex();
+        if !digest.eq_ignore_ascii_case(checksum.trim()) {
+            return Err(EngineError::ChecksumMismatch);
+        }
+        let mut record = self.new_record(&staged, caller, filename, staged.len);
+        record.complete = true;
+        record.checksum = Some(digest);
+        record.completed_at = Some(Utc::now().trunc_subsecs(6));
+        let (meta, storage, guard, key, row) = (
+            self.meta.clone(),
+            self.storage.clone(),
+            staged.guard,
+            staged.key,
+            record.clone(),
+        );
+        run_blocking(move || {
+            storage.finalize(&key)?;
+            meta.insert_upload(&row)?;
+            guard.mark_committed();
+            Ok(())
+        })
+        .await?;
+        Ok(record)
+    }
+
+    /// Locks an upload and checks that `range` may be appended to it. The
+    /// body is read only afterwards, by `AppendSession::write`.
+    pub async fn begin_append(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        range: ChunkRange,
+    ) -> EngineResult<AppendSession<'_>> {
+        self.check_chunk_len(range.len)?;
+        let (lock, upload) = self.lock(caller, id, self.settings.lock_timeout).await?;
+        if upload.complete {
+            return Err(EngineError::AlreadyComplete);
+        }
+        if upload.expires_at <= Utc::now() {
+            return Err(EngineError::Expired);
+        }
+        if range.total != upload.total {
+            return Err(EngineError::TotalMismatch {
+                total: upload.total,
+                provided: range.total,
+            });
+        }
+        if range.start != upload.offset {
+            return Err(EngineError::OffsetMismatch {
+                expected: upload.offset,
+                provided: range.start,
+            });
+        }
+        Ok(AppendSession {
+            engine: self,
+            upload,
+            lock,
+            range,
+        })
+    }
+
+    /// Completes an upload whose bytes all arrived, if the checksum matches.
+    /// Repeating a successful completion answers the same upload.
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        checksum: Option<&str>,
+    ) -> EngineResult<UploadRecord> {
+        let already = |upload: UploadRecord, given: &str| {
+            let same = upload
+                .checksum
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case(given.trim()));
+            if same {
+                Ok(upload)
+            } else {
+                Err(EngineError::AlreadyComplete)
+            }
+        };
+        let seen = self.find(caller, id).await?;
+        let algo = self.algo(&seen)?;
+        let given = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
+        if seen.complete {
+            return already(seen, given);
+        }
+        let (lock, mut upload) = self.lock(caller, id, self.settings.lock_timeout).await?;
+        if upload.complete {
+            return already(upload, given);
+        }
+        if upload.expires_at <= Utc::now() {
+            return Err(EngineError::Expired);
+        }
+        if upload.offset != upload.total {
+            return Err(EngineError::Incomplete {
+                offset: upload.offset,
+                total: upload.total,
+            });
+        }
+        let digest = self.hasher_of(&upload).await?.hex();
+        if !digest.eq_ignore_ascii_case(given.trim()) {
+            return Err(EngineError::ChecksumMismatch);
+        }
+        let completed_at = Utc::now().trunc_subsecs(6);
+        let (meta, storage, key, token) = (
+            self.meta.clone(),
+            self.storage.clone(),
+            Self::key(&upload),
+            lock.token().to_owned(),
+        );
+        let checksum = digest.clone();
+        // The locks go with the work, so they outlive it even if this
+        // request is dropped meanwhile.
+        let marked = run_blocking(move || {
+            storage.finalize(&key)?;
+            let marked = meta.mark_complete(id, &token, &checksum, completed_at)?;
+            drop(lock);
+            Ok(marked)
+        })
+        .await?;
+        if !marked {
+            return Err(EngineError::LeaseLost);
+        }
+        upload.complete = true;
+        upload.checksum = Some(digest);
+        upload.completed_at = Some(completed_at);
+        Ok(upload)
+    }
+
+    /// Removes an upload, row and bytes.
+    pub async fn abort(&self, caller: &Caller, id: Uuid) -> EngineResult<()> {
+        let (lock, upload) = self.lock(caller, id, self.settings.lock_timeout).await?;
+        self.remove_locked(lock, &upload).await
+    }
+
+    /// Deletes the row first: a crash in between leaves an orphan file, never
+    /// a row whose bytes are gone.
+    async fn remove_locked(&self, lock: UploadLock, upload: &UploadRecord) -> EngineResult<()> {
+        let (meta, storage, key, token) = (
+            self.meta.clone(),
+            self.storage.clone(),
+            Self::key(upload),
+            lock.token().to_owned(),
+        );
+        let id = upload.id;
+        let deleted = run_blocking(move || {
+            let deleted = meta.delete_upload(id, &token)?;
+            if deleted {
+                storage.remove(&key)?;
+            }
+            drop(lock);
+            Ok(deleted)
+        })
+        .await?;
+        if deleted {
+            Ok(())
+        } else {
+            Err(EngineError::LeaseLost)
+        }
+    }
+
+    /// Opens the bytes of a completed upload for download.
+    pub async fn open_download(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> EngineResult<(UploadRecord, Arc<dyn PartReader>)> {
+        let upload = self.find(caller, id).await?;
+        if !upload.complete {
+            return Err(EngineError::Incomplete {
+                offset: upload.offset,
+                total: upload.total,
+            });
+        }
+        let (storage, key) = (self.storage.clone(), Self::key(&upload));
+        let reader = run_blocking(move || Ok(Arc::from(storage.open_done(&key)?))).await?;
+        Ok((upload, reader))
+    }
+
+    /// Deletes every expired incomplete upload that no request holds; returns
+    /// what was removed.
+    pub async fn remove_expired(&self) -> EngineResult<Vec<UploadRecord>> {
+        let meta = self.meta.clone();
+        let expired = run_blocking(move || Ok(meta.expired_uploads(Utc::now())?)).await?;
+        let mut removed = Vec::new();
+        for candidate in expired {
+            let id = candidate.id;
+            let Some(lock) =
+                UploadLock::acquire(id, Duration::ZERO, &self.meta, &self.locks).await?
+            else {
+                log::info!("upload {id}: expired but busy, left for the next clean-up");
+                continue;
+            };
+            let meta = self.meta.clone();
+            let Some(upload) = run_blocking(move || Ok(meta.get_upload(id)?)).await? else {
+                continue;
+            };
+            if upload.complete || upload.expires_at > Utc::now() {
+                continue;
+            }
+            self.remove_locked(lock, &upload).await?;
+            removed.push(upload);
+        }
+        Ok(removed)
+    }
+}
+
+/// An upload locked for one chunk whose range was accepted.
+pub struct AppendSession<'a> {
+    engine: &'a Engine,
+    upload: UploadRecord,
+    lock: UploadLock,
+    range: ChunkRange,
+}
+
+impl AppendSession<'_> {
+    pub fn upload(&self) -> &UploadRecord {
+        &self.upload
+    }
+
+    /// Streams the chunk in, then commits the new offset and hash state.
+    pub async fn write<S, E>(self, body: S) -> EngineResult<UploadRecord>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let AppendSession {
+            engine,
+            mut upload,
+            lock,
+            range,
+        } = self;
+        let hasher = engine.hasher_of(&upload).await?;
+        let (storage, key, from) = (engine.storage.clone(), Engine::key(&upload), upload.offset);
+        let open_key = key.clone();
+        let writer: Arc<dyn PartWriter> =
+            run_blocking(move || Ok(Arc::from(storage.open_at(&open_key, from)?))).await?;
+        let token = lock.token().to_owned();
+        let guard = WriteGuard::new(
+            engine.storage.clone(),
+            key,
+            writer.clone(),
+            Rollback::TruncateTo(from),
+            Some(lock),
+        );
+        let pumped = pump(
+            writer,
+            guard.clone(),
+            from,
+            hasher,
+            Expected::Exact(range.len),
+            engine.settings.read_timeout,
+            body,
+        )
+        .await?;
+        let to = from + pumped.len;
+        let state = pumped.hasher.save();
+        let (meta, id, saved) = (engine.meta.clone(), upload.id, state.clone());
+        let committed = run_blocking(move || {
+            let committed = meta.commit_chunk(id, &token, from, to, &saved)?;
+            if committed {
+                guard.mark_committed();
+            }
+            Ok(committed)
+        })
+        .await?;
+        if !committed {
+            return Err(EngineError::LeaseLost);
+        }
+        upload.offset = to;
+        upload.hash_state = state;
+        Ok(upload)
+    }
+}

@@ -1,0 +1,204 @@
+//! Every error of the HTTP layer, and the one place where errors become
+//! statuses and JSON bodies.
+
+use crate::engine::EngineError;
+use crate::meta::MetaError;
+use crate::storage::StorageError;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Value};
+use std::fmt;
+
+/// What a request itself got wrong, before the engine is asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("missing or malformed Content-Range")]
+    BadHeaders,
+    #[error("end of chunk past the total {total}")]
+    EndExceedsTotal { total: u64 },
+    #[error("no chunk in the request")]
+    NoChunk,
+    #[error("unsupported media type {0}")]
+    UnsupportedMediaType(String),
+    #[error("multipart parse error: {0}")]
+    Multipart(String),
+    #[error("malformed request body")]
+    MalformedBody,
+    #[error("invalid query parameter {0}")]
+    InvalidQuery(&'static str),
+    #[error("method {0} not allowed")]
+    MethodNotAllowed(Method),
+    #[error("no credentials")]
+    Unauthenticated,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("range not satisfiable for {len} bytes")]
+    RangeNotSatisfiable { len: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<MetaError> for ApiError {
+    fn from(err: MetaError) -> Self {
+        ApiError::Engine(EngineError::Meta(err))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+fn detail(text: impl fmt::Display) -> Value {
+    json!({ "detail": text.to_string() })
+}
+
+impl ApiError {
+    fn status_and_body(&self) -> (StatusCode, Value) {
+        use EngineError as E;
+        use RequestError as R;
+        let bad = StatusCode::BAD_REQUEST;
+        match self {
+            ApiError::Request(err) => match err {
+                R::BadHeaders => (bad, detail("Error in request headers")),
+                R::EndExceedsTotal { total } => (
+                    bad,
+                    detail(format!("End of chunk exceeds reported total ({total} bytes)")),
+                ),
+                R::NoChunk => (bad, detail("No chunk file was submitted")),
+                R::UnsupportedMediaType(media) => (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    detail(format!("Unsupported media type \"{media}\" in request.")),
+                ),
+                R::Multipart(msg) => (bad, detail(format!("Multipart form parse error - {msg}"))),
+                R::MalformedBody => (bad, detail("Malformed request.")),
+                R::InvalidQuery(name) => (bad, detail(format!("Invalid query parameter: {name}"))),
+                R::MethodNotAllowed(method) => (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    detail(format!("Method \"{method}\" not allowed.")),
+                ),
+                R::Unauthenticated => (
+                    StatusCode::UNAUTHORIZED,
+                    detail("Authentication credentials were not provided."),
+                ),
+                R::InvalidToken => (StatusCode::UNAUTHORIZED, detail("Invalid token.")),
+                R::RangeNotSatisfiable { .. } => (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    detail("Requested range not satisfiable"),
+                ),
+            },
+            ApiError::Engine(err) => match err {
+                E::NotFound => (StatusCode::NOT_FOUND, detail("Not found.")),
+                E::Expired => (StatusCode::GONE, detail("Upload has expired")),
+                E::AlreadyComplete => (
+                    bad,
+                    detail("Upload has already been marked as \"complete\""),
+                ),
+                E::TotalMismatch { total, .. } => (
+                    bad,
+                    detail(format!("Total size does not match the upload ({total} bytes)")),
+                ),
+                E::OffsetMismatch { expected, provided } => (
+                    bad,
+                    json!({"detail": "Offsets do not match",
+                           "expected_offset": expected, "provided_offset": provided}),
+                ),
+                E::TooLarge { limit } => (
+                    bad,
+                    detail(format!("Size of file exceeds the limit ({limit} bytes)")),
+                ),
+                E::TooSmall { min } => (
+                    bad,
+                    detail(format!("Size of file is below the minimum ({min} bytes)")),
+                ),
+                E::ExtensionNotAllowed => (bad, detail("File extension not allowed")),
+                E::MediaTypeNotAllowed => (bad, detail("File type not allowed")),
+                E::InvalidFilename(msg) => (bad, json!({"detail": {"filename": [msg]}})),
+                E::ChunkTooLarge { limit } => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    detail(format!("Chunk exceeds the limit ({limit} bytes)")),
+                ),
+                E::SizeMismatch { actual, declared } => (
+                    bad,
+                    detail(format!(
+                        "File size doesn't match headers: file size is {actual} but {declared} reported"
+                    )),
+                ),
+                E::ChecksumRequired { algo } => (
+                    bad,
+                    detail(format!("Checksum of type '{algo}' is required")),
+                ),
+                E::ChecksumMismatch => (bad, detail("checksum does not match")),
+                E::Incomplete { offset, total } => (
+                    bad,
+                    json!({"detail": "Upload is incomplete", "offset": offset, "total": total}),
+                ),
+                E::Busy { offset } => (
+                    StatusCode::CONFLICT,
+                    json!({"detail": "Upload is busy", "offset": offset}),
+                ),
+                E::Body(_) => (bad, detail("Error reading the request body")),
+                E::ReadTimeout => (
+                    StatusCode::REQUEST_TIMEOUT,
+                    detail("Timed out waiting for the request body"),
+                ),
+                E::LeaseLost => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    detail("Lost the lock on the upload; retry the request"),
+                ),
+                E::Storage(StorageError::NoSpace) => {
+                    (StatusCode::INSUFFICIENT_STORAGE, detail("Insufficient storage"))
+                }
+                E::Storage(StorageError::Damaged { .. } | StorageError::Missing) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    detail("Stored data of this upload is damaged"),
+                ),
+                E::Meta(MetaError::Connection(_)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    detail("Database unavailable"),
+                ),
+                E::Storage(StorageError::Io(_)) | E::Meta(_) | E::Internal(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    detail("Internal server error"),
+                ),
+            },
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status_and_body().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, body) = self.status_and_body();
+        if status.is_server_error() {
+            log::error!("{self}");
+        } else if let ApiError::Engine(EngineError::Body(msg)) = self {
+            log::info!("request body failed: {msg}");
+        }
+        let mut response = HttpResponse::build(status);
+        match self {
+            ApiError::Request(RequestError::Unauthenticated | RequestError::InvalidToken) => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Token")));
+            }
+            ApiError::Request(RequestError::MethodNotAllowed(_)) => {
+                response.insert_header((header::ALLOW, "GET, POST, PUT, DELETE, HEAD"));
+            }
+            ApiError::Request(RequestError::RangeNotSatisfiable { len }) => {
+                response.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));
+            }
+            ApiError::Engine(EngineError::ReadTimeout) => {
+                response.insert_header((header::CONNECTION, "close"));
+            }
+            _ => {}
+        }
+        response.json(body)
+    }
+}

@@ -1,0 +1,100 @@
+//! App wiring: routes, shared state, URLs, health.
+
+pub mod auth;
+pub mod error;
+
+use crate::engine::{run_blocking, Engine};
+use crate::protocol::chunked;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use error::{ApiError, RequestError};
+use serde_json::json;
+
+pub struct AppState {
+    pub engine: Engine,
+    pub anonymous: bool,
+    pub trust_proxy: bool,
+}
+
+/// `scheme://host` of the URLs in responses. The forwarded headers are used
+/// only when the proxy in front is trusted to set them.
+pub fn base_url(req: &HttpRequest, trust_proxy: bool) -> String {
+    let header_value = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| valid_authority(v))
+    };
+    let forwarded = |name: &str| header_value(name).filter(|_| trust_proxy);
+    let scheme = forwarded("x-forwarded-proto")
+        .filter(|s| s == "http" || s == "https")
+        .unwrap_or_else(|| "http".to_owned());
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| header_value(header::HOST.as_str()))
+        .unwrap_or_else(|| req.app_config().local_addr().to_string());
+    format!("{scheme}://{host}")
+}
+
+/// A host[:port] that can go into a URL unchanged.
+fn valid_authority(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(crate::engine::EngineError::NotFound.into())
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(RequestError::MethodNotAllowed(req.method().clone()).into())
+}
+
+/// 200 when the database answers and the data directory is usable.
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let (meta, storage) = (state.engine.meta().clone(), state.engine.storage().clone());
+    let checked = run_blocking(move || {
+        meta.ping()?;
+        storage.check()?;
+        Ok(())
+    })
+    .await;
+    match checked {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok"})),
+        Err(err) => {
+            log::error!("health check failed: {err}");
+            HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable"}))
+        }
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(["/upload/", "/upload"])
+            .route(web::put().to(chunked::create))
+            .route(web::post().to(chunked::create_complete))
+            .route(web::get().to(chunked::list))
+            .route(web::head().to(chunked::list))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource(["/upload/{id}/file", "/upload/{id}/file/"])
+            .route(web::get().to(chunked::download))
+            .route(web::head().to(chunked::download))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource(["/upload/{id}/", "/upload/{id}"])
+            .route(web::put().to(chunked::append))
+            .route(web::post().to(chunked::complete))
+            .route(web::get().to(chunked::detail))
+            .route(web::head().to(chunked::detail))
+            .route(web::delete().to(chunked::abort))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(web::resource("/healthz").route(web::get().to(health)))
+    .default_service(web::to(not_found));
+}

@@ -1,0 +1,85 @@
+//! chunkd: a resumable chunked-upload server. `main` and the tests share
+//! everything here.
+
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod meta;
+pub mod protocol;
+pub mod storage;
+pub mod tokens;
+
+use anyhow::Context;
+use config::{ServeArgs, StoreArgs};
+use engine::Engine;
+use meta::{DieselStore, MetaStore};
+use std::io::Write;
+use std::sync::Arc;
+use storage::LocalDisk;
+
+/// Opens the database of the settings and brings its schema up to date.
+pub fn open_store(store: &StoreArgs) -> anyhow::Result<Arc<DieselStore>> {
+    let url = store.database().map_err(anyhow::Error::msg)?;
+    let meta = DieselStore::open(&url).with_context(|| url.describe())?;
+    let applied = meta.migrate().context("applying migrations")?;
+    for version in applied {
+        log::info!("applied migration {version}");
+    }
+    Ok(Arc::new(meta))
+}
+
+pub fn build_engine(args: &ServeArgs, meta: Arc<dyn MetaStore>) -> Engine {
+    let storage = LocalDisk::new(
+        args.store.data_dir.clone(),
+        args.file_mode.0,
+        &args.incomplete_ext,
+        &args.complete_ext,
+    );
+    Engine::new(meta, Arc::new(storage), args.engine_settings())
+}
+
+/// Secure by default yet zero-setup: a server without any token makes one
+/// for `admin` and prints it, once.
+fn ensure_a_token(meta: &dyn MetaStore) -> anyhow::Result<()> {
+    if meta.list_tokens()?.is_empty() {
+        let (_, token) = tokens::create_token(meta, "admin")?;
+        println!("No API token existed, so one was created for owner admin (shown only now):");
+        println!("  Authorization: Token {token}");
+    }
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.validate().map_err(anyhow::Error::msg)?;
+    let meta = open_store(&args.store)?;
+    log::info!("metadata in {}", meta.url().describe());
+    ensure_a_token(meta.as_ref())?;
+    let engine = build_engine(&args, meta);
+    engine
+        .storage()
+        .check()
+        .with_context(|| format!("data directory {}", args.store.data_dir.display()))?;
+    let state = actix_web::web::Data::new(http::AppState {
+        engine,
+        anonymous: args.anonymous,
+        trust_proxy: args.trust_proxy,
+    });
+    let mut server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
+            .configure(http::routes)
+    })
+    .client_request_timeout(args.read_timeout.0)
+    .bind(args.listen)
+    .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(workers) = args.workers {
+        server = server.workers(workers);
+    }
+    for addr in server.addrs() {
+        println!("chunkd listening on http://{addr}");
+    }
+    std::io::stdout().flush()?;
+    server.run().await?;
+    Ok(())
+}

@@ -1,0 +1,476 @@
+//! The metadata store over diesel: one code path for PostgreSQL and SQLite
+//! through `#[derive(MultiConnection)]`, pooled with r2d2.
+
+use super::schema::{tokens, uploads};
+use super::{LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, TokenRecord, UploadRecord};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// WAL lets readers run beside the writer; FULL sync makes a committed
+/// offset survive a power loss, not just a crash; the busy timeout makes
+/// concurrent writers (several workers) wait instead of failing.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                              PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;";
+
+/// Serializes migrations of processes that start together on one database.
+const PG_MIGRATION_LOCK: &str = "SELECT pg_advisory_lock(727274)";
+const PG_MIGRATION_UNLOCK: &str = "SELECT pg_advisory_unlock(727274)";
+
+const STATUS_UPLOADING: i16 = 1;
+const STATUS_COMPLETE: i16 = 2;
+
+/// Which database holds the rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    /// `postgres://` and `postgresql://` URLs select PostgreSQL; `sqlite://PATH`
+    /// or a plain path select that SQLite file; no URL selects
+    /// `chunkd.sqlite3` in the data directory.
+    pub fn resolve(url: Option<&str>, data_dir: &Path) -> Result<Self, String> {
+        match url.map(str::trim).filter(|u| !u.is_empty()) {
+            None => Ok(DatabaseUrl::Sqlite(data_dir.join("chunkd.sqlite3"))),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(DatabaseUrl::Postgres(u.to_owned()))
+            }
+            Some(u) if u.starts_with("sqlite://") => {
+                Ok(DatabaseUrl::Sqlite(PathBuf::from(&u["sqlite://".len()..])))
+            }
+            Some(u) if !u.contains("://") => Ok(DatabaseUrl::Sqlite(PathBuf::from(u))),
+            Some(u) => Err(format!(
+                "unsupported database URL {u:?}: use postgres://… or a SQLite file path"
+            )),
+        }
+    }
+
+    /// For logs: the backend and where it is, without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            DatabaseUrl::Postgres(url) => {
+                let host = url.rsplit('@').next().unwrap_or(url);
+                let host = host
+                    .trim_start_matches("postgres://")
+                    .trim_start_matches("postgresql://");
+                format!("PostgreSQL at {host}")
+            }
+            DatabaseUrl::Sqlite(path) => format!("SQLite at {}", path.display()),
+        }
+    }
+}
+
+struct Manager(DatabaseUrl);
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = ConnectionError;
+
+    fn connect(&self) -> Result<AnyConnection, ConnectionError> {
+        match &self.0 {
+            DatabaseUrl::Postgres(url) => {
+                diesel::PgConnection::establish(url).map(AnyConnection::Postgresql)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())?;
+                conn.batch_execute(SQLITE_PRAGMAS)
+                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                Ok(AnyConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), ConnectionError> {
+        conn.ping()
+            .map_err(ConnectionError::CouldntSetupConfiguration)
+    }
+
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+pub struct DieselStore {
+    pool: Pool<Manager>,
+    url: DatabaseUrl,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = uploads)]
+struct UploadRow {
+    id: String,
+    owner: Option<String>,
+    filename: String,
+    total: i64,
+    upload_offset: i64,
+    status: i16,
+    checksum_algo: String,
+    hash_state: Vec<u8>,
+    checksum: Option<String>,
+    storage_dir: String,
+    created_at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+    completed_at: Option<NaiveDateTime>,
+    lock_token: Option<String>,
+    lock_until: Option<NaiveDateTime>,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = tokens)]
+struct TokenRow {
+    id: String,
+    owner: String,
+    token_hash: String,
+    created_at: NaiveDateTime,
+}
+
+fn naive(time: DateTime<Utc>) -> NaiveDateTime {
+    time.naive_utc()
+}
+
+/// Offsets are u64 in the engine and BIGINT in the database; every value
+/// the engine hands over was checked against the size limit, far below
+/// i64::MAX.
+fn to_db(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl UploadRow {
+    fn from_record(r: &UploadRecord) -> Self {
+        UploadRow {
+            id: r.id.to_string(),
+            owner: r.owner.clone(),
+            filename: r.filename.clone(),
+            total: to_db(r.total),
+            upload_offset: to_db(r.offset),
+            status: if r.complete {
+                STATUS_COMPLETE
+            } else {
+                STATUS_UPLOADING
+            },
+            checksum_algo: r.checksum_algo.clone(),
+            hash_state: r.hash_state.clone(),
+            checksum: r.checksum.clone(),
+            storage_dir: r.storage_dir.clone(),
+            created_at: naive(r.created_at),
+            expires_at: naive(r.expires_at),
+            completed_at: r.completed_at.map(naive),
+            lock_token: None,
+            lock_until: None,
+        }
+    }
+
+    fn into_record(self) -> MetaResult<UploadRecord> {
+        let corrupt = |reason: &str| MetaError::CorruptRow {
+            id: self.id.clone(),
+            reason: reason.to_owned(),
+        };
+        let id = Uuid::parse_str(&self.id).map_err(|_| corrupt("id is not a UUID"))?;
+        let total = u64::try_from(self.total).map_err(|_| corrupt("negative total"))?;
+        let offset = u64::try_from(self.upload_offset).map_err(|_| corrupt("negative offset"))?;
+        Ok(UploadRecord {
+            id,
+            owner: self.owner,
+            filename: self.filename,
+            total,
+            offset,
+            complete: self.status == STATUS_COMPLETE,
+            checksum_algo: self.checksum_algo,
+            hash_state: self.hash_state,
+            checksum: self.checksum,
+            storage_dir: self.storage_dir,
+            created_at: self.created_at.and_utc(),
+            expires_at: self.expires_at.and_utc(),
+            completed_at: self.completed_at.map(|t| t.and_utc()),
+        })
+    }
+}
+
+impl DieselStore {
+    /// Opens a pool on the database; the SQLite file is created if needed.
+    pub fn open(url: &DatabaseUrl) -> MetaResult<Self> {
+        if let DatabaseUrl::Sqlite(path) = url {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    MetaError::Connection(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let pool = Pool::builder()
+            .max_size(16)
+            .connection_timeout(Duration::from_secs(10))
+            .build(Manager(url.clone()))
+            .map_err(|e| {
+                MetaError::Connection(format!("cannot connect to {}: {e}", url.describe()))
+            })?;
+        Ok(DieselStore {
+            pool,
+            url: url.clone(),
+        })
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    fn conn(&self) -> MetaResult<PooledConnection<Manager>> {
+        self.pool
+            .get()
+            .map_err(|e| MetaError::Connection(e.to_string()))
+    }
+
+    /// Applies the migrations not yet applied; returns their versions.
+    pub fn migrate(&self) -> MetaResult<Vec<String>> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let migrations = match conn {
+            AnyConnection::Postgresql(_) => PG_MIGRATIONS,
+            AnyConnection::Sqlite(_) => SQLITE_MIGRATIONS,
+        };
+        let is_pg = matches!(conn, AnyConnection::Postgresql(_));
+        if is_pg {
+            conn.batch_execute(PG_MIGRATION_LOCK)?;
+        }
+        let applied = conn
+            .run_pending_migrations(migrations)
+            .map(|versions| versions.iter().map(|v| v.to_string()).collect())
+            .map_err(|e| MetaError::Migration(e.to_string()));
+        if is_pg {
+            conn.batch_execute(PG_MIGRATION_UNLOCK)?;
+        }
+        applied
+    }
+}
+
+impl MetaStore for DieselStore {
+    fn insert_upload(&self, upload: &UploadRecord) -> MetaResult<()> {
+        diesel::insert_into(uploads::table)
+            .values(UploadRow::from_record(upload))
+            .execute(&mut *self.conn()?)?;
+        Ok(())
+    }
+
+    fn get_upload(&self, id: Uuid) -> MetaResult<Option<UploadRecord>> {
+        uploads::table
+            .find(id.to_string())
+            .select(UploadRow::as_select())
+            .first(&mut *self.conn()?)
+            .optional()?
+            .map(UploadRow::into_record)
+            .transpose()
+    }
+
+    fn list_uploads(&self, query: &ListQuery) -> MetaResult<Vec<UploadRecord>> {
+        let statuses = match query.complete {
+            None => vec![STATUS_UPLOADING, STATUS_COMPLETE],
+            Some(false) => vec![STATUS_UPLOADING],
+            Some(true) => vec![STATUS_COMPLETE],
+        };
+        let mut select = uploads::table
+            .select(UploadRow::as_select())
+            .filter(uploads::status.eq_any(statuses))
+            .order((uploads::created_at.desc(), uploads::id.desc()))
+            .limit(i64::from(query.limit))
+            .into_boxed();
+        if let Some(owner) = &query.owner {
+            select = select.filter(uploads::owner.eq(owner.clone()));
+        }
+        select
+            .load(&mut *self.conn()?)?
+            .into_iter()
+            .map(UploadRow::into_record)
+            .collect()
+    }
+
+    fn expired_uploads(&self, now: DateTime<Utc>) -> MetaResult<Vec<UploadRecord>> {
+        uploads::table
+            .select(UploadRow::as_select())
+            .filter(uploads::status.eq(STATUS_UPLOADING))
+            .filter(uploads::expires_at.le(naive(now)))
+            .order(uploads::expires_at.asc())
+            .load(&mut *self.conn()?)?
+            .into_iter()
+            .map(UploadRow::into_record)
+            .collect()
+    }
+
+    fn try_lease(
+        &self,
+        id: Uuid,
+        token: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> MetaResult<LeaseOutcome> {
+        let mut conn = self.conn()?;
+        let id = id.to_string();
+        let taken = diesel::update(
+            uploads::table.filter(uploads::id.eq(&id)).filter(
+                uploads::lock_token
+                    .is_null()
+                    .or(uploads::lock_until.lt(naive(now))),
+            ),
+        )
+        .set((
+            uploads::lock_token.eq(token),
+            uploads::lock_until.eq(naive(until)),
+        ))
+        .execute(&mut *conn)?;
+        if taken == 1 {
+            return Ok(LeaseOutcome::Acquired);
+        }
+        let exists: i64 = uploads::table
+            .filter(uploads::id.eq(&id))
+            .count()
+            .get_result(&mut *conn)?;
+        Ok(if exists == 0 {
+            LeaseOutcome::Missing
+        } else {
+            LeaseOutcome::Busy
+        })
+    }
+
+    fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool> {
+        let renewed = diesel::update(
+            uploads::table
+                .filter(uploads::id.eq(id.to_string()))
+                .filter(uploads::lock_token.eq(token)),
+        )
+        .set(uploads::lock_until.eq(naive(until)))
+        .execute(&mut *self.conn()?)?;
+        Ok(renewed == 1)
+    }
+
+    fn release_lease(&self, id: Uuid, token: &str) -> MetaResult<()> {
+        diesel::update(
+            uploads::table
+                .filter(uploads::id.eq(id.to_string()))
+                .filter(uploads::lock_token.eq(token)),
+        )
+        .set((
+            uploads::lock_token.eq(None::<String>),
+            uploads::lock_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute(&mut *self.conn()?)?;
+        Ok(())
+    }
+
+    fn commit_chunk(
+        &self,
+        id: Uuid,
+        token: &str,
+        from: u64,
+        to: u64,
+        hash_state: &[u8],
+    ) -> MetaResult<bool> {
+        let committed = diesel::update(
+            uploads::table
+                .filter(uploads::id.eq(id.to_string()))
+                .filter(uploads::lock_token.eq(token))
+                .filter(uploads::upload_offset.eq(to_db(from)))
+                .filter(uploads::status.eq(STATUS_UPLOADING)),
+        )
+        .set((
+            uploads::upload_offset.eq(to_db(to)),
+            uploads::hash_state.eq(hash_state),
+            uploads::lock_token.eq(None::<String>),
+            uploads::lock_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute(&mut *self.conn()?)?;
+        Ok(committed == 1)
+    }
+
+    fn mark_complete(
+        &self,
+        id: Uuid,
+        token: &str,
+        checksum: &str,
+        completed_at: DateTime<Utc>,
+    ) -> MetaResult<bool> {
+        let marked = diesel::update(
+            uploads::table
+                .filter(uploads::id.eq(id.to_string()))
+                .filter(uploads::lock_token.eq(token)),
+        )
+        .set((
+            uploads::status.eq(STATUS_COMPLETE),
+            uploads::checksum.eq(checksum),
+            uploads::completed_at.eq(naive(completed_at)),
+            uploads::lock_token.eq(None::<String>),
+            uploads::lock_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute(&mut *self.conn()?)?;
+        Ok(marked == 1)
+    }
+
+    fn delete_upload(&self, id: Uuid, token: &str) -> MetaResult<bool> {
+        let deleted = diesel::delete(
+            uploads::table
+                .filter(uploads::id.eq(id.to_string()))
+                .filter(uploads::lock_token.eq(token)),
+        )
+        .execute(&mut *self.conn()?)?;
+        Ok(deleted == 1)
+    }
+
+    fn insert_token(&self, token: &TokenRecord) -> MetaResult<()> {
+        diesel::insert_into(tokens::table)
+            .values(TokenRow {
+                id: token.id.clone(),
+                owner: token.owner.clone(),
+                token_hash: token.token_hash.clone(),
+                created_at: naive(token.created_at),
+            })
+            .execute(&mut *self.conn()?)?;
+        Ok(())
+    }
+
+    fn token_owner(&self, token_hash: &str) -> MetaResult<Option<String>> {
+        Ok(tokens::table
+            .filter(tokens::token_hash.eq(token_hash))
+            .select(tokens::owner)
+            .first(&mut *self.conn()?)
+            .optional()?)
+    }
+
+    fn list_tokens(&self) -> MetaResult<Vec<TokenRecord>> {
+        Ok(tokens::table
+            .select(TokenRow::as_select())
+            .order((tokens::created_at.asc(), tokens::id.asc()))
+            .load(&mut *self.conn()?)?
+            .into_iter()
+            .map(|row| TokenRecord {
+                id: row.id,
+                owner: row.owner,
+                token_hash: row.token_hash,
+                created_at: row.created_at.and_utc(),
+            })
+            .collect())
+    }
+
+    fn delete_token(&self, id: &str) -> MetaResult<bool> {
+        let deleted =
+            diesel::delete(tokens::table.filter(tokens::id.eq(id))).execute(&mut *self.conn()?)?;
+        Ok(deleted == 1)
+    }
+
+    fn ping(&self) -> MetaResult<()> {
+        self.conn()?.batch_execute("SELECT 1")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! Upload rows and tokens: a small trait, implemented with diesel over
+//! PostgreSQL (production) and SQLite (the zero-setup default).
+//!
+//! The trait is synchronous: the engine calls it on the blocking thread pool.
+
+mod diesel_store;
+mod schema;
+
+pub use diesel_store::{DatabaseUrl, DieselStore};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database connection error: {0}")]
+    Connection(String),
+    #[error("database migration error: {0}")]
+    Migration(String),
+    #[error("corrupt row {id}: {reason}")]
+    CorruptRow { id: String, reason: String },
+}
+
+pub type MetaResult<T> = Result<T, MetaError>;
+
+/// One upload as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadRecord {
+    pub id: Uuid,
+    pub owner: Option<String>,
+    pub filename: String,
+    pub total: u64,
+    pub offset: u64,
+    pub complete: bool,
+    pub checksum_algo: String,
+    /// The saved hasher state after `offset` bytes.
+    pub hash_state: Vec<u8>,
+    /// The final hex digest, once complete.
+    pub checksum: Option<String>,
+    pub storage_dir: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub owner: String,
+    pub token_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which uploads a listing returns.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// `None`: every owner's uploads.
+    pub owner: Option<String>,
+    pub complete: Option<bool>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    Acquired,
+    Busy,
+    Missing,
+}
+
+/// A lease is the cross-process lock on one upload: a token and an expiry
+/// time in its row. Every change of an upload is made by its lease holder
+/// and checks the token (fencing), so a holder that lost its lease changes
+/// nothing.
+pub trait MetaStore: Send + Sync {
+    fn insert_upload(&self, upload: &UploadRecord) -> MetaResult<()>;
+    fn get_upload(&self, id: Uuid) -> MetaResult<Option<UploadRecord>>;
+    /// Newest first.
+    fn list_uploads(&self, query: &ListQuery) -> MetaResult<Vec<UploadRecord>>;
+    /// Incomplete uploads whose expiry time is at or before `now`.
+    fn expired_uploads(&self, now: DateTime<Utc>) -> MetaResult<Vec<UploadRecord>>;
+
+    /// Takes the lease if it is free or its holder let it run out.
+    fn try_lease(
+        &self,
+        id: Uuid,
+        token: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> MetaResult<LeaseOutcome>;
+    /// Extends a lease still held; false if it was lost.
+    fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool>;
+    fn release_lease(&self, id: Uuid, token: &str) -> MetaResult<()>;
+    /// Advances the offset and the hash state together, and releases the
+    /// lease; false (nothing changed) unless the lease is held and the
+    /// offset is still `from`.
+    fn commit_chunk(
+        &self,
+        id: Uuid,
+        token: &str,
+        from: u64,
+        to: u64,
+        hash_state: &[u8],
+    ) -> MetaResult<bool>;
+    /// Marks the upload complete and releases the lease; false if the lease
+    /// was lost.
+    fn mark_complete(
+        &self,
+        id: Uuid,
+        token: &str,
+        checksum: &str,
+        completed_at: DateTime<Utc>,
+    ) -> MetaResult<bool>;
+    /// Deletes the row; false if the lease was lost.
+    fn delete_upload(&self, id: Uuid, token: &str) -> MetaResult<bool>;
+
+    fn insert_token(&self, token: &TokenRecord) -> MetaResult<()>;
+    fn token_owner(&self, token_hash: &str) -> MetaResult<Option<String>>;
+    fn list_tokens(&self) -> MetaResult<Vec<TokenRecord>>;
+    fn delete_token(&self, id: &str) -> MetaResult<bool>;
+
+    fn ping(&self) -> MetaResult<()>;
+}

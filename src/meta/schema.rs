@@ -1,0 +1,31 @@
+// One schema for PostgreSQL and SQLite: only types that diesel's
+// MultiConnection supports (ids are TEXT, times are naive UTC).
+
+diesel::table! {
+    uploads (id) {
+        id -> Text,
+        owner -> Nullable<Text>,
+        filename -> Text,
+        total -> BigInt,
+        upload_offset -> BigInt,
+        status -> SmallInt,
+        checksum_algo -> Text,
+        hash_state -> Binary,
+        checksum -> Nullable<Text>,
+        storage_dir -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        completed_at -> Nullable<Timestamp>,
+        lock_token -> Nullable<Text>,
+        lock_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    tokens (id) {
+        id -> Text,
+        owner -> Text,
+        token_hash -> Text,
+        created_at -> Timestamp,
+    }
+}

@@ -1,0 +1,562 @@
+//! The chunked-upload protocol of drf-chunked-upload (`/upload/`): parses
+//! requests, calls the engine, renders the upload JSON. No storage or
+//! database code here.
+
+use crate::engine::{ChunkRange, EngineError, Staged};
+use crate::http::auth::caller;
+use crate::http::error::{ApiError, ApiResult, RequestError};
+use crate::http::{base_url, AppState};
+use crate::meta::UploadRecord;
+use crate::protocol::headers::{attachment, parse_content_range, parse_range, ByteRange};
+use actix_multipart::{Field, Multipart};
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, CacheControl, CacheDirective, ContentDisposition};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Largest form field or completion body read into memory.
+const FORM_LIMIT: usize = 64 * 1024;
+/// Bytes read from disk per step of a download.
+const DOWNLOAD_STEP: u64 = 256 * 1024;
+const FILENAME_REQUIRED: EngineError = EngineError::InvalidFilename("This field is required.");
+
+#[derive(Serialize)]
+struct UploadJson {
+    id: String,
+    url: String,
+    file: String,
+    filename: String,
+    offset: u64,
+    total: u64,
+    created_at: String,
+    expires_at: String,
+    status: u8,
+    completed_at: Option<String>,
+    user: Option<String>,
+    // The checksum, under the name of its algorithm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    md5: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<Option<String>>,
+}
+
+fn timestamp(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn render(upload: &UploadRecord, base: &str) -> UploadJson {
+    let url = format!("{base}/upload/{}/", upload.id);
+    let checksum = Some(upload.checksum.clone());
+    let is_md5 = upload.checksum_algo == "md5";
+    UploadJson {
+        id: upload.id.to_string(),
+        file: format!("{url}file"),
+        url,
+        filename: upload.filename.clone(),
+        offset: upload.offset,
+        total: upload.total,
+        created_at: timestamp(upload.created_at),
+        expires_at: timestamp(upload.expires_at),
+        status: if upload.complete { 2 } else { 1 },
+        completed_at: upload.completed_at.map(timestamp),
+        user: upload.owner.clone(),
+        md5: if is_md5 { checksum.clone() } else { None },
+        sha256: if is_md5 { None } else { checksum },
+    }
+}
+
+fn upload_response(req: &HttpRequest, state: &AppState, upload: &UploadRecord) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .json(render(upload, &base_url(req, state.trust_proxy)))
+}
+
+/// Only the canonical hyphenated form: any other path is simply not found.
+fn upload_id(req: &HttpRequest) -> ApiResult<Uuid> {
+    req.match_info()
+        .get("id")
+        .filter(|id| id.len() == 36)
+        .and_then(|id| Uuid::try_parse(id).ok())
+        .ok_or_else(|| EngineError::NotFound.into())
+}
+
+fn query(req: &HttpRequest) -> ApiResult<HashMap<String, String>> {
+    serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| RequestError::InvalidQuery("malformed query string").into())
+}
+
+fn chunk_range(req: &HttpRequest) -> ApiResult<ChunkRange> {
+    let (start, end, total) = req
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_content_range)
+        .ok_or(RequestError::BadHeaders)?;
+    if end >= total {
+        return Err(RequestError::EndExceedsTotal { total }.into());
+    }
+    Ok(ChunkRange {
+        start,
+        len: end - start + 1,
+        total,
+    })
+}
+
+fn content_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A raw body announces its length: a mismatch is refused before reading.
+fn check_raw_length(req: &HttpRequest, declared: u64) -> ApiResult<()> {
+    match content_length(req) {
+        Some(actual) if actual != declared => {
+            Err(EngineError::SizeMismatch { actual, declared }.into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The original name of a raw body: `Content-Disposition` (`filename*`
+/// first), else `?filename=`.
+fn raw_filename(req: &HttpRequest) -> ApiResult<Option<String>> {
+    let from_header = req
+        .headers()
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| ContentDisposition::from_raw(v).ok())
+        .and_then(|cd| {
+            cd.get_filename_ext()
+                .and_then(|ext| String::from_utf8(ext.value.clone()).ok())
+                .or_else(|| cd.get_filename().map(str::to_owned))
+        });
+    Ok(from_header.or(query(req)?.remove("filename")))
+}
+
+enum Body {
+    Multipart(Multipart),
+    Raw(web::Payload),
+    /// A urlencoded or JSON form: fields, no chunk.
+    Form {
+        json: bool,
+        payload: web::Payload,
+    },
+}
+
+fn body(req: &HttpRequest, payload: web::Payload) -> ApiResult<Body> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(Body::Raw(payload));
+    };
+    let media = value.to_str().unwrap_or("").trim().to_owned();
+    let essence = media
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "multipart/form-data" => Ok(Body::Multipart(Multipart::new(
+            req.headers(),
+            payload.into_inner(),
+        ))),
+        "application/octet-stream" => Ok(Body::Raw(payload)),
+        "application/x-www-form-urlencoded" => Ok(Body::Form {
+            json: false,
+            payload,
+        }),
+        "application/json" => Ok(Body::Form {
+            json: true,
+            payload,
+        }),
+        _ => Err(RequestError::UnsupportedMediaType(media).into()),
+    }
+}
+
+/// The text fields of a multipart form, and what `on_file` made of its
+/// first `file` part (other file parts are skipped).
+struct Form<T> {
+    fields: HashMap<String, String>,
+    file: Option<T>,
+}
+
+async fn next_field(form: &mut Multipart, wait: Duration) -> ApiResult<Option<Field>> {
+    match tokio::time::timeout(wait, form.try_next()).await {
+        Err(_) => Err(EngineError::ReadTimeout.into()),
+        Ok(Err(err)) => Err(RequestError::Multipart(err.to_string()).into()),
+        Ok(Ok(field)) => Ok(field),
+    }
+}
+
+/// Reads a whole small field; `keep` false just drains it.
+async fn read_field(field: &mut Field, wait: Duration, keep: bool) -> ApiResult<Vec<u8>> {
+    let mut text = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout(wait, field.next()).await {
+            Err(_) => return Err(EngineError::ReadTimeout.into()),
+            Ok(None) => return Ok(text),
+            Ok(Some(Err(err))) => return Err(RequestError::Multipart(err.to_string()).into()),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        if keep {
+            if text.len() + chunk.len() > FORM_LIMIT {
+                return Err(RequestError::Multipart(format!(
+                    "field {:?} is larger than {FORM_LIMIT} bytes",
+                    field.name().unwrap_or("")
+                ))
+                .into());
+            }
+            text.extend_from_slice(&chunk);
+        }
+    }
+}
+
+async fn read_form<T, F, Fut>(
+    mut form: Multipart,
+    wait: Duration,
+    mut on_file: F,
+) -> ApiResult<Form<T>>
+where
+    F: FnMut(HashMap<String, String>, Field) -> Fut,
+    Fut: Future<Output = ApiResult<T>>,
+{
+    let mut fields = HashMap::new();
+    let mut file = None;
+    while let Some(mut field) = next_field(&mut form, wait).await? {
+        let name = field.name().unwrap_or("").to_owned();
+        if name == "file" && file.is_none() {
+            file = Some(on_file(fields.clone(), field).await?);
+        } else if field
+            .content_disposition()
+            .and_then(|cd| cd.get_filename())
+            .is_some()
+        {
+            read_field(&mut field, wait, false).await?;
+        } else {
+            let value = read_field(&mut field, wait, true).await?;
+            let value = String::from_utf8(value)
+                .map_err(|_| RequestError::Multipart(format!("field {name:?} is not UTF-8")))?;
+            fields.insert(name, value);
+        }
+    }
+    Ok(Form { fields, file })
+}
+
+/// The fields of a small form body: urlencoded, JSON or multipart (a raw
+/// body has none).
+async fn read_small_form(
+    req: &HttpRequest,
+    payload: web::Payload,
+    wait: Duration,
+) -> ApiResult<HashMap<String, String>> {
+    let (json, payload) = match body(req, payload)? {
+        Body::Multipart(form) => {
+            let form = read_form(form, wait, |_, mut field| async move {
+                read_field(&mut field, wait, false).await.map(drop)
+            })
+            .await?;
+            return Ok(form.fields);
+        }
+        Body::Raw(_) => return Ok(HashMap::new()),
+        Body::Form { json, payload } => (json, payload),
+    };
+    let bytes = tokio::time::timeout(wait, payload.to_bytes_limited(FORM_LIMIT))
+        .await
+        .map_err(|_| EngineError::ReadTimeout)?
+        .map_err(|_| RequestError::MalformedBody)?
+        .map_err(|err| EngineError::Body(err.to_string()))?;
+    if !json {
+        return serde_urlencoded::from_bytes(&bytes)
+            .map_err(|_| RequestError::MalformedBody.into());
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(HashMap::new());
+    }
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| RequestError::MalformedBody)?;
+    Ok(object
+        .into_iter()
+        .filter_map(|(key, value)| match value {
+            serde_json::Value::String(text) => Some((key, text)),
+            serde_json::Value::Null => None,
+            other => Some((key, other.to_string())),
+        })
+        .collect())
+}
+
+fn state_wait(state: &AppState) -> Duration {
+    state.engine.settings().read_timeout
+}
+
+/// `PUT /upload/`: creates an upload with its first chunk.
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let caller = caller(&req, &state).await?;
+    let engine = &state.engine;
+    let range = chunk_range(&req)?;
+    engine.check_total(range.total)?;
+    if range.start != 0 {
+        return Err(EngineError::OffsetMismatch {
+            expected: 0,
+            provided: range.start,
+        }
+        .into());
+    }
+    engine.check_chunk_len(range.len)?;
+    let (staged, filename) = match body(&req, payload)? {
+        Body::Raw(payload) => {
+            check_raw_length(&req, range.len)?;
+            let filename = raw_filename(&req)?.ok_or(FILENAME_REQUIRED)?;
+            engine.check_filename(&filename)?;
+            (
+                engine.receive_new(Some(range.len), payload).await?,
+                filename,
+            )
+        }
+        Body::Multipart(form) => {
+            let mut form = read_form(form, state_wait(&state), |fields, field| async move {
+                if let Some(name) = fields.get("filename") {
+                    engine.check_filename(name)?;
+                }
+                Ok(engine.receive_new(Some(range.len), field).await?)
+            })
+            .await?;
+            let staged = form.file.ok_or(RequestError::NoChunk)?;
+            let filename = form.fields.remove("filename").ok_or(FILENAME_REQUIRED)?;
+            (staged, filename)
+        }
+        Body::Form { .. } => return Err(RequestError::NoChunk.into()),
+    };
+    let upload = engine
+        .create(staged, &caller, filename, range.total)
+        .await?;
+    Ok(upload_response(&req, &state, &upload))
+}
+
+/// `POST /upload/`: a whole file and its checksum in one request.
+pub async fn create_complete(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let caller = caller(&req, &state).await?;
+    let engine = &state.engine;
+    let algo = engine.settings().checksum.name();
+    let (staged, filename, checksum): (Staged, _, _) = match body(&req, payload)? {
+        Body::Raw(payload) => {
+            let mut params = query(&req)?;
+            let checksum = params
+                .remove(algo)
+                .ok_or(EngineError::ChecksumRequired { algo })?;
+            let filename = raw_filename(&req)?.ok_or(FILENAME_REQUIRED)?;
+            engine.check_filename(&filename)?;
+            if let Some(len) = content_length(&req) {
+                engine.check_total(len)?;
+                engine.check_chunk_len(len)?;
+            }
+            let staged = engine.receive_new(None, payload).await?;
+            (staged, filename, Some(checksum))
+        }
+        Body::Multipart(form) => {
+            let mut form = read_form(form, state_wait(&state), |fields, field| async move {
+                if let Some(name) = fields.get("filename") {
+                    engine.check_filename(name)?;
+                }
+                Ok(engine.receive_new(None, field).await?)
+            })
+            .await?;
+            let staged = form.file.ok_or(RequestError::NoChunk)?;
+            let filename = form.fields.remove("filename").ok_or(FILENAME_REQUIRED)?;
+            (staged, filename, form.fields.remove(algo))
+        }
+        Body::Form { .. } => return Err(RequestError::NoChunk.into()),
+    };
+    let upload = engine
+        .create_complete(staged, &caller, filename, checksum.as_deref())
+        .await?;
+    Ok(upload_response(&req, &state, &upload))
+}
+
+/// `PUT /upload/{id}/`: appends a chunk at the upload's offset.
+pub async fn append(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let id = upload_id(&req)?;
+    let caller = caller(&req, &state).await?;
+    let engine = &state.engine;
+    let range = chunk_range(&req)?;
+    engine.check_total(range.total)?;
+    let upload = match body(&req, payload)? {
+        Body::Raw(payload) => {
+            check_raw_length(&req, range.len)?;
+            let session = engine.begin_append(&caller, id, range).await?;
+            session.write(payload).await?
+        }
+        Body::Multipart(form) => {
+            let mut session = Some(engine.begin_append(&caller, id, range).await?);
+            let form = read_form(form, state_wait(&state), |_, field| {
+                let session = session.take();
+                async move {
+                    let session = session
+                        .ok_or_else(|| EngineError::Internal("second chunk in one form".into()))?;
+                    Ok(session.write(field).await?)
+                }
+            })
+            .await?;
+            form.file.ok_or(RequestError::NoChunk)?
+        }
+        Body::Form { .. } => return Err(RequestError::NoChunk.into()),
+    };
+    Ok(upload_response(&req, &state, &upload))
+}
+
+/// `POST /upload/{id}/`: completes an upload with its checksum.
+pub async fn complete(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let id = upload_id(&req)?;
+    let caller = caller(&req, &state).await?;
+    let engine = &state.engine;
+    let algo = engine.settings().checksum.name();
+    let mut fields = read_small_form(&req, payload, state_wait(&state)).await?;
+    let checksum = fields
+        .remove(algo)
+        .or_else(|| query(&req).ok()?.remove(algo));
+    let upload = engine.complete(&caller, id, checksum.as_deref()).await?;
+    Ok(upload_response(&req, &state, &upload))
+}
+
+/// `GET /upload/{id}/`: where to resume.
+pub async fn detail(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let id = upload_id(&req)?;
+    let caller = caller(&req, &state).await?;
+    let upload = state.engine.get(&caller, id).await?;
+    Ok(upload_response(&req, &state, &upload))
+}
+
+/// `GET /upload/`: the caller's uploads, newest first.
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let caller = caller(&req, &state).await?;
+    let params = query(&req)?;
+    let complete = match params.get("status").map(String::as_str) {
+        None | Some("") => None,
+        Some("1") => Some(false),
+        Some("2") => Some(true),
+        Some(_) => return Err(RequestError::InvalidQuery("status must be 1 or 2").into()),
+    };
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or(RequestError::InvalidQuery("limit must be 1 to 1000"))?,
+    };
+    let uploads = state.engine.list(&caller, complete, limit).await?;
+    let base = base_url(&req, state.trust_proxy);
+    let rendered: Vec<UploadJson> = uploads.iter().map(|u| render(u, &base)).collect();
+    Ok(HttpResponse::Ok()
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .json(rendered))
+}
+
+/// `DELETE /upload/{id}/`: aborts an upload.
+pub async fn abort(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let id = upload_id(&req)?;
+    let caller = caller(&req, &state).await?;
+    state.engine.abort(&caller, id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /upload/{id}/file`: the bytes of a completed upload, with ranges.
+pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let id = upload_id(&req)?;
+    let caller = caller(&req, &state).await?;
+    let (upload, reader) = state.engine.open_download(&caller, id).await?;
+    let len = reader.size();
+    let etag = format!("\"{}\"", upload.checksum.as_deref().unwrap_or_default());
+    let header_text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let matches_etag = |value: &str| {
+        value
+            .split(',')
+            .any(|t| t.trim() == etag || t.trim() == "*")
+    };
+    if header_text(header::IF_NONE_MATCH).is_some_and(matches_etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
+    // A Range applies only while the file is the one the client has.
+    let range = match header_text(header::IF_RANGE) {
+        Some(validator) if validator.trim() != etag => None,
+        _ => header_text(header::RANGE),
+    };
+    let mut response = HttpResponse::Ok();
+    let (start, count) = match parse_range(range, len) {
+        ByteRange::Whole => (0, len),
+        ByteRange::Part { start, end } => {
+            response.status(StatusCode::PARTIAL_CONTENT);
+            response.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
+            (start, end - start + 1)
+        }
+        ByteRange::Unsatisfiable => return Err(RequestError::RangeNotSatisfiable { len }.into()),
+    };
+    let stream =
+        futures_util::stream::unfold((reader, start, count), |(reader, pos, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            let step = left.min(DOWNLOAD_STEP);
+            let source = Arc::clone(&reader);
+            let read = crate::engine::run_blocking(move || {
+                let mut buf = vec![0u8; step as usize];
+                let got = source.read_at(&mut buf, pos)?;
+                if got == 0 {
+                    return Err(crate::storage::StorageError::Damaged {
+                        expected: pos + step,
+                        found: pos,
+                    }
+                    .into());
+                }
+                buf.truncate(got);
+                Ok(Bytes::from(buf))
+            })
+            .await;
+            Some(match read {
+                Ok(bytes) => {
+                    let n = bytes.len() as u64;
+                    (Ok(bytes), (reader, pos + n, left - n))
+                }
+                Err(err) => (Err(ApiError::from(err)), (reader, pos, 0)),
+            })
+        });
+    Ok(response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::CONTENT_TYPE, "application/octet-stream"))
+        .insert_header((header::CONTENT_DISPOSITION, attachment(&upload.filename)))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header(CacheControl(vec![
+            CacheDirective::Private,
+            CacheDirective::NoCache,
+        ]))
+        .body(SizedStream::new(count, stream)))
+}

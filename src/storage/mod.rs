@@ -1,0 +1,83 @@
+//! Part files: where the bytes of an upload live while it is in progress
+//! (`{id}.part`) and once it is complete (`{id}.done`).
+//!
+//! The trait is synchronous on purpose: every call is file-system work that the
+//! engine runs on the blocking thread pool.
+
+mod local;
+
+pub use local::LocalDisk;
+
+use std::io;
+use uuid::Uuid;
+
+/// Where one upload's bytes live: a directory relative to the storage root
+/// (expanded from the path template when the upload was created) and the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartKey {
+    pub dir: String,
+    pub id: Uuid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the disk is full")]
+    NoSpace,
+    #[error("part file missing")]
+    Missing,
+    /// The part file is shorter than the committed offset: bytes that were
+    /// acknowledged are gone, so the upload cannot continue.
+    #[error("part file holds {found} bytes but {expected} were committed")]
+    Damaged { expected: u64, found: u64 },
+    #[error("storage I/O error: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for StorageError {
+    fn from(err: io::Error) -> Self {
+        match err.kind() {
+            // ENOSPC and EDQUOT both mean "no room left for these bytes".
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StorageError::NoSpace,
+            io::ErrorKind::NotFound => StorageError::Missing,
+            _ => StorageError::Io(err),
+        }
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// An open part file being written.
+pub trait PartWriter: Send + Sync {
+    /// Writes all of `buf` at byte `pos` (no shared cursor).
+    fn write_at(&self, buf: &[u8], pos: u64) -> StorageResult<()>;
+    /// Makes every byte written so far durable (fdatasync).
+    fn sync(&self) -> StorageResult<()>;
+    /// Cuts the file back to `len` bytes and syncs.
+    fn truncate(&self, len: u64) -> StorageResult<()>;
+}
+
+/// An open completed file being read.
+pub trait PartReader: Send + Sync {
+    fn size(&self) -> u64;
+    /// Reads up to `buf.len()` bytes at `pos`; returns how many were read.
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> StorageResult<usize>;
+}
+
+pub trait PartStore: Send + Sync {
+    /// Creates a new, empty part file; fails if it exists.
+    fn create(&self, key: &PartKey) -> StorageResult<Box<dyn PartWriter>>;
+    /// Opens an existing part file to append at `committed`: bytes past it
+    /// (left by a request that died before committing) are cut off.
+    fn open_at(&self, key: &PartKey, committed: u64) -> StorageResult<Box<dyn PartWriter>>;
+    /// Opens a part file for reading (incomplete uploads), e.g. to re-hash it.
+    fn open_part_reader(&self, key: &PartKey) -> StorageResult<Box<dyn PartReader>>;
+    /// Turns the part file into the completed file, durably. Idempotent: a
+    /// completed file that is already in place counts as success.
+    fn finalize(&self, key: &PartKey) -> StorageResult<()>;
+    /// Opens the completed file for reading.
+    fn open_done(&self, key: &PartKey) -> StorageResult<Box<dyn PartReader>>;
+    /// Removes whatever files the upload has; missing files are not an error.
+    fn remove(&self, key: &PartKey) -> StorageResult<()>;
+    /// Checks that the storage root is usable (for health checks).
+    fn check(&self) -> StorageResult<()>;
+}
