@@ -28,10 +28,18 @@ fn owners_see_only_their_uploads(backend: Backend) {
     assert_eq!(bob.get("/upload/").json(), json!([]));
     assert_eq!(alice.get("/upload/").json().as_array().unwrap().len(), 2);
     // Bob changed nothing.
-    assert_eq!(alice.get(&format!("/upload/{open_id}/")).json()["offset"], 2);
+    assert_eq!(
+        alice.get(&format!("/upload/{open_id}/")).json()["offset"],
+        2
+    );
 
     // Bearer works as well as Token.
-    let bearer = server.request("GET", "/upload/", &[("Authorization", &format!("Bearer {alice_token}"))], b"");
+    let bearer = server.request(
+        "GET",
+        "/upload/",
+        &[("Authorization", &format!("Bearer {alice_token}"))],
+        b"",
+    );
     assert_eq!(bearer.json().as_array().unwrap().len(), 2);
 }
 
@@ -53,13 +61,33 @@ fn credentials_are_required(backend: Backend) {
     let token = store.token("alice");
     let server = Server::start(&store, &[]);
     let none = server.request("GET", "/upload/", &[], b"");
-    assert_eq!((none.status, none.json()), (401, json!({"detail": "Authentication credentials were not provided."})));
+    assert_eq!(
+        (none.status, none.json()),
+        (
+            401,
+            json!({"detail": "Authentication credentials were not provided."})
+        )
+    );
     assert_eq!(none.header("www-authenticate"), Some("Token"));
-    let create = server.request("PUT", "/upload/?filename=a", &[("Content-Range", "bytes 0-0/1")], b"a");
+    let create = server.request(
+        "PUT",
+        "/upload/?filename=a",
+        &[("Content-Range", "bytes 0-0/1")],
+        b"a",
+    );
     assert_eq!(create.status, 401);
-    for bad in ["Token nope", "Token", "Basic YWxpY2U6eA==", &format!("Token {token}x")] {
+    for bad in [
+        "Token nope",
+        "Token",
+        "Basic YWxpY2U6eA==",
+        &format!("Token {token}x"),
+    ] {
         let resp = server.request("GET", "/upload/", &[("Authorization", bad)], b"");
-        assert_eq!((resp.status, resp.json()), (401, json!({"detail": "Invalid token."})), "{bad}");
+        assert_eq!(
+            (resp.status, resp.json()),
+            (401, json!({"detail": "Invalid token."})),
+            "{bad}"
+        );
     }
     assert!(store.part_files().is_empty());
 }
@@ -74,7 +102,10 @@ fn token_cli_creates_lists_and_revokes(backend: Backend) {
     assert_eq!(carol.get("/upload/").status, 200);
     let (ok, listed, _) = store.run(&["token", "list"]);
     assert!(ok);
-    let line = listed.lines().find(|l| l.contains("\tcarol\t")).expect("carol's token is listed");
+    let line = listed
+        .lines()
+        .find(|l| l.contains("\tcarol\t"))
+        .expect("carol's token is listed");
     // The token itself is never shown again.
     assert!(!listed.contains(&token));
     let id = line.split('\t').next().unwrap();
@@ -107,7 +138,16 @@ fn first_start_prints_an_admin_token(backend: Backend) {
         }
     };
     let token = token.expect("an admin token is printed");
-    let resp = request(&addr, "PUT", "/upload/?filename=a.txt", &[("Authorization", &format!("Token {token}")), ("Content-Range", "bytes 0-0/1")], b"a");
+    let resp = request(
+        &addr,
+        "PUT",
+        "/upload/?filename=a.txt",
+        &[
+            ("Authorization", &format!("Token {token}")),
+            ("Content-Range", "bytes 0-0/1"),
+        ],
+        b"a",
+    );
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["user"], "admin");
     child.kill().unwrap();
@@ -123,11 +163,21 @@ fn anonymous_uploads_when_allowed(backend: Backend) {
     let store = Store::new(backend);
     let token = store.token("alice");
     let server = Server::start(&store, &["--anonymous"]);
-    let first = server.request("PUT", "/upload/?filename=anon.txt", &[("Content-Range", "bytes 0-1/4")], b"an");
+    let first = server.request(
+        "PUT",
+        "/upload/?filename=anon.txt",
+        &[("Content-Range", "bytes 0-1/4")],
+        b"an",
+    );
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.json()["user"], serde_json::Value::Null);
     let id = first.json()["id"].as_str().unwrap().to_owned();
-    let next = server.request("PUT", &format!("/upload/{id}/"), &[("Content-Range", "bytes 2-3/4")], b"on");
+    let next = server.request(
+        "PUT",
+        &format!("/upload/{id}/"),
+        &[("Content-Range", "bytes 2-3/4")],
+        b"on",
+    );
     assert_eq!(next.status, 200);
     let done = server.request(
         "POST",
@@ -137,7 +187,10 @@ fn anonymous_uploads_when_allowed(backend: Backend) {
     );
     assert_eq!(done.status, 200);
     // Reachable by its URL, listed to nobody.
-    assert_eq!(server.request("GET", "/upload/", &[], b"").json(), json!([]));
+    assert_eq!(
+        server.request("GET", "/upload/", &[], b"").json(),
+        json!([])
+    );
     let alice = Client::new(&server, &token);
     assert_eq!(alice.get(&format!("/upload/{id}/file")).body, b"anon");
     assert_eq!(alice.get("/upload/").json(), json!([]));
@@ -149,13 +202,30 @@ fn anonymous_uploads_when_allowed(backend: Backend) {
 fn forwarded_headers_only_when_trusted(backend: Backend) {
     let store = Store::new(backend);
     let token = store.token("alice");
-    let proxy_headers = [("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "files.example.com")];
-    for (flags, expected_base) in [(&[][..], None), (&["--trust-proxy"][..], Some("https://files.example.com"))] {
+    let proxy_headers = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "files.example.com"),
+    ];
+    for (flags, expected_base) in [
+        (&[][..], None),
+        (&["--trust-proxy"][..], Some("https://files.example.com")),
+    ] {
         let server = Server::start(&store, flags);
         let client = Client::new(&server, &token);
-        let resp = client.send("PUT", "/upload/?filename=p.txt", &[("Content-Range", "bytes 0-0/2"), proxy_headers[0], proxy_headers[1]], b"p");
+        let resp = client.send(
+            "PUT",
+            "/upload/?filename=p.txt",
+            &[
+                ("Content-Range", "bytes 0-0/2"),
+                proxy_headers[0],
+                proxy_headers[1],
+            ],
+            b"p",
+        );
         let url = resp.json()["url"].as_str().unwrap().to_owned();
-        let base = expected_base.map(str::to_owned).unwrap_or_else(|| format!("http://{}", server.addr));
+        let base = expected_base
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("http://{}", server.addr));
         assert!(url.starts_with(&format!("{base}/upload/")), "{url}");
     }
 }

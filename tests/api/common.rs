@@ -100,7 +100,11 @@ impl PgDatabase {
             .is_ok()
         {
             let migrated = Command::new(BIN)
-                .args(["migrate", "--database-url", &format!("{PG_BASE_URL}/{template}")])
+                .args([
+                    "migrate",
+                    "--database-url",
+                    &format!("{PG_BASE_URL}/{template}"),
+                ])
                 .env("RUST_LOG", "warn")
                 .output()
                 .unwrap();
@@ -126,7 +130,10 @@ impl PgDatabase {
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        let _ = pg_admin().batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        let _ = pg_admin().batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
     }
 }
 
@@ -210,7 +217,10 @@ pub struct Server {
 
 impl Server {
     pub fn start(store: &Store, extra: &[&str]) -> Server {
-        let log = store.logs.0.join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
+        let log = store
+            .logs
+            .0
+            .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--workers", "2"];
         args.extend_from_slice(extra);
         let mut child = store
@@ -255,7 +265,13 @@ impl Server {
         kib * 1024
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         request(&self.addr, method, path, headers, body)
     }
 }
@@ -277,7 +293,10 @@ pub struct Response {
 impl Response {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| {
-            panic!("not JSON ({err}): {:?}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -294,7 +313,13 @@ impl Response {
 }
 
 /// The head of a request, for tests that send its body themselves.
-pub fn request_head(method: &str, path: &str, addr: &str, headers: &[(&str, &str)], len: Option<u64>) -> Vec<u8> {
+pub fn request_head(
+    method: &str,
+    path: &str,
+    addr: &str,
+    headers: &[(&str, &str)],
+    len: Option<u64>,
+) -> Vec<u8> {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -308,7 +333,9 @@ pub fn request_head(method: &str, path: &str, addr: &str, headers: &[(&str, &str
 
 pub fn connect(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     stream
 }
 
@@ -325,7 +352,14 @@ pub fn parse_response(raw: &[u8]) -> Response {
         .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -337,14 +371,20 @@ pub fn parse_response(raw: &[u8]) -> Response {
     if chunked {
         body = dechunk(&body);
     }
-    Response { status, headers, body }
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16).unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
         data = &data[line_end + 2..];
         if size == 0 {
             return out;
@@ -354,10 +394,18 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
 }
 
-pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut stream = connect(addr);
     let len = (!body.is_empty() || matches!(method, "PUT" | "POST")).then_some(body.len() as u64);
-    stream.write_all(&request_head(method, path, addr, headers, len)).unwrap();
+    stream
+        .write_all(&request_head(method, path, addr, headers, len))
+        .unwrap();
     // The server may answer (and close) before reading the whole body. No
     // half-close: the request says Connection: close, the server closes.
     let _ = stream.write_all(body);
@@ -379,7 +427,8 @@ pub fn multipart(parts: &[Part]) -> Vec<u8> {
         match part {
             Part::Text(name, value) => {
                 body.extend_from_slice(
-                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                        .as_bytes(),
                 );
             }
             Part::File(name, filename, data) => {
@@ -405,7 +454,10 @@ pub fn multipart_type() -> String {
 
 pub fn md5_hex(data: &[u8]) -> String {
     use md5::Digest;
-    md5::Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    md5::Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Deterministic pseudo-random bytes.
@@ -413,7 +465,9 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
     (0..len)
         .map(|_| {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             (state >> 33) as u8
         })
         .collect()
@@ -433,14 +487,26 @@ impl<'a> Client<'a> {
         }
     }
 
-    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut all = vec![("Authorization", self.auth.as_str())];
         all.extend_from_slice(headers);
         self.server.request(method, path, &all, body)
     }
 
     /// A chunk as multipart, with `filename` when given (creation).
-    pub fn put_chunk(&self, path: &str, range: &str, filename: Option<&str>, data: &[u8]) -> Response {
+    pub fn put_chunk(
+        &self,
+        path: &str,
+        range: &str,
+        filename: Option<&str>,
+        data: &[u8],
+    ) -> Response {
         let mut parts = Vec::new();
         if let Some(name) = filename {
             parts.push(Part::Text("filename", name));
@@ -460,7 +526,10 @@ impl<'a> Client<'a> {
         self.send(
             "PUT",
             path,
-            &[("Content-Range", range), ("Content-Type", "application/octet-stream")],
+            &[
+                ("Content-Range", range),
+                ("Content-Type", "application/octet-stream"),
+            ],
             data,
         )
     }
@@ -485,7 +554,11 @@ impl<'a> Client<'a> {
         for start in (0..total).step_by(chunk) {
             let end = (start + chunk).min(total);
             let range = format!("bytes {}-{}/{}", start, end - 1, total);
-            let path = if start == 0 { "/upload/".to_owned() } else { format!("/upload/{id}/") };
+            let path = if start == 0 {
+                "/upload/".to_owned()
+            } else {
+                format!("/upload/{id}/")
+            };
             let filename = (start == 0).then_some(name);
             let resp = self.put_chunk(&path, &range, filename, &data[start..end]);
             assert_eq!(resp.status, 200, "{}", resp.text());

@@ -23,7 +23,10 @@ fn multipart_chunks_then_download(backend: Backend) {
     let file = client.get(&format!("/upload/{id}/file"));
     assert_eq!(file.status, 200);
     assert_eq!(file.body, data);
-    assert_eq!(file.header("etag"), Some(format!("\"{}\"", md5_hex(&data)).as_str()));
+    assert_eq!(
+        file.header("etag"),
+        Some(format!("\"{}\"", md5_hex(&data)).as_str())
+    );
     // The completed file is stored as {id}.done, nothing else remains.
     assert_eq!(store.part_files(), vec![(format!("{id}.done"), 300_001)]);
 }
@@ -40,7 +43,10 @@ fn raw_chunks_with_content_disposition(backend: Backend) {
         &[
             ("Content-Range", "bytes 0-4999/10000"),
             ("Content-Type", "application/octet-stream"),
-            ("Content-Disposition", "attachment; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E6%97%A5%E6%9C%AC.bin"),
+            (
+                "Content-Disposition",
+                "attachment; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E6%97%A5%E6%9C%AC.bin",
+            ),
         ],
         &data[..5000],
     );
@@ -141,7 +147,9 @@ fn single_request_uploads_including_empty_files(backend: Backend) {
     );
     assert_eq!(wrong.status, 400);
     assert_eq!(wrong.json()["detail"], "checksum does not match");
-    eventually("the rejected file is removed", || store.part_files() == before);
+    eventually("the rejected file is removed", || {
+        store.part_files() == before
+    });
     assert_eq!(client.get("/upload/").json().as_array().unwrap().len(), 3);
 }
 
@@ -160,7 +168,10 @@ fn completion_is_idempotent(backend: Backend) {
     assert_eq!(once.json(), twice.json());
     let other = client.complete(&id, &md5_hex(b"other"));
     assert_eq!(other.status, 400);
-    assert_eq!(other.json()["detail"], "Upload has already been marked as \"complete\"");
+    assert_eq!(
+        other.json()["detail"],
+        "Upload has already been marked as \"complete\""
+    );
 }
 
 /// The client dies mid-chunk: the server keeps nothing of that chunk, and
@@ -171,7 +182,11 @@ fn resume_after_a_dropped_connection(backend: Backend) {
     let server = Server::start(&store, &[]);
     let client = Client::new(&server, &token);
     let data = bytes(3_000_000, 3);
-    let first = client.put_raw("/upload/?filename=big.bin", "bytes 0-999999/3000000", &data[..1_000_000]);
+    let first = client.put_raw(
+        "/upload/?filename=big.bin",
+        "bytes 0-999999/3000000",
+        &data[..1_000_000],
+    );
     assert_eq!(first.status, 200);
     let id = first.json()["id"].as_str().unwrap().to_owned();
     let path = format!("/upload/{id}/");
@@ -184,7 +199,11 @@ fn resume_after_a_dropped_connection(backend: Backend) {
             "PUT",
             &path,
             &server.addr,
-            &[("Authorization", &auth), ("Content-Range", "bytes 1000000-1999999/3000000"), ("Content-Type", "application/octet-stream")],
+            &[
+                ("Authorization", &auth),
+                ("Content-Range", "bytes 1000000-1999999/3000000"),
+                ("Content-Type", "application/octet-stream"),
+            ],
             Some(1_000_000),
         ))
         .unwrap();
@@ -210,7 +229,11 @@ fn resume_after_a_dropped_connection(backend: Backend) {
             "PUT",
             &path,
             &server.addr,
-            &[("Authorization", &auth), ("Content-Range", "bytes 1000000-1999999/3000000"), ("Content-Type", &ctype)],
+            &[
+                ("Authorization", &auth),
+                ("Content-Range", "bytes 1000000-1999999/3000000"),
+                ("Content-Type", &ctype),
+            ],
             Some(body.len() as u64),
         ))
         .unwrap();
@@ -253,10 +276,20 @@ fn range_downloads(backend: Backend) {
     let beyond = client.send("GET", &path, &[("Range", "bytes=1000-")], b"");
     assert_eq!(beyond.status, 416);
     assert_eq!(beyond.header("content-range"), Some("bytes */1000"));
-    let stale = client.send("GET", &path, &[("Range", "bytes=0-9"), ("If-Range", "\"other\"")], b"");
+    let stale = client.send(
+        "GET",
+        &path,
+        &[("Range", "bytes=0-9"), ("If-Range", "\"other\"")],
+        b"",
+    );
     assert_eq!(stale.status, 200);
     assert_eq!(stale.body, data);
-    let fresh = client.send("GET", &path, &[("Range", "bytes=0-9"), ("If-Range", &etag)], b"");
+    let fresh = client.send(
+        "GET",
+        &path,
+        &[("Range", "bytes=0-9"), ("If-Range", &etag)],
+        b"",
+    );
     assert_eq!(fresh.status, 206);
     let cached = client.send("GET", &path, &[("If-None-Match", &etag)], b"");
     assert_eq!(cached.status, 304);
@@ -279,7 +312,12 @@ fn listing_filters_and_orders(backend: Backend) {
     let names = |query: &str| -> Vec<String> {
         let resp = client.get(&format!("/upload/{query}"));
         assert_eq!(resp.status, 200, "{}", resp.text());
-        resp.json().as_array().unwrap().iter().map(|u| u["filename"].as_str().unwrap().to_owned()).collect()
+        resp.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["filename"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(names(""), ["three.txt", "two.txt", "one.txt"]);
     assert_eq!(names("?status=2"), ["three.txt", "one.txt"]);
@@ -316,7 +354,10 @@ fn sha256_checksums_when_configured(backend: Backend) {
     let id = first.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(first.json()["sha256"], serde_json::Value::Null);
     let missing = client.complete(&id, &md5_hex(b"abc"));
-    assert_eq!(missing.json()["detail"], "Checksum of type 'sha256' is required");
+    assert_eq!(
+        missing.json()["detail"],
+        "Checksum of type 'sha256' is required"
+    );
     let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
     let done = client.send(
         "POST",
