@@ -474,3 +474,46 @@ impl MetaStore for DieselStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versions(backend: &str) -> Vec<String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(backend);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        assert!(!versions("postgres").is_empty());
+        assert_eq!(versions("postgres"), versions("sqlite"));
+    }
+
+    #[test]
+    fn database_urls() {
+        let data = Path::new("/data");
+        assert_eq!(
+            DatabaseUrl::resolve(None, data),
+            Ok(DatabaseUrl::Sqlite(PathBuf::from("/data/chunkd.sqlite3")))
+        );
+        assert_eq!(
+            DatabaseUrl::resolve(Some("postgres://u:p@db/chunkd"), data),
+            Ok(DatabaseUrl::Postgres("postgres://u:p@db/chunkd".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::resolve(Some("sqlite:///tmp/x.db"), data),
+            Ok(DatabaseUrl::Sqlite(PathBuf::from("/tmp/x.db")))
+        );
+        assert!(DatabaseUrl::resolve(Some("mysql://db"), data).is_err());
+        let described = DatabaseUrl::Postgres("postgres://u:secret@db:5432/c".into()).describe();
+        assert!(!described.contains("secret"), "{described}");
+    }
+}
