@@ -10,6 +10,15 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// `64MiB` → (64, "MiB"); None without leading digits.
+fn split_number(text: &str) -> Option<(u64, &str)> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    Some((number.parse().ok()?, unit))
+}
+
 /// A duration written like `30s`, `15m`, `12h`, `1d` or `250ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub Duration);
@@ -19,13 +28,8 @@ impl FromStr for Span {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration like 30s, 15m, 12h or 1d"))?;
+        let (n, unit) = split_number(text)
+            .ok_or_else(|| format!("{text:?} is not a duration like 30s, 15m, 12h or 1d"))?;
         let seconds = |mult: u64| {
             n.checked_mul(mult)
                 .map(Duration::from_secs)
@@ -52,13 +56,8 @@ impl FromStr for Size {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a size like 512, 64KiB or 10GB"))?;
+        let (n, unit) = split_number(text)
+            .ok_or_else(|| format!("{text:?} is not a size like 512, 64KiB or 10GB"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" | "k" => 1_000,

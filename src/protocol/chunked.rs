@@ -299,6 +299,27 @@ fn state_wait(state: &AppState) -> Duration {
     state.engine.settings().read_timeout
 }
 
+/// The file of a creation form, staged, with its filename and the other
+/// fields. A filename sent before the file is checked before any byte is
+/// stored.
+async fn receive_form(
+    state: &AppState,
+    form: Multipart,
+    exact_len: Option<u64>,
+) -> ApiResult<(Staged, String, HashMap<String, String>)> {
+    let engine = &state.engine;
+    let mut form = read_form(form, state_wait(state), |fields, field| async move {
+        if let Some(name) = fields.get("filename") {
+            engine.check_filename(name)?;
+        }
+        Ok(engine.receive_new(exact_len, field).await?)
+    })
+    .await?;
+    let staged = form.file.ok_or(RequestError::NoChunk)?;
+    let filename = form.fields.remove("filename").ok_or(FILENAME_REQUIRED)?;
+    Ok((staged, filename, form.fields))
+}
+
 /// `PUT /upload/`: creates an upload with its first chunk.
 pub async fn create(
     req: HttpRequest,
@@ -328,15 +349,7 @@ pub async fn create(
             )
         }
         Body::Multipart(form) => {
-            let mut form = read_form(form, state_wait(&state), |fields, field| async move {
-                if let Some(name) = fields.get("filename") {
-                    engine.check_filename(name)?;
-                }
-                Ok(engine.receive_new(Some(range.len), field).await?)
-            })
-            .await?;
-            let staged = form.file.ok_or(RequestError::NoChunk)?;
-            let filename = form.fields.remove("filename").ok_or(FILENAME_REQUIRED)?;
+            let (staged, filename, _) = receive_form(&state, form, Some(range.len)).await?;
             (staged, filename)
         }
         Body::Form { .. } => return Err(RequestError::NoChunk.into()),
@@ -372,16 +385,8 @@ pub async fn create_complete(
             (staged, filename, Some(checksum))
         }
         Body::Multipart(form) => {
-            let mut form = read_form(form, state_wait(&state), |fields, field| async move {
-                if let Some(name) = fields.get("filename") {
-                    engine.check_filename(name)?;
-                }
-                Ok(engine.receive_new(None, field).await?)
-            })
-            .await?;
-            let staged = form.file.ok_or(RequestError::NoChunk)?;
-            let filename = form.fields.remove("filename").ok_or(FILENAME_REQUIRED)?;
-            (staged, filename, form.fields.remove(algo))
+            let (staged, filename, mut fields) = receive_form(&state, form, None).await?;
+            (staged, filename, fields.remove(algo))
         }
         Body::Form { .. } => return Err(RequestError::NoChunk.into()),
     };

@@ -331,6 +331,31 @@ pub fn request_head(
     head.into_bytes()
 }
 
+/// Starts a request whose body is `declared` bytes long but sends only
+/// `sent`; the caller goes on, waits or drops the connection.
+pub fn partial_request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    declared: u64,
+    sent: &[u8],
+) -> TcpStream {
+    let mut stream = connect(&server.addr);
+    stream
+        .write_all(&request_head(
+            method,
+            path,
+            &server.addr,
+            headers,
+            Some(declared),
+        ))
+        .unwrap();
+    stream.write_all(sent).unwrap();
+    stream.flush().unwrap();
+    stream
+}
+
 pub fn connect(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
     stream
@@ -471,6 +496,30 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
             (state >> 33) as u8
         })
         .collect()
+}
+
+/// The usual start of a test: a store, a token for alice, a server.
+pub struct Setup {
+    pub store: Store,
+    pub token: String,
+    pub server: Server,
+}
+
+impl Setup {
+    pub fn new(backend: Backend, flags: &[&str]) -> Self {
+        let store = Store::new(backend);
+        let token = store.token("alice");
+        let server = Server::start(&store, flags);
+        Setup {
+            store,
+            token,
+            server,
+        }
+    }
+
+    pub fn client(&self) -> Client<'_> {
+        Client::new(&self.server, &self.token)
+    }
 }
 
 /// A client of one owner on one server.

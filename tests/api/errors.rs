@@ -5,28 +5,13 @@ use crate::both_backends;
 use crate::common::*;
 use serde_json::json;
 
-struct Fixture {
-    store: Store,
-    server: Server,
-    token: String,
+/// The checks of these tests on a setup.
+trait Fixture {
+    fn open_upload(&self) -> String;
+    fn snapshot(&self, id: &str) -> (serde_json::Value, Vec<(String, u64)>);
 }
 
-impl Fixture {
-    fn new(backend: Backend, flags: &[&str]) -> Self {
-        let store = Store::new(backend);
-        let token = store.token("alice");
-        let server = Server::start(&store, flags);
-        Fixture {
-            store,
-            server,
-            token,
-        }
-    }
-
-    fn client(&self) -> Client<'_> {
-        Client::new(&self.server, &self.token)
-    }
-
+impl Fixture for Setup {
     /// An upload of 40 bytes holding its first 16.
     fn open_upload(&self) -> String {
         let resp =
@@ -61,7 +46,7 @@ fn detail(text: &str) -> serde_json::Value {
 }
 
 fn chunk_errors_change_nothing(backend: Backend) {
-    let fx = Fixture::new(backend, &["--max-bytes", "1000"]);
+    let fx = Setup::new(backend, &["--max-bytes", "1000"]);
     let client = fx.client();
     let id = fx.open_upload();
     let path = format!("/upload/{id}/");
@@ -186,7 +171,7 @@ fn chunk_errors_change_nothing(backend: Backend) {
 }
 
 fn completion_errors(backend: Backend) {
-    let fx = Fixture::new(backend, &[]);
+    let fx = Setup::new(backend, &[]);
     let client = fx.client();
     let id = fx.open_upload();
     let path = format!("/upload/{id}/");
@@ -242,7 +227,7 @@ fn completion_errors(backend: Backend) {
 }
 
 fn creation_errors_store_nothing(backend: Backend) {
-    let fx = Fixture::new(
+    let fx = Setup::new(
         backend,
         &[
             "--min-bytes",
@@ -373,7 +358,7 @@ fn creation_errors_store_nothing(backend: Backend) {
 }
 
 fn unknown_ids_and_paths(backend: Backend) {
-    let fx = Fixture::new(backend, &[]);
+    let fx = Setup::new(backend, &[]);
     let client = fx.client();
     let unknown = "4bbfbb5f-49fc-46f5-a6bb-cf8e91f45360";
     let not_found = detail("Not found.");

@@ -7,10 +7,8 @@ use serde_json::json;
 use std::time::Duration;
 
 fn expired_uploads_answer_gone_and_are_cleaned_up(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &["--expiration", "1s"]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &["--expiration", "1s"]);
+    let client = setup.client();
     let old = client.put_chunk("/upload/", "bytes 0-3/8", Some("old.bin"), b"abcd");
     let old_id = old.json()["id"].as_str().unwrap().to_owned();
     let done = client.upload("kept.bin", b"kept", 4);
@@ -34,7 +32,7 @@ fn expired_uploads_answer_gone_and_are_cleaned_up(backend: Backend) {
     let done_id = done["id"].as_str().unwrap();
     assert_eq!(client.complete(done_id, &md5_hex(b"kept")).status, 200);
 
-    let (ok, out, err) = store.run(&["cleanup"]);
+    let (ok, out, err) = setup.store.run(&["cleanup"]);
     assert!(ok, "{err}");
     assert!(
         out.contains(&format!("removed {old_id} \"old.bin\" (4 of 8 bytes")),
@@ -42,8 +40,11 @@ fn expired_uploads_answer_gone_and_are_cleaned_up(backend: Backend) {
     );
     assert!(out.contains("1 expired uploads removed"), "{out}");
     assert_eq!(client.get(&path).status, 404);
-    assert_eq!(store.part_files(), vec![(format!("{done_id}.done"), 4)]);
-    let (ok, out, _) = store.run(&["cleanup"]);
+    assert_eq!(
+        setup.store.part_files(),
+        vec![(format!("{done_id}.done"), 4)]
+    );
+    let (ok, out, _) = setup.store.run(&["cleanup"]);
     assert!(ok);
     assert!(out.contains("0 expired uploads removed"), "{out}");
 }

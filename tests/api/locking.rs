@@ -16,35 +16,35 @@ fn stalled_put(
     data: &[u8],
     sent: usize,
 ) -> std::net::TcpStream {
-    let mut stream = connect(&server.addr);
-    stream
-        .write_all(&request_head(
-            "PUT",
-            path,
-            &server.addr,
-            &[
-                ("Authorization", auth),
-                ("Content-Range", range),
-                ("Content-Type", "application/octet-stream"),
-            ],
-            Some(data.len() as u64),
-        ))
-        .unwrap();
-    stream.write_all(&data[..sent]).unwrap();
-    stream.flush().unwrap();
-    stream
+    partial_request(
+        server,
+        "PUT",
+        path,
+        &[
+            ("Authorization", auth),
+            ("Content-Range", range),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        data.len() as u64,
+        &data[..sent],
+    )
 }
 
 fn a_second_request_waits_then_gets_busy(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &["--lock-timeout", "1s", "--read-timeout", "20s"]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &["--lock-timeout", "1s", "--read-timeout", "20s"]);
+    let client = setup.client();
     let first = client.put_raw("/upload/?filename=l.bin", "bytes 0-9/30", b"0123456789");
     let id = first.json()["id"].as_str().unwrap().to_owned();
     let path = format!("/upload/{id}/");
     let data = b"abcdefghij";
-    let mut holder = stalled_put(&server, &client.auth, &path, "bytes 10-19/30", data, 4);
+    let mut holder = stalled_put(
+        &setup.server,
+        &client.auth,
+        &path,
+        "bytes 10-19/30",
+        data,
+        4,
+    );
     std::thread::sleep(Duration::from_millis(300));
 
     let started = Instant::now();
@@ -81,15 +81,13 @@ fn a_second_request_waits_then_gets_busy(backend: Backend) {
 }
 
 fn a_silent_client_is_cut_off_and_frees_the_upload(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &["--read-timeout", "1s", "--lock-timeout", "5s"]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &["--read-timeout", "1s", "--lock-timeout", "5s"]);
+    let client = setup.client();
     let first = client.put_raw("/upload/?filename=s.bin", "bytes 0-9/20", b"0123456789");
     let id = first.json()["id"].as_str().unwrap().to_owned();
     let path = format!("/upload/{id}/");
     let holder = stalled_put(
-        &server,
+        &setup.server,
         &client.auth,
         &path,
         "bytes 10-19/20",
@@ -107,7 +105,7 @@ fn a_silent_client_is_cut_off_and_frees_the_upload(backend: Backend) {
     );
     assert!(started.elapsed() < Duration::from_secs(4));
     eventually("the partial chunk is cut off", || {
-        store.part_files() == vec![(format!("{id}.part"), 10)]
+        setup.store.part_files() == vec![(format!("{id}.part"), 10)]
     });
     let next = client.put_raw(&path, "bytes 10-19/20", b"abcdefghij");
     assert_eq!(next.status, 200, "{}", next.text());
@@ -122,10 +120,8 @@ fn a_silent_client_is_cut_off_and_frees_the_upload(backend: Backend) {
 /// Many clients race the same chunk: exactly one wins, the others learn
 /// the offset or that the upload is busy, and the file stays exact.
 fn racing_chunks_have_one_winner(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &["--lock-timeout", "5s"]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &["--lock-timeout", "5s"]);
+    let client = setup.client();
     let chunk = 200_000usize;
     let rounds = 4;
     let total = chunk * rounds;

@@ -3,13 +3,10 @@
 
 use crate::both_backends;
 use crate::common::*;
-use std::io::Write;
 
 fn multipart_chunks_then_download(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &[]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
     let data = bytes(300_001, 1);
     let done = client.upload("data.bin", &data, 65_536);
     assert_eq!(done["status"], 2);
@@ -18,8 +15,11 @@ fn multipart_chunks_then_download(backend: Backend) {
     assert_eq!(done["md5"], md5_hex(&data));
     assert_eq!(done["user"], "alice");
     let id = done["id"].as_str().unwrap();
-    assert_eq!(done["url"], server.url(&format!("/upload/{id}/")));
-    assert_eq!(done["file"], server.url(&format!("/upload/{id}/file")));
+    assert_eq!(done["url"], setup.server.url(&format!("/upload/{id}/")));
+    assert_eq!(
+        done["file"],
+        setup.server.url(&format!("/upload/{id}/file"))
+    );
     let file = client.get(&format!("/upload/{id}/file"));
     assert_eq!(file.status, 200);
     assert_eq!(file.body, data);
@@ -28,14 +28,15 @@ fn multipart_chunks_then_download(backend: Backend) {
         Some(format!("\"{}\"", md5_hex(&data)).as_str())
     );
     // The completed file is stored as {id}.done, nothing else remains.
-    assert_eq!(store.part_files(), vec![(format!("{id}.done"), 300_001)]);
+    assert_eq!(
+        setup.store.part_files(),
+        vec![(format!("{id}.done"), 300_001)]
+    );
 }
 
 fn raw_chunks_with_content_disposition(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &[]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
     let data = bytes(10_000, 2);
     let first = client.send(
         "PUT",
@@ -81,10 +82,8 @@ fn raw_chunks_with_content_disposition(backend: Backend) {
 }
 
 fn raw_filename_from_query_and_multipart_completion(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &[]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
     let first = client.put_raw("/upload/?filename=n%C3%B8te.txt", "bytes 0-2/3", b"abc");
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.json()["filename"], "nøte.txt");
@@ -101,10 +100,8 @@ fn raw_filename_from_query_and_multipart_completion(backend: Backend) {
 }
 
 fn single_request_uploads_including_empty_files(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &[]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
     let ctype = multipart_type();
     for data in [&b""[..], &b"whole file in one request\n"[..]] {
         let md5 = md5_hex(data);
@@ -138,7 +135,7 @@ fn single_request_uploads_including_empty_files(backend: Backend) {
     assert_eq!(raw.status, 200, "{}", raw.text());
     assert_eq!(raw.json()["offset"], 9);
     // A wrong checksum keeps nothing (drf leaves an orphan upload).
-    let before = store.part_files();
+    let before = setup.store.part_files();
     let wrong = client.send(
         "POST",
         "/upload/?filename=bad.bin&md5=00000000000000000000000000000000",
@@ -148,16 +145,14 @@ fn single_request_uploads_including_empty_files(backend: Backend) {
     assert_eq!(wrong.status, 400);
     assert_eq!(wrong.json()["detail"], "checksum does not match");
     eventually("the rejected file is removed", || {
-        store.part_files() == before
+        setup.store.part_files() == before
     });
     assert_eq!(client.get("/upload/").json().as_array().unwrap().len(), 3);
 }
 
 fn completion_is_idempotent(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &[]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
     let data = b"0123456789";
     let first = client.put_chunk("/upload/", "bytes 0-9/10", Some("a.txt"), data);
     let id = first.json()["id"].as_str().unwrap().to_owned();
@@ -174,13 +169,11 @@ fn completion_is_idempotent(backend: Backend) {
     );
 }
 
-/// The client dies mid-chunk: the server keeps nothing of that chunk, and
+/// The client dies mid-chunk: the setup.server keeps nothing of that chunk, and
 /// the upload resumes from the offset a GET reports.
 fn resume_after_a_dropped_connection(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &[]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
     let data = bytes(3_000_000, 3);
     let first = client.put_raw(
         "/upload/?filename=big.bin",
@@ -192,56 +185,49 @@ fn resume_after_a_dropped_connection(backend: Backend) {
     let path = format!("/upload/{id}/");
 
     // Half of the second chunk, then the connection drops.
-    let mut stream = connect(&server.addr);
     let auth = client.auth.clone();
-    stream
-        .write_all(&request_head(
-            "PUT",
-            &path,
-            &server.addr,
-            &[
-                ("Authorization", &auth),
-                ("Content-Range", "bytes 1000000-1999999/3000000"),
-                ("Content-Type", "application/octet-stream"),
-            ],
-            Some(1_000_000),
-        ))
-        .unwrap();
-    stream.write_all(&data[1_000_000..1_600_000]).unwrap();
-    stream.flush().unwrap();
+    let broken = partial_request(
+        &setup.server,
+        "PUT",
+        &path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Range", "bytes 1000000-1999999/3000000"),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        1_000_000,
+        &data[1_000_000..1_600_000],
+    );
     std::thread::sleep(std::time::Duration::from_millis(200));
-    drop(stream);
+    drop(broken);
 
     let part = format!("{id}.part");
     eventually("the broken chunk is cut off", || {
-        store.part_files() == vec![(part.clone(), 1_000_000)]
+        setup.store.part_files() == vec![(part.clone(), 1_000_000)]
     });
     let state = client.get(&path);
     assert_eq!(state.json()["offset"], 1_000_000);
     assert_eq!(state.header("cache-control"), Some("no-store"));
 
     // The same broken chunk again, as multipart this time.
-    let mut stream = connect(&server.addr);
     let body = multipart(&[Part::File("file", "c", &data[1_000_000..2_000_000])]);
     let ctype = multipart_type();
-    stream
-        .write_all(&request_head(
-            "PUT",
-            &path,
-            &server.addr,
-            &[
-                ("Authorization", &auth),
-                ("Content-Range", "bytes 1000000-1999999/3000000"),
-                ("Content-Type", &ctype),
-            ],
-            Some(body.len() as u64),
-        ))
-        .unwrap();
-    stream.write_all(&body[..700_000]).unwrap();
+    let broken = partial_request(
+        &setup.server,
+        "PUT",
+        &path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Range", "bytes 1000000-1999999/3000000"),
+            ("Content-Type", &ctype),
+        ],
+        body.len() as u64,
+        &body[..700_000],
+    );
     std::thread::sleep(std::time::Duration::from_millis(200));
-    drop(stream);
+    drop(broken);
     eventually("the broken multipart chunk is cut off", || {
-        store.part_files() == vec![(part.clone(), 1_000_000)]
+        setup.store.part_files() == vec![(part.clone(), 1_000_000)]
     });
 
     for start in [1_000_000usize, 2_000_000] {
@@ -255,10 +241,8 @@ fn resume_after_a_dropped_connection(backend: Backend) {
 }
 
 fn range_downloads(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &[]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
     let data = bytes(1000, 4);
     let done = client.upload("r.bin", &data, 1000);
     let path = format!("/upload/{}/file", done["id"].as_str().unwrap());
@@ -301,10 +285,8 @@ fn range_downloads(backend: Backend) {
 }
 
 fn listing_filters_and_orders(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &[]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
     client.upload("one.txt", b"one", 3);
     let open = client.put_chunk("/upload/", "bytes 0-1/4", Some("two.txt"), b"tw");
     assert_eq!(open.status, 200);
@@ -328,28 +310,24 @@ fn listing_filters_and_orders(backend: Backend) {
 }
 
 fn abort_removes_row_and_bytes(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &[]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
     let open = client.put_chunk("/upload/", "bytes 0-1/4", Some("two.txt"), b"tw");
     let id = open.json()["id"].as_str().unwrap().to_owned();
     let done = client.upload("done.txt", b"done", 4);
-    assert_eq!(store.part_files().len(), 2);
+    assert_eq!(setup.store.part_files().len(), 2);
     for id in [id.as_str(), done["id"].as_str().unwrap()] {
         let resp = client.send("DELETE", &format!("/upload/{id}/"), &[], b"");
         assert_eq!(resp.status, 204);
         assert_eq!(client.get(&format!("/upload/{id}/")).status, 404);
     }
-    assert_eq!(store.part_files(), vec![]);
+    assert_eq!(setup.store.part_files(), vec![]);
     assert_eq!(client.get("/upload/").json(), serde_json::json!([]));
 }
 
 fn sha256_checksums_when_configured(backend: Backend) {
-    let store = Store::new(backend);
-    let token = store.token("alice");
-    let server = Server::start(&store, &["--checksum", "sha256"]);
-    let client = Client::new(&server, &token);
+    let setup = Setup::new(backend, &["--checksum", "sha256"]);
+    let client = setup.client();
     let first = client.put_chunk("/upload/", "bytes 0-2/3", Some("s.txt"), b"abc");
     let id = first.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(first.json()["sha256"], serde_json::Value::Null);
