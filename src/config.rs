@@ -245,9 +245,19 @@ pub struct ServeArgs {
     /// How long a request waits for another one on the same upload before 409.
     #[arg(long, env = "CHUNKD_LOCK_TIMEOUT", default_value = "10s")]
     pub lock_timeout: Span,
-    /// A client that sends nothing for this long is cut off.
+    /// A client whose body makes no progress (64 KiB) for this long is cut off.
     #[arg(long, env = "CHUNKD_READ_TIMEOUT", default_value = "30s")]
     pub read_timeout: Span,
+    /// How long the lock of a crashed server process outlives it.
+    #[arg(long, env = "CHUNKD_LEASE_TIME", default_value = "10s")]
+    pub lease_time: Span,
+    /// fdatasync part files before acknowledging an offset (off: faster, but
+    /// an acknowledged offset may be lost in a power failure).
+    #[arg(long, env = "CHUNKD_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sync: bool,
+    /// Requests served at once; more get 503 (Retry-After: 1).
+    #[arg(long, env = "CHUNKD_MAX_REQUESTS", default_value = "1024")]
+    pub max_requests: usize,
     /// Build URLs from X-Forwarded-Proto / X-Forwarded-Host (behind a trusted proxy).
     #[arg(long, env = "CHUNKD_TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub trust_proxy: bool,
@@ -270,6 +280,7 @@ impl ServeArgs {
             max_chunk_bytes: self.max_chunk_bytes.map(|s| s.0),
             lock_timeout: self.lock_timeout.0,
             read_timeout: self.read_timeout.0,
+            lease_time: self.lease_time.0,
         }
     }
 
@@ -285,6 +296,12 @@ impl ServeArgs {
         }
         if self.complete_ext == self.incomplete_ext {
             return Err("--complete-ext and --incomplete-ext must differ".into());
+        }
+        if self.lease_time.0 < Duration::from_millis(400) {
+            return Err("--lease-time must be at least 400ms".into());
+        }
+        if self.max_requests == 0 {
+            return Err("--max-requests must be at least 1".into());
         }
         if let Some(max) = self.max_bytes {
             if max.0 < self.min_bytes.0 {

@@ -34,6 +34,7 @@ pub fn build_engine(args: &ServeArgs, meta: Arc<dyn MetaStore>) -> Engine {
         args.file_mode.0,
         &args.incomplete_ext,
         &args.complete_ext,
+        args.sync,
     );
     Engine::new(meta, Arc::new(storage), args.engine_settings())
 }
@@ -63,6 +64,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         engine,
         anonymous: args.anonymous,
         trust_proxy: args.trust_proxy,
+        max_requests: args.max_requests,
+        active: Arc::default(),
     });
     let mut server = actix_web::HttpServer::new(move || {
         actix_web::App::new()

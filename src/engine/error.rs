@@ -41,6 +41,8 @@ pub enum EngineError {
     Body(String),
     #[error("the client sent nothing for the read timeout")]
     ReadTimeout,
+    #[error("the stored bytes of the upload were lost: {0}")]
+    Lost(String),
     #[error("the lock on the upload was lost")]
     LeaseLost,
     #[error(transparent)]

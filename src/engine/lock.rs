@@ -17,23 +17,34 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-/// How long a lease lasts without renewal: a dead process frees its uploads
-/// within this time.
-pub const LEASE: Duration = Duration::from_secs(10);
-/// How often a streaming request renews its lease.
-const RENEW_AFTER: Duration = Duration::from_millis(2500);
-/// A holder stops writing when its last renewal is older than this: half the
-/// lease, leaving the rest as margin for clock skew between servers.
-const SAFE_FOR: Duration = Duration::from_secs(5);
 const POLL_MIN: Duration = Duration::from_millis(10);
 const POLL_MAX: Duration = Duration::from_millis(200);
 
-#[derive(Default)]
-pub struct LocalLocks {
+/// The locks of one process: its per-upload mutexes, and the database
+/// holding the leases.
+pub struct Locks {
     map: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    meta: Arc<dyn MetaStore>,
+    /// How long a lease lasts without renewal: a dead process frees its
+    /// uploads within this time. A holder renews it every quarter of it,
+    /// and stops writing once its last renewal is half of it old, leaving
+    /// the rest as margin for clock skew between servers.
+    lease: Duration,
 }
 
-impl LocalLocks {
+impl Locks {
+    pub fn new(meta: Arc<dyn MetaStore>, lease: Duration) -> Self {
+        Locks {
+            map: Mutex::default(),
+            meta,
+            lease,
+        }
+    }
+
+    fn lease_delta(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.lease).unwrap_or(chrono::TimeDelta::seconds(10))
+    }
+
     fn entry(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(id).or_default().clone()
@@ -48,10 +59,6 @@ impl LocalLocks {
     }
 }
 
-fn chrono_lease() -> chrono::TimeDelta {
-    chrono::TimeDelta::from_std(LEASE).unwrap_or(chrono::TimeDelta::seconds(10))
-}
-
 fn new_token() -> String {
     Uuid::new_v4().simple().to_string()
 }
@@ -61,8 +68,7 @@ fn new_token() -> String {
 pub struct UploadLock {
     id: Uuid,
     token: String,
-    meta: Arc<dyn MetaStore>,
-    locks: Arc<LocalLocks>,
+    locks: Arc<Locks>,
     local: Option<OwnedMutexGuard<()>>,
     lease_held: bool,
     last_renewal: Mutex<Instant>,
@@ -73,8 +79,7 @@ impl UploadLock {
     pub async fn acquire(
         id: Uuid,
         wait: Duration,
-        meta: &Arc<dyn MetaStore>,
-        locks: &Arc<LocalLocks>,
+        locks: &Arc<Locks>,
     ) -> EngineResult<Option<UploadLock>> {
         let deadline = tokio::time::Instant::now() + wait;
         let Ok(local) = tokio::time::timeout_at(deadline, locks.entry(id).lock_owned()).await
@@ -85,7 +90,6 @@ impl UploadLock {
         let mut lock = UploadLock {
             id,
             token: new_token(),
-            meta: meta.clone(),
             locks: locks.clone(),
             local: Some(local),
             lease_held: false,
@@ -94,10 +98,12 @@ impl UploadLock {
         let mut poll = POLL_MIN;
         loop {
             let started = Instant::now();
-            let (meta, token) = (meta.clone(), lock.token.clone());
+            let (locks, token) = (locks.clone(), lock.token.clone());
             let outcome = run_blocking(move || {
                 let now = Utc::now();
-                Ok(meta.try_lease(id, &token, now, now + chrono_lease())?)
+                Ok(locks
+                    .meta
+                    .try_lease(id, &token, now, now + locks.lease_delta())?)
             })
             .await?;
             match outcome {
@@ -124,11 +130,14 @@ impl UploadLock {
 
     /// Renews the lease when due; fails once it can no longer be trusted.
     pub async fn keep_alive(&self) -> EngineResult<()> {
-        if self.renewed_at().elapsed() >= RENEW_AFTER {
+        let lease = self.locks.lease;
+        if self.renewed_at().elapsed() >= lease / 4 {
             let started = Instant::now();
-            let (meta, id, token) = (self.meta.clone(), self.id, self.token.clone());
+            let (locks, id, token) = (self.locks.clone(), self.id, self.token.clone());
             let renewed = run_blocking(move || {
-                Ok(meta.renew_lease(id, &token, Utc::now() + chrono_lease())?)
+                Ok(locks
+                    .meta
+                    .renew_lease(id, &token, Utc::now() + locks.lease_delta())?)
             })
             .await?;
             if !renewed {
@@ -136,7 +145,7 @@ impl UploadLock {
             }
             *self.last_renewal.lock().unwrap_or_else(|e| e.into_inner()) = started;
         }
-        if self.renewed_at().elapsed() >= SAFE_FOR {
+        if self.renewed_at().elapsed() >= lease / 2 {
             return Err(EngineError::LeaseLost);
         }
         Ok(())
@@ -154,16 +163,11 @@ impl UploadLock {
 
 impl Drop for UploadLock {
     fn drop(&mut self) {
-        let (meta, locks, id, token) = (
-            self.meta.clone(),
-            self.locks.clone(),
-            self.id,
-            std::mem::take(&mut self.token),
-        );
+        let (locks, id, token) = (self.locks.clone(), self.id, std::mem::take(&mut self.token));
         let (local, lease_held) = (self.local.take(), self.lease_held);
         super::detach_blocking(move || {
             if lease_held {
-                if let Err(err) = meta.release_lease(id, &token) {
+                if let Err(err) = locks.meta.release_lease(id, &token) {
                     log::warn!(
                         "upload {id}: releasing the lease failed ({err}); it runs out by itself"
                     );

@@ -12,16 +12,17 @@ pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
 
 use crate::meta::{ListQuery, MetaStore, UploadRecord};
-use crate::storage::{PartKey, PartReader, PartStore, PartWriter};
+use crate::storage::{PartKey, PartReader, PartStore, PartWriter, StorageError};
 use bytes::Bytes;
 use checksum::Hasher;
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::Stream;
-use lock::{LocalLocks, UploadLock};
+use lock::{Locks, UploadLock};
 use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
+pub use write::Progress;
 use write::{pump, Expected, Rollback, WriteGuard};
 
 /// Runs file-system or database work on the blocking pool.
@@ -61,6 +62,8 @@ pub struct EngineSettings {
     pub max_chunk_bytes: Option<u64>,
     pub lock_timeout: Duration,
     pub read_timeout: Duration,
+    /// How long the lock of a process that died outlives it.
+    pub lease_time: Duration,
 }
 
 /// Who is asking.
@@ -124,7 +127,7 @@ pub struct Engine {
     meta: Arc<dyn MetaStore>,
     storage: Arc<dyn PartStore>,
     settings: EngineSettings,
-    locks: Arc<LocalLocks>,
+    locks: Arc<Locks>,
 }
 
 impl Engine {
@@ -133,11 +136,12 @@ impl Engine {
         storage: Arc<dyn PartStore>,
         settings: EngineSettings,
     ) -> Self {
+        let locks = Arc::new(Locks::new(meta.clone(), settings.lease_time));
         Engine {
             meta,
             storage,
             settings,
-            locks: Arc::default(),
+            locks,
         }
     }
 
@@ -264,7 +268,7 @@ impl Engine {
         wait: Duration,
     ) -> EngineResult<(UploadLock, UploadRecord)> {
         let seen = self.find(caller, id).await?;
-        let Some(lock) = UploadLock::acquire(id, wait, &self.meta, &self.locks).await? else {
+        let Some(lock) = UploadLock::acquire(id, wait, &self.locks).await? else {
             let offset = self
                 .find(caller, id)
                 .await
@@ -273,6 +277,34 @@ impl Engine {
         };
         let upload = self.find(caller, id).await?;
         Ok((lock, upload))
+    }
+
+    /// Turns the loss of an upload's stored bytes into a failure recorded in
+    /// its row: the upload can no longer continue, and says so.
+    async fn record_loss<T>(
+        &self,
+        lock: &UploadLock,
+        id: Uuid,
+        result: EngineResult<T>,
+    ) -> EngineResult<T> {
+        let reason = match &result {
+            Err(EngineError::Storage(
+                err @ (StorageError::Damaged { .. } | StorageError::Missing),
+            )) => err.to_string(),
+            _ => return result,
+        };
+        log::error!("upload {id}: stored data lost ({reason}); marking it failed");
+        let (meta, token, why) = (self.meta.clone(), lock.token().to_owned(), reason.clone());
+        run_blocking(move || Ok(meta.mark_failed(id, &token, &why)?)).await?;
+        Err(EngineError::Lost(reason))
+    }
+
+    /// Refuses to go on with an upload whose bytes were lost.
+    fn check_not_failed(upload: &UploadRecord) -> EngineResult<()> {
+        match &upload.failure {
+            Some(reason) => Err(EngineError::Lost(reason.clone())),
+            None => Ok(()),
+        }
     }
 
     /// The hasher state after `upload.offset` bytes; re-hashes the part file
@@ -296,7 +328,7 @@ impl Engine {
                 let want = usize::try_from(len - pos).map_or(buf.len(), |n| n.min(buf.len()));
                 let got = reader.read_at(&mut buf[..want], pos)?;
                 if got == 0 {
-                    return Err(crate::storage::StorageError::Damaged {
+                    return Err(StorageError::Damaged {
                         expected: len,
                         found: pos,
                     }
@@ -398,6 +430,7 @@ impl Engine {
                 .checked_add_signed(expiration)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
             completed_at: None,
+            failure: None,
         }
     }
 
@@ -471,6 +504,7 @@ impl Engine {
         if upload.complete {
             return Err(EngineError::AlreadyComplete);
         }
+        Self::check_not_failed(&upload)?;
         if upload.expires_at <= Utc::now() {
             return Err(EngineError::Expired);
         }
@@ -526,13 +560,15 @@ impl Engine {
         if upload.expires_at <= Utc::now() {
             return Err(EngineError::Expired);
         }
+        Self::check_not_failed(&upload)?;
         if upload.offset != upload.total {
             return Err(EngineError::Incomplete {
                 offset: upload.offset,
                 total: upload.total,
             });
         }
-        let digest = self.hasher_of(&upload).await?.hex();
+        let hashed = self.hasher_of(&upload).await;
+        let digest = self.record_loss(&lock, id, hashed).await?.hex();
         if !digest.eq_ignore_ascii_case(given.trim()) {
             return Err(EngineError::ChecksumMismatch);
         }
@@ -546,8 +582,9 @@ impl Engine {
         let checksum = digest.clone();
         // The locks go with the work, so they outlive it even if this
         // request is dropped meanwhile.
+        let finalized = run_blocking(move || Ok(storage.finalize(&key)?)).await;
+        self.record_loss(&lock, id, finalized).await?;
         let marked = run_blocking(move || {
-            storage.finalize(&key)?;
             let marked = meta.mark_complete(id, &token, &checksum, completed_at)?;
             drop(lock);
             Ok(marked)
@@ -620,9 +657,7 @@ impl Engine {
         let mut removed = Vec::new();
         for candidate in expired {
             let id = candidate.id;
-            let Some(lock) =
-                UploadLock::acquire(id, Duration::ZERO, &self.meta, &self.locks).await?
-            else {
+            let Some(lock) = UploadLock::acquire(id, Duration::ZERO, &self.locks).await? else {
                 log::info!("upload {id}: expired but busy, left for the next clean-up");
                 continue;
             };
@@ -665,11 +700,16 @@ impl AppendSession<'_> {
             lock,
             range,
         } = self;
-        let hasher = engine.hasher_of(&upload).await?;
+        let hashed = engine.hasher_of(&upload).await;
+        let hasher = engine.record_loss(&lock, upload.id, hashed).await?;
         let (storage, key, from) = (engine.storage.clone(), Engine::key(&upload), upload.offset);
         let open_key = key.clone();
-        let writer: Arc<dyn PartWriter> =
-            run_blocking(move || Ok(Arc::from(storage.open_at(&open_key, from)?))).await?;
+        let opened = run_blocking(move || {
+            let writer: Arc<dyn PartWriter> = Arc::from(storage.open_at(&open_key, from)?);
+            Ok(writer)
+        })
+        .await;
+        let writer = engine.record_loss(&lock, upload.id, opened).await?;
         let token = lock.token().to_owned();
         let guard = WriteGuard::new(
             engine.storage.clone(),

@@ -21,6 +21,49 @@ use tokio::task::JoinHandle;
 /// concurrent uploads keep memory flat (two buffers per request).
 const BATCH: usize = 256 * 1024;
 
+/// Bytes a body must move within each read timeout: a client that sends
+/// nothing, or trickles a byte a second, is cut off.
+const MIN_PROGRESS: u64 = 64 * 1024;
+
+/// Reads a body under the read timeout.
+pub struct Progress {
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+    credit: u64,
+}
+
+impl Progress {
+    pub fn new(timeout: Duration) -> Self {
+        Progress {
+            timeout,
+            deadline: tokio::time::Instant::now() + timeout,
+            credit: 0,
+        }
+    }
+
+    /// The next piece of the body; `ReadTimeout` once the body has not
+    /// moved `MIN_PROGRESS` bytes within the timeout.
+    pub async fn next<S, E>(&mut self, body: &mut S) -> EngineResult<Option<Bytes>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        match tokio::time::timeout_at(self.deadline, body.next()).await {
+            Err(_) => Err(EngineError::ReadTimeout),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(err))) => Err(EngineError::Body(err.to_string())),
+            Ok(Some(Ok(bytes))) => {
+                self.credit += bytes.len() as u64;
+                if self.credit >= MIN_PROGRESS {
+                    self.credit = 0;
+                    self.deadline = tokio::time::Instant::now() + self.timeout;
+                }
+                Ok(Some(bytes))
+            }
+        }
+    }
+}
+
 /// What to undo if the request does not commit.
 #[derive(Debug, Clone, Copy)]
 pub enum Rollback {
@@ -192,12 +235,12 @@ where
     };
     let mut buf = Vec::with_capacity(BATCH);
     let mut seen: u64 = 0;
+    let mut progress = Progress::new(read_timeout);
     let result = loop {
-        let next = match tokio::time::timeout(read_timeout, body.next()).await {
-            Err(_) => break Err(EngineError::ReadTimeout),
+        let next = match progress.next(&mut body).await {
+            Err(err) => break Err(err),
             Ok(None) => break Ok(()),
-            Ok(Some(Err(err))) => break Err(EngineError::Body(err.to_string())),
-            Ok(Some(Ok(bytes))) => bytes,
+            Ok(Some(bytes)) => bytes,
         };
         let before = seen;
         seen += next.len() as u64;

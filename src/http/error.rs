@@ -35,6 +35,8 @@ pub enum RequestError {
     InvalidToken,
     #[error("range not satisfiable for {len} bytes")]
     RangeNotSatisfiable { len: u64 },
+    #[error("too many requests at once")]
+    Overloaded,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,10 @@ impl ApiError {
                 R::RangeNotSatisfiable { .. } => (
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     detail("Requested range not satisfiable"),
+                ),
+                R::Overloaded => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    detail("Server busy, retry later"),
                 ),
             },
             ApiError::Engine(err) => match err {
@@ -146,6 +152,10 @@ impl ApiError {
                     StatusCode::REQUEST_TIMEOUT,
                     detail("Timed out waiting for the request body"),
                 ),
+                E::Lost(_) => (
+                    StatusCode::GONE,
+                    detail("Upload data was lost; start a new upload"),
+                ),
                 E::LeaseLost => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     detail("Lost the lock on the upload; retry the request"),
@@ -195,6 +205,10 @@ impl ResponseError for ApiError {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));
             }
             ApiError::Engine(EngineError::ReadTimeout) => {
+                response.insert_header((header::CONNECTION, "close"));
+            }
+            ApiError::Request(RequestError::Overloaded) => {
+                response.insert_header((header::RETRY_AFTER, "1"));
                 response.insert_header((header::CONNECTION, "close"));
             }
             _ => {}

@@ -5,15 +5,49 @@ pub mod error;
 
 use crate::engine::{run_blocking, Engine};
 use crate::protocol::chunked;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use error::{ApiError, RequestError};
 use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 pub struct AppState {
     pub engine: Engine,
     pub anonymous: bool,
     pub trust_proxy: bool,
+    pub max_requests: usize,
+    /// Requests being served, across workers.
+    pub active: Arc<AtomicUsize>,
+}
+
+/// Counts a request as active while it lives.
+struct ActiveRequest(Arc<AtomicUsize>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Answers 503 past `--max-requests` requests at once, so that a flood of
+/// clients cannot exhaust memory or file descriptors.
+pub async fn cap_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let _active = ActiveRequest(state.active.clone());
+    if state.active.fetch_add(1, Ordering::SeqCst) >= state.max_requests {
+        let refused = ApiError::from(RequestError::Overloaded).error_response();
+        return Ok(req.into_response(refused).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// `scheme://host` of the URLs in responses. The forwarded headers are used

@@ -129,6 +129,7 @@ struct UploadRow {
     completed_at: Option<NaiveDateTime>,
     lock_token: Option<String>,
     lock_until: Option<NaiveDateTime>,
+    failure: Option<String>,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -173,6 +174,7 @@ impl UploadRow {
             completed_at: r.completed_at.map(naive),
             lock_token: None,
             lock_until: None,
+            failure: r.failure.clone(),
         }
     }
 
@@ -198,6 +200,7 @@ impl UploadRow {
             created_at: self.created_at.and_utc(),
             expires_at: self.expires_at.and_utc(),
             completed_at: self.completed_at.map(|t| t.and_utc()),
+            failure: self.failure,
         })
     }
 }
@@ -414,6 +417,17 @@ impl MetaStore for DieselStore {
             uploads::lock_token.eq(None::<String>),
             uploads::lock_until.eq(None::<NaiveDateTime>),
         ))
+        .execute(&mut *self.conn()?)?;
+        Ok(marked == 1)
+    }
+
+    fn mark_failed(&self, id: Uuid, token: &str, reason: &str) -> MetaResult<bool> {
+        let marked = diesel::update(
+            uploads::table
+                .filter(uploads::id.eq(id.to_string()))
+                .filter(uploads::lock_token.eq(token)),
+        )
+        .set(uploads::failure.eq(reason))
         .execute(&mut *self.conn()?)?;
         Ok(marked == 1)
     }

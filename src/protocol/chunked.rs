@@ -2,7 +2,7 @@
 //! requests, calls the engine, renders the upload JSON. No storage or
 //! database code here.
 
-use crate::engine::{ChunkRange, EngineError, Staged};
+use crate::engine::{ChunkRange, EngineError, Progress, Staged};
 use crate::http::auth::caller;
 use crate::http::error::{ApiError, ApiResult, RequestError};
 use crate::http::{base_url, AppState};
@@ -15,7 +15,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
@@ -47,6 +47,9 @@ struct UploadJson {
     md5: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sha256: Option<Option<String>>,
+    /// Why the upload cannot continue, when its stored bytes were lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 fn timestamp(time: DateTime<Utc>) -> String {
@@ -71,6 +74,10 @@ fn render(upload: &UploadRecord, base: &str) -> UploadJson {
         user: upload.owner.clone(),
         md5: if is_md5 { checksum.clone() } else { None },
         sha256: if is_md5 { None } else { checksum },
+        error: upload
+            .failure
+            .as_ref()
+            .map(|_| "Upload data was lost; start a new upload".to_owned()),
     }
 }
 
@@ -202,13 +209,8 @@ async fn next_field(form: &mut Multipart, wait: Duration) -> ApiResult<Option<Fi
 /// Reads a whole small field; `keep` false just drains it.
 async fn read_field(field: &mut Field, wait: Duration, keep: bool) -> ApiResult<Vec<u8>> {
     let mut text = Vec::new();
-    loop {
-        let chunk = match tokio::time::timeout(wait, field.next()).await {
-            Err(_) => return Err(EngineError::ReadTimeout.into()),
-            Ok(None) => return Ok(text),
-            Ok(Some(Err(err))) => return Err(RequestError::Multipart(err.to_string()).into()),
-            Ok(Some(Ok(chunk))) => chunk,
-        };
+    let mut progress = Progress::new(wait);
+    while let Some(chunk) = progress.next(field).await? {
         if keep {
             if text.len() + chunk.len() > FORM_LIMIT {
                 return Err(RequestError::Multipart(format!(
@@ -220,6 +222,7 @@ async fn read_field(field: &mut Field, wait: Duration, keep: bool) -> ApiResult<
             text.extend_from_slice(&chunk);
         }
     }
+    Ok(text)
 }
 
 async fn read_form<T, F, Fut>(
