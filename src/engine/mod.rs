@@ -45,6 +45,9 @@ pub(crate) fn detach_blocking<F: FnOnce() + Send + 'static>(work: F) {
     }
 }
 
+/// The largest size a database row can hold.
+const MAX_TOTAL: u64 = i64::MAX as u64;
+
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub expiration: Duration,
@@ -184,7 +187,9 @@ impl Engine {
 
     /// The size of a file, against the limits (before any byte is read).
     pub fn check_total(&self, total: u64) -> EngineResult<()> {
-        if let Some(limit) = self.settings.max_bytes.filter(|&max| total > max) {
+        // Sizes are stored as BIGINT: nothing larger can be recorded.
+        let limit = self.settings.max_bytes.unwrap_or(MAX_TOTAL).min(MAX_TOTAL);
+        if total > limit {
             return Err(EngineError::TooLarge { limit });
         }
         if total < self.settings.min_bytes {
@@ -375,7 +380,7 @@ impl Engine {
                     }
                     (Some(max), _) => (max, EngineError::TooLarge { limit: max }),
                     (None, Some(chunk)) => (chunk, EngineError::ChunkTooLarge { limit: chunk }),
-                    (None, None) => (u64::MAX, EngineError::TooLarge { limit: u64::MAX }),
+                    (None, None) => (MAX_TOTAL, EngineError::TooLarge { limit: MAX_TOTAL }),
                 };
                 Expected::AtMost(limit, err)
             }

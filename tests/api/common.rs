@@ -364,10 +364,22 @@ pub fn connect(addr: &str) -> TcpStream {
     stream
 }
 
-pub fn read_response(mut stream: TcpStream) -> Response {
+pub fn read_response(stream: TcpStream) -> Response {
+    try_read_response(stream).unwrap()
+}
+
+/// The response, or an error when the connection broke before one came.
+pub fn try_read_response(mut stream: TcpStream) -> std::io::Result<Response> {
     let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    parse_response(&raw)
+    let read = stream.read_to_end(&mut raw);
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        read?;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "no response",
+        ));
+    }
+    Ok(parse_response(&raw))
 }
 
 pub fn parse_response(raw: &[u8]) -> Response {
@@ -426,15 +438,25 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = connect(addr);
+    try_request(addr, method, path, headers, body).unwrap()
+}
+
+/// A request, or an error when the server is gone.
+pub fn try_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let len = (!body.is_empty() || matches!(method, "PUT" | "POST")).then_some(body.len() as u64);
-    stream
-        .write_all(&request_head(method, path, addr, headers, len))
-        .unwrap();
+    stream.write_all(&request_head(method, path, addr, headers, len))?;
     // The server may answer (and close) before reading the whole body. No
     // half-close: the request says Connection: close, the server closes.
     let _ = stream.write_all(body);
-    read_response(stream)
+    try_read_response(stream)
 }
 
 pub const BOUNDARY: &str = "XbenchBoundary42";

@@ -4,9 +4,11 @@
 mod common;
 
 mod auth;
+mod crash;
 mod errors;
 mod expiry;
 mod large;
 mod locking;
+mod processes;
 mod transcript;
 mod uploads;

@@ -1,0 +1,161 @@
+//! `kill -9` of the server at random moments of chunk uploads: after every
+//! restart the acknowledged offset still holds, the client resumes from
+//! it, and the final checksum matches.
+
+use crate::both_backends;
+use crate::common::*;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+const FLAGS: &[&str] = &["--lease-time", "500ms", "--lock-timeout", "5s"];
+const TOTAL: usize = 160 << 20;
+/// Larger than the server's write batch (256 KiB): a kill mid-body
+/// leaves written but uncommitted bytes.
+const CHUNK: usize = 1 << 20;
+
+/// One raw chunk; `paced`, it comes in pieces a few milliseconds apart, so
+/// that most kills land in the middle of a body.
+fn try_put(
+    addr: &str,
+    auth: &str,
+    path: &str,
+    start: usize,
+    data: &[u8],
+    paced: bool,
+) -> std::io::Result<Response> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    let end = (start + CHUNK).min(TOTAL);
+    let range = format!("bytes {start}-{}/{TOTAL}", end - 1);
+    stream.write_all(&request_head(
+        "PUT",
+        path,
+        addr,
+        &[("Authorization", auth), ("Content-Range", &range)],
+        Some((end - start) as u64),
+    ))?;
+    for piece in data[start..end].chunks(CHUNK / 16) {
+        stream.write_all(piece)?;
+        if paced {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    try_read_response(stream)
+}
+
+fn kill_nine_at_random_moments(backend: Backend) {
+    let store = Store::new(backend);
+    let token = store.token("alice");
+    let auth = format!("Token {token}");
+    let data = bytes(TOTAL, 11);
+    let first = Server::start(&store, FLAGS);
+    let created = Client::new(&first, &token).put_raw(
+        "/upload/?filename=crash.bin",
+        &format!("bytes 0-{}/{TOTAL}", CHUNK - 1),
+        &data[..CHUNK],
+    );
+    assert_eq!(created.status, 200);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/upload/{id}/");
+    drop(first);
+
+    let acked = AtomicU64::new(CHUNK as u64);
+    // Rounds whose kill left bytes past the committed offset: the point of
+    // the test is that some do.
+    let mut killed_mid_chunk = 0;
+    let mut seed: u64 = 0x5eed;
+    for round in 0..50 {
+        let server = Server::start(&store, FLAGS);
+        let client = Client::new(&server, &token);
+        let offset = client.get(&path).json()["offset"].as_u64().unwrap();
+        let acknowledged = acked.load(Ordering::SeqCst);
+        assert!(
+            offset >= acknowledged,
+            "round {round}: offset {offset} went back below the acknowledged {acknowledged}"
+        );
+        assert_eq!(
+            offset % CHUNK as u64,
+            0,
+            "round {round}: a partial chunk was committed"
+        );
+        let stop = AtomicBool::new(false);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let kill_after = Duration::from_millis(20 + (seed >> 33) % 400);
+        let addr = server.addr.clone();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(state) =
+                        try_request(&addr, "GET", &path, &[("Authorization", &auth)], b"")
+                    else {
+                        return;
+                    };
+                    let offset = state.json()["offset"].as_u64().unwrap() as usize;
+                    if offset == TOTAL {
+                        return;
+                    }
+                    match try_put(&addr, &auth, &path, offset, &data, true) {
+                        Ok(resp) if resp.status == 200 => {
+                            acked.fetch_max(
+                                resp.json()["offset"].as_u64().unwrap(),
+                                Ordering::SeqCst,
+                            );
+                        }
+                        Ok(resp) => assert!(
+                            [409, 503].contains(&resp.status),
+                            "round {round}: {} {}",
+                            resp.status,
+                            resp.text()
+                        ),
+                        Err(_) => return,
+                    }
+                }
+            });
+            std::thread::sleep(kill_after);
+            drop(server);
+            stop.store(true, Ordering::SeqCst);
+        });
+        let part = store
+            .part_files()
+            .into_iter()
+            .find(|(name, _)| name.starts_with(&id));
+        let part_len = part.map_or(0, |(_, len)| len);
+        assert!(
+            part_len >= acked.load(Ordering::SeqCst),
+            "round {round}: the part file lost acknowledged bytes"
+        );
+        if part_len > acked.load(Ordering::SeqCst) {
+            killed_mid_chunk += 1;
+        }
+    }
+    eprintln!(
+        "{killed_mid_chunk} of 50 kills left a partial chunk behind; acknowledged before the last restart: {}",
+        acked.load(Ordering::SeqCst)
+    );
+    assert!(
+        killed_mid_chunk >= 10,
+        "too few kills landed in the middle of a chunk"
+    );
+    assert!(
+        acked.load(Ordering::SeqCst) < TOTAL as u64,
+        "the upload ended before the kills did"
+    );
+
+    let server = Server::start(&store, FLAGS);
+    let client = Client::new(&server, &token);
+    loop {
+        let offset = client.get(&path).json()["offset"].as_u64().unwrap() as usize;
+        if offset == TOTAL {
+            break;
+        }
+        let resp = try_put(&server.addr, &auth, &path, offset, &data, false).unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let done = client.complete(&id, &md5_hex(&data));
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(client.get(&format!("{path}file")).body, data);
+}
+
+both_backends!(kill_nine_at_random_moments);

@@ -1,0 +1,183 @@
+//! Two server processes sharing one database and one data directory (as
+//! behind a load balancer) never interleave requests on one upload.
+
+use crate::both_backends;
+use crate::common::*;
+use std::io::Write;
+use std::time::Duration;
+
+struct Pair {
+    setup: Setup,
+    other: Server,
+}
+
+impl Pair {
+    fn new(backend: Backend, flags: &[&str]) -> Self {
+        let setup = Setup::new(backend, flags);
+        let other = Server::start(&setup.store, flags);
+        Pair { setup, other }
+    }
+
+    /// A client on each server, alternately.
+    fn clients(&self) -> [Client<'_>; 2] {
+        [
+            self.setup.client(),
+            Client::new(&self.other, &self.setup.token),
+        ]
+    }
+}
+
+/// 16 clients, half on each server, race different bytes at the same
+/// offset, round after round: exactly one wins each round.
+fn sixteen_clients_race_each_chunk(backend: Backend) {
+    let pair = Pair::new(backend, &["--lock-timeout", "5s"]);
+    let clients = pair.clients();
+    let (chunk, rounds) = (64 * 1024, 6);
+    let total = chunk * rounds;
+    let first = clients[0].put_raw(
+        "/upload/?filename=race.bin",
+        &format!("bytes 0-{}/{total}", chunk - 1),
+        &bytes(chunk, 0),
+    );
+    assert_eq!(first.status, 200);
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/upload/{id}/");
+    let mut expected = bytes(chunk, 0);
+    for round in 1..rounds {
+        let start = round * chunk;
+        let range = format!("bytes {start}-{}/{total}", start + chunk - 1);
+        let results: Vec<(u16, Vec<u8>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16u64)
+                .map(|racer| {
+                    let (client, range, path) = (&clients[racer as usize % 2], &range, &path);
+                    scope.spawn(move || {
+                        let data = bytes(chunk, 100 * round as u64 + racer);
+                        (client.put_raw(path, range, &data).status, data)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let statuses: Vec<u16> = results.iter().map(|r| r.0).collect();
+        let winners: Vec<_> = results
+            .iter()
+            .filter(|(status, _)| *status == 200)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| [200, 400, 409].contains(s)),
+            "{statuses:?}"
+        );
+        expected.extend_from_slice(&winners[0].1);
+    }
+    let done = clients[1].complete(&id, &md5_hex(&expected));
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(clients[0].get(&format!("{path}file")).body, expected);
+}
+
+/// A chunk still arriving on one server while the other is asked to
+/// complete, abort or clean up the upload.
+fn a_chunk_in_flight_blocks_complete_delete_and_cleanup(backend: Backend) {
+    let pair = Pair::new(backend, &["--lock-timeout", "500ms", "--expiration", "2s"]);
+    let [first, second] = pair.clients();
+    let data = bytes(200_000, 5);
+    let created = first.put_raw(
+        "/upload/?filename=f.bin",
+        "bytes 0-99999/200000",
+        &data[..100_000],
+    );
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/upload/{id}/");
+    let mut held = partial_request(
+        &pair.setup.server,
+        "PUT",
+        &path,
+        &[
+            ("Authorization", &first.auth),
+            ("Content-Range", "bytes 100000-199999/200000"),
+        ],
+        100_000,
+        &data[100_000..150_000],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for resp in [
+        second.complete(&id, &md5_hex(&data)),
+        second.send("DELETE", &path, &[], b""),
+        second.put_raw(&path, "bytes 100000-199999/200000", &data[100_000..]),
+    ] {
+        assert_eq!(resp.status, 409, "{}", resp.text());
+        assert_eq!(resp.json()["offset"], 100_000);
+    }
+    // The upload expires while the chunk is still arriving: clean-up leaves it.
+    std::thread::sleep(Duration::from_millis(2000));
+    let (ok, out, _) = pair.setup.store.run(&["cleanup"]);
+    assert!(ok);
+    assert!(out.contains("0 expired uploads removed"), "{out}");
+    held.write_all(&data[150_000..]).unwrap();
+    let resp = read_response(held);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(second.get(&path).json()["offset"], 200_000);
+    // Now idle and expired: clean-up removes row and file together.
+    let (_, out, _) = pair.setup.store.run(&["cleanup"]);
+    assert!(out.contains("1 expired uploads removed"), "{out}");
+    assert_eq!(first.get(&path).status, 404);
+    assert!(pair.setup.store.part_files().is_empty());
+}
+
+/// PUT and POST, PUT and DELETE, sent at once to the two servers: whatever
+/// the order, the end state is one of the consistent ones.
+fn put_racing_post_and_delete(backend: Backend) {
+    let pair = Pair::new(backend, &["--lock-timeout", "5s"]);
+    let [first, second] = pair.clients();
+    let data = bytes(400_000, 6);
+    for round in 0..4 {
+        let created = first.put_raw(
+            "/upload/?filename=r.bin",
+            "bytes 0-199999/400000",
+            &data[..200_000],
+        );
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let path = format!("/upload/{id}/");
+        let (put, other) = std::thread::scope(|scope| {
+            let put = scope.spawn(|| {
+                first
+                    .put_raw(&path, "bytes 200000-399999/400000", &data[200_000..])
+                    .status
+            });
+            let other = scope.spawn(|| {
+                if round % 2 == 0 {
+                    second.complete(&id, &md5_hex(&data)).status
+                } else {
+                    second.send("DELETE", &path, &[], b"").status
+                }
+            });
+            (put.join().unwrap(), other.join().unwrap())
+        });
+        if round % 2 == 0 {
+            // POST first: incomplete (400), the PUT then lands; PUT first: 200 both.
+            assert_eq!(put, 200);
+            assert!([200, 400].contains(&other), "{other}");
+            assert_eq!(second.complete(&id, &md5_hex(&data)).status, 200);
+            assert_eq!(first.get(&format!("{path}file")).body, data);
+        } else {
+            // DELETE first: the PUT finds nothing (404); PUT first: both succeed.
+            assert_eq!(other, 204);
+            assert!([200, 404].contains(&put), "{put}");
+            assert_eq!(first.get(&path).status, 404);
+            let leftovers: Vec<_> = pair
+                .setup
+                .store
+                .part_files()
+                .into_iter()
+                .filter(|(name, _)| name.starts_with(&id))
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+        }
+    }
+}
+
+both_backends!(
+    sixteen_clients_race_each_chunk,
+    a_chunk_in_flight_blocks_complete_delete_and_cleanup,
+    put_racing_post_and_delete,
+);
