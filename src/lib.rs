@@ -70,6 +70,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(http::cap_requests))
             .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
             .configure(http::routes)
     })

@@ -5,8 +5,10 @@ mod common;
 
 mod auth;
 mod crash;
+mod disk;
 mod errors;
 mod expiry;
+mod hostile;
 mod large;
 mod locking;
 mod processes;
