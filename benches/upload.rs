@@ -191,71 +191,88 @@ fn main() {
     let file = File::open(&source).unwrap();
     for backend in backends {
         let name = format!("{backend:?}").to_lowercase();
-        for (label, chunk) in [
-            ("(a) 1 GiB in 8 MiB chunks", 8 * MIB),
-            ("(b) 1 GiB in 1 MiB chunks", MIB),
-        ] {
-            let store = Store::new(backend);
-            let auth = format!("Token {}", store.token("bench"));
-            let server = Server::start(&store, &[]);
-            let began = Instant::now();
-            let (id, latencies) = upload(&server, &auth, &file, 0, GIB, chunk);
-            let elapsed = began.elapsed();
-            let completion = Instant::now();
-            let resp = server.request(
-                "POST",
-                &format!("/upload/{id}/"),
-                &[
-                    ("Authorization", &auth),
-                    ("Content-Type", "application/x-www-form-urlencoded"),
-                ],
-                format!("md5={md5}").as_bytes(),
-            );
-            let completion = completion.elapsed();
-            assert_eq!(resp.status, 200, "{}", resp.text());
-            print_row(
-                &name,
-                &mut Row {
-                    label: label.into(),
-                    bytes: GIB,
-                    elapsed,
-                    latencies,
-                    peak_rss: server.peak_rss(),
-                },
-            );
-            if chunk == 8 * MIB {
-                println!(
-                    "{name:<9} (d) completion POST of 1 GiB: {:.1} ms",
-                    completion.as_secs_f64() * 1e3
-                );
+        for (flags, note) in [(&[][..], ""), (&["--sync", "false"][..], ", --sync false")] {
+            for (label, chunk) in [
+                ("(a) 1 GiB in 8 MiB chunks", 8 * MIB),
+                ("(b) 1 GiB in 1 MiB chunks", MIB),
+            ] {
+                let (mut row, completion) = sequential(backend, &file, &md5, chunk, flags);
+                row.label = format!("{label}{note}");
+                print_row(&name, &mut row);
+                if chunk == 8 * MIB && note.is_empty() {
+                    println!(
+                        "{name:<9} (d) completion POST of 1 GiB: {:.1} ms",
+                        completion.as_secs_f64() * 1e3
+                    );
+                }
             }
+            let mut row = concurrent(backend, &file, flags);
+            row.label = format!("(c) 64 concurrent x 16 MiB, 1 MiB chunks{note}");
+            print_row(&name, &mut row);
         }
-        let store = Store::new(backend);
-        let auth = format!("Token {}", store.token("bench"));
-        let server = Server::start(&store, &[]);
-        let began = Instant::now();
-        let latencies: Vec<Duration> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..64u64)
-                .map(|i| {
-                    let (server, auth, file) = (&server, &auth, &file);
-                    scope.spawn(move || upload(server, auth, file, i * 16 * MIB, 16 * MIB, MIB).1)
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
-        });
-        let elapsed = began.elapsed();
-        print_row(
-            &name,
-            &mut Row {
-                label: "(c) 64 concurrent x 16 MiB, 1 MiB chunks".into(),
-                bytes: GIB,
-                elapsed,
-                latencies,
-                peak_rss: server.peak_rss(),
-            },
-        );
+    }
+}
+
+/// One 1 GiB upload in chunks of `chunk` bytes on a fresh server; the row
+/// and the completion latency.
+fn sequential(
+    backend: Backend,
+    file: &File,
+    md5: &str,
+    chunk: u64,
+    flags: &[&str],
+) -> (Row, Duration) {
+    let store = Store::new(backend);
+    let auth = format!("Token {}", store.token("bench"));
+    let server = Server::start(&store, flags);
+    let began = Instant::now();
+    let (id, latencies) = upload(&server, &auth, file, 0, GIB, chunk);
+    let elapsed = began.elapsed();
+    let completion = Instant::now();
+    let resp = server.request(
+        "POST",
+        &format!("/upload/{id}/"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("md5={md5}").as_bytes(),
+    );
+    let completion = completion.elapsed();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let row = Row {
+        label: String::new(),
+        bytes: GIB,
+        elapsed,
+        latencies,
+        peak_rss: server.peak_rss(),
+    };
+    (row, completion)
+}
+
+/// 64 uploads of 16 MiB at once, in 1 MiB chunks, on a fresh server.
+fn concurrent(backend: Backend, file: &File, flags: &[&str]) -> Row {
+    let store = Store::new(backend);
+    let auth = format!("Token {}", store.token("bench"));
+    let server = Server::start(&store, flags);
+    let began = Instant::now();
+    let latencies: Vec<Duration> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..64u64)
+            .map(|i| {
+                let (server, auth) = (&server, &auth);
+                scope.spawn(move || upload(server, auth, file, i * 16 * MIB, 16 * MIB, MIB).1)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    Row {
+        label: String::new(),
+        bytes: GIB,
+        elapsed: began.elapsed(),
+        latencies,
+        peak_rss: server.peak_rss(),
     }
 }

@@ -17,6 +17,8 @@ use std::io::Write;
 use std::sync::Arc;
 use storage::LocalDisk;
 
+const BLOCKING_THREADS_PER_WORKER: usize = 16;
+
 /// Opens the database of the settings and brings its schema up to date.
 pub fn open_store(store: &StoreArgs) -> anyhow::Result<Arc<DieselStore>> {
     let url = store.database().map_err(anyhow::Error::msg)?;
@@ -75,6 +77,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .configure(http::routes)
     })
     .client_request_timeout(args.read_timeout.0)
+    // Disk and database work runs on these threads; a small pool keeps
+    // memory flat under many concurrent uploads (the CPU has few cores
+    // anyway, and waiting requests queue).
+    .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
     .bind(args.listen)
     .with_context(|| format!("cannot listen on {}", args.listen))?;
     if let Some(workers) = args.workers {

@@ -3,7 +3,22 @@ use chunkd::meta::MetaStore;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// Buffers larger than the engine's 128 KiB write batches (actix read
+/// buffers that grew) come from mmap and go back to the system when freed.
+/// By default glibc raises this threshold as large buffers are freed and
+/// then keeps them in per-thread arenas: with 64 concurrent uploads that
+/// held tens of MiB. The batches themselves stay below it, so that they are
+/// reused without page faults.
+fn return_large_buffers_to_the_system() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024 + 1);
+    }
+}
+
 fn main() -> ExitCode {
+    return_large_buffers_to_the_system();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {

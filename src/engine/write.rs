@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 /// Bytes gathered before one write to disk: large enough to keep the
 /// syscall and thread-hop cost negligible, small enough that many
 /// concurrent uploads keep memory flat (two buffers per request).
-const BATCH: usize = 256 * 1024;
+const BATCH: usize = 128 * 1024;
 
 /// Bytes a body must move within each read timeout: a client that sends
 /// nothing, or trickles a byte a second, is cut off.
@@ -236,33 +236,36 @@ where
     let mut buf = Vec::with_capacity(BATCH);
     let mut seen: u64 = 0;
     let mut progress = Progress::new(read_timeout);
-    let result = loop {
+    let result = 'body: loop {
         let next = match progress.next(&mut body).await {
             Err(err) => break Err(err),
             Ok(None) => break Ok(()),
             Ok(Some(bytes)) => bytes,
         };
-        let before = seen;
         seen += next.len() as u64;
         if seen > limit {
             if let Some(err) = overflow.take() {
                 break Err(err);
             }
-            // A body longer than its range: keep counting (writing nothing)
-            // to say how long it was.
-            let keep = usize::try_from(limit.saturating_sub(before)).unwrap_or(0);
-            buf.extend_from_slice(&next[..keep.min(next.len())]);
+            // A body longer than its range fails; keep counting (writing
+            // nothing more) to say how long it was.
             continue;
         }
-        buf.extend_from_slice(&next);
-        if buf.len() >= BATCH {
-            if let Some(lock) = guard.lock() {
-                if let Err(err) = lock.keep_alive().await {
-                    break Err(err);
+        // Exact batches: a buffer never outgrows its capacity.
+        let mut rest = &next[..];
+        while !rest.is_empty() {
+            let take = rest.len().min(BATCH - buf.len());
+            buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if buf.len() == BATCH {
+                if let Some(lock) = guard.lock() {
+                    if let Err(err) = lock.keep_alive().await {
+                        break 'body Err(err);
+                    }
                 }
-            }
-            if let Err(err) = pipeline.submit(&mut buf).await {
-                break Err(err);
+                if let Err(err) = pipeline.submit(&mut buf).await {
+                    break 'body Err(err);
+                }
             }
         }
     };
