@@ -93,7 +93,10 @@ impl FromStr for FileMode {
 }
 
 fn parse_checksum(text: &str) -> Result<ChecksumAlgo, String> {
-    ChecksumAlgo::parse(text).ok_or_else(|| format!("{text:?}: use md5 or sha256"))
+    match ChecksumAlgo::parse(text) {
+        Some(algo @ (ChecksumAlgo::Md5 | ChecksumAlgo::Sha256)) => Ok(algo),
+        _ => Err(format!("{text:?}: use md5 or sha256")),
+    }
 }
 
 fn parse_path_template(text: &str) -> Result<String, String> {

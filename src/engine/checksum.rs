@@ -7,6 +7,7 @@ use digest::Digest;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChecksumAlgo {
     Md5,
+    Sha1,
     Sha256,
 }
 
@@ -15,6 +16,7 @@ impl ChecksumAlgo {
     pub fn name(self) -> &'static str {
         match self {
             ChecksumAlgo::Md5 => "md5",
+            ChecksumAlgo::Sha1 => "sha1",
             ChecksumAlgo::Sha256 => "sha256",
         }
     }
@@ -22,6 +24,7 @@ impl ChecksumAlgo {
     pub fn parse(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "md5" => Some(ChecksumAlgo::Md5),
+            "sha1" => Some(ChecksumAlgo::Sha1),
             "sha256" => Some(ChecksumAlgo::Sha256),
             _ => None,
         }
@@ -35,6 +38,7 @@ const STATE_FORMAT: u8 = 1;
 #[derive(Clone)]
 pub enum Hasher {
     Md5(md5::Md5),
+    Sha1(sha1::Sha1),
     Sha256(sha2::Sha256),
 }
 
@@ -57,6 +61,7 @@ impl Hasher {
     pub fn new(algo: ChecksumAlgo) -> Self {
         match algo {
             ChecksumAlgo::Md5 => Hasher::Md5(md5::Md5::new()),
+            ChecksumAlgo::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
             ChecksumAlgo::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
         }
     }
@@ -64,6 +69,7 @@ impl Hasher {
     pub fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Md5(h) => h.update(data),
+            Hasher::Sha1(h) => h.update(data),
             Hasher::Sha256(h) => h.update(data),
         }
     }
@@ -71,6 +77,7 @@ impl Hasher {
     pub fn save(&self) -> Vec<u8> {
         match self {
             Hasher::Md5(h) => save_state(h),
+            Hasher::Sha1(h) => save_state(h),
             Hasher::Sha256(h) => save_state(h),
         }
     }
@@ -79,17 +86,23 @@ impl Hasher {
     pub fn restore(algo: ChecksumAlgo, state: &[u8]) -> Option<Self> {
         match algo {
             ChecksumAlgo::Md5 => restore_state(state).map(Hasher::Md5),
+            ChecksumAlgo::Sha1 => restore_state(state).map(Hasher::Sha1),
             ChecksumAlgo::Sha256 => restore_state(state).map(Hasher::Sha256),
+        }
+    }
+
+    /// The digest of everything fed so far.
+    pub fn digest(self) -> Vec<u8> {
+        match self {
+            Hasher::Md5(h) => h.finalize().to_vec(),
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Sha256(h) => h.finalize().to_vec(),
         }
     }
 
     /// The lower-case hex digest of everything fed so far.
     pub fn hex(self) -> String {
-        let digest = match self {
-            Hasher::Md5(h) => h.finalize().to_vec(),
-            Hasher::Sha256(h) => h.finalize().to_vec(),
-        };
-        to_hex(&digest)
+        to_hex(&self.digest())
     }
 }
 
@@ -104,7 +117,7 @@ mod tests {
     #[test]
     fn saved_state_continues_the_same_digest() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        for algo in [ChecksumAlgo::Md5, ChecksumAlgo::Sha256] {
+        for algo in [ChecksumAlgo::Md5, ChecksumAlgo::Sha1, ChecksumAlgo::Sha256] {
             let mut whole = Hasher::new(algo);
             whole.update(&data);
             let mut first = Hasher::new(algo);

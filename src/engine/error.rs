@@ -33,6 +33,8 @@ pub enum EngineError {
     ChecksumRequired { algo: &'static str },
     #[error("checksum does not match")]
     ChecksumMismatch,
+    #[error("the checksum of the request body does not match")]
+    BodyChecksumMismatch,
     #[error("upload incomplete: {offset} of {total} bytes")]
     Incomplete { offset: u64, total: u64 },
     #[error("upload busy at offset {offset}")]

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 pub use write::Progress;
-use write::{pump, Expected, Rollback, WriteGuard};
+use write::{pump, BodyCheck, Expected, Intake, Rollback, WriteGuard};
 
 /// Runs file-system or database work on the blocking pool.
 pub async fn run_blocking<T, F>(work: F) -> EngineResult<T>
@@ -83,6 +83,44 @@ pub struct ChunkRange {
     pub start: u64,
     pub len: u64,
     pub total: u64,
+}
+
+/// How long a request body must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    Exact(u64),
+    /// At most this many bytes; more is `TooLarge`.
+    UpTo(u64),
+    /// Any length the size and chunk limits allow.
+    Unlimited,
+}
+
+/// How the engine takes a request body in.
+#[derive(Debug, Clone)]
+pub struct BodyRules {
+    pub length: BodyLength,
+    /// A body that breaks off keeps (and acknowledges) what arrived.
+    pub keep_partial: bool,
+    /// The digest the body must have; on a mismatch nothing is kept.
+    pub check: Option<(ChecksumAlgo, Vec<u8>)>,
+}
+
+impl BodyRules {
+    pub fn exact(len: u64) -> Self {
+        BodyRules {
+            length: BodyLength::Exact(len),
+            keep_partial: false,
+            check: None,
+        }
+    }
+
+    pub fn unlimited() -> Self {
+        BodyRules {
+            length: BodyLength::Unlimited,
+            keep_partial: false,
+            check: None,
+        }
+    }
 }
 
 /// Expands the storage path template for a time; None if the pattern is
@@ -350,7 +388,7 @@ impl Engine {
     /// Receives the bytes of a new upload into a new part file. With
     /// `exact_len` the body must have that length; without, it may have
     /// any length up to the size and chunk limits.
-    pub async fn receive_new<S, E>(&self, exact_len: Option<u64>, body: S) -> EngineResult<Staged>
+    pub async fn receive_new<S, E>(&self, rules: BodyRules, body: S) -> EngineResult<Staged>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
@@ -371,31 +409,8 @@ impl Engine {
             Rollback::Remove,
             None,
         );
-        let expected = match exact_len {
-            Some(len) => Expected::Exact(len),
-            None => {
-                let (limit, err) = match (self.settings.max_bytes, self.settings.max_chunk_bytes) {
-                    (Some(max), Some(chunk)) if chunk < max => {
-                        (chunk, EngineError::ChunkTooLarge { limit: chunk })
-                    }
-                    (Some(max), _) => (max, EngineError::TooLarge { limit: max }),
-                    (None, Some(chunk)) => (chunk, EngineError::ChunkTooLarge { limit: chunk }),
-                    (None, None) => (MAX_TOTAL, EngineError::TooLarge { limit: MAX_TOTAL }),
-                };
-                Expected::AtMost(limit, err)
-            }
-        };
         let hasher = Hasher::new(self.settings.checksum);
-        let pumped = pump(
-            writer,
-            guard.clone(),
-            0,
-            hasher,
-            expected,
-            self.settings.read_timeout,
-            body,
-        )
-        .await?;
+        let pumped = pump(writer, guard.clone(), 0, hasher, self.intake(rules), body).await?;
         Ok(Staged {
             id,
             key,
@@ -404,6 +419,37 @@ impl Engine {
             hasher: pumped.hasher,
             guard,
         })
+    }
+
+    /// The engine's limits applied to a body's rules.
+    fn intake(&self, rules: BodyRules) -> Intake {
+        let expected = match rules.length {
+            BodyLength::Exact(len) => Expected::Exact(len),
+            BodyLength::UpTo(limit) => Expected::AtMost(limit, EngineError::TooLarge { limit }),
+            BodyLength::Unlimited => {
+                match (self.settings.max_bytes, self.settings.max_chunk_bytes) {
+                    (Some(max), Some(chunk)) if chunk < max => {
+                        Expected::AtMost(chunk, EngineError::ChunkTooLarge { limit: chunk })
+                    }
+                    (Some(max), _) => Expected::AtMost(max, EngineError::TooLarge { limit: max }),
+                    (None, Some(chunk)) => {
+                        Expected::AtMost(chunk, EngineError::ChunkTooLarge { limit: chunk })
+                    }
+                    (None, None) => {
+                        Expected::AtMost(MAX_TOTAL, EngineError::TooLarge { limit: MAX_TOTAL })
+                    }
+                }
+            }
+        };
+        Intake {
+            expected,
+            read_timeout: self.settings.read_timeout,
+            keep_partial: rules.keep_partial,
+            check: rules.check.map(|(algo, digest)| BodyCheck {
+                hasher: Hasher::new(algo),
+                digest,
+            }),
+        }
     }
 
     fn new_record(
@@ -496,15 +542,17 @@ impl Engine {
         Ok(record)
     }
 
-    /// Locks an upload and checks that `range` may be appended to it. The
-    /// body is read only afterwards, by `AppendSession::write`.
+    /// Locks an upload and checks that a chunk starting at `start` may be
+    /// appended to it (and, when the request states it, that the total is
+    /// the upload's). The body is read only afterwards, by
+    /// `AppendSession::write`.
     pub async fn begin_append(
         &self,
         caller: &Caller,
         id: Uuid,
-        range: ChunkRange,
+        start: u64,
+        total: Option<u64>,
     ) -> EngineResult<AppendSession<'_>> {
-        self.check_chunk_len(range.len)?;
         let (lock, upload) = self.lock(caller, id, self.settings.lock_timeout).await?;
         if upload.complete {
             return Err(EngineError::AlreadyComplete);
@@ -513,23 +561,22 @@ impl Engine {
         if upload.expires_at <= Utc::now() {
             return Err(EngineError::Expired);
         }
-        if range.total != upload.total {
+        if let Some(provided) = total.filter(|&t| t != upload.total) {
             return Err(EngineError::TotalMismatch {
                 total: upload.total,
-                provided: range.total,
+                provided,
             });
         }
-        if range.start != upload.offset {
+        if start != upload.offset {
             return Err(EngineError::OffsetMismatch {
                 expected: upload.offset,
-                provided: range.start,
+                provided: start,
             });
         }
         Ok(AppendSession {
             engine: self,
             upload,
             lock,
-            range,
         })
     }
 
@@ -685,7 +732,6 @@ pub struct AppendSession<'a> {
     engine: &'a Engine,
     upload: UploadRecord,
     lock: UploadLock,
-    range: ChunkRange,
 }
 
 impl AppendSession<'_> {
@@ -694,7 +740,7 @@ impl AppendSession<'_> {
     }
 
     /// Streams the chunk in, then commits the new offset and hash state.
-    pub async fn write<S, E>(self, body: S) -> EngineResult<UploadRecord>
+    pub async fn write<S, E>(self, rules: BodyRules, body: S) -> EngineResult<UploadRecord>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
@@ -703,7 +749,6 @@ impl AppendSession<'_> {
             engine,
             mut upload,
             lock,
-            range,
         } = self;
         let hashed = engine.hasher_of(&upload).await;
         let hasher = engine.record_loss(&lock, upload.id, hashed).await?;
@@ -723,16 +768,8 @@ impl AppendSession<'_> {
             Rollback::TruncateTo(from),
             Some(lock),
         );
-        let pumped = pump(
-            writer,
-            guard.clone(),
-            from,
-            hasher,
-            Expected::Exact(range.len),
-            engine.settings.read_timeout,
-            body,
-        )
-        .await?;
+        let intake = engine.intake(rules);
+        let pumped = pump(writer, guard.clone(), from, hasher, intake, body).await?;
         let to = from + pumped.len;
         let state = pumped.hasher.save();
         let (meta, id, saved) = (engine.meta.clone(), upload.id, state.clone());

@@ -157,6 +157,22 @@ pub enum Expected {
     AtMost(u64, EngineError),
 }
 
+/// The digest one request body must have (tus `Upload-Checksum`).
+pub struct BodyCheck {
+    pub hasher: Hasher,
+    pub digest: Vec<u8>,
+}
+
+/// How a body is taken in.
+pub struct Intake {
+    pub expected: Expected,
+    pub read_timeout: Duration,
+    /// When the body breaks off (client gone, read timeout), keep and
+    /// acknowledge what arrived instead of failing (tus).
+    pub keep_partial: bool,
+    pub check: Option<BodyCheck>,
+}
+
 pub struct Pumped {
     pub len: u64,
     pub hasher: Hasher,
@@ -213,14 +229,19 @@ pub async fn pump<S, E>(
     guard: Arc<WriteGuard>,
     start: u64,
     hasher: Hasher,
-    expected: Expected,
-    read_timeout: Duration,
+    intake: Intake,
     mut body: S,
 ) -> EngineResult<Pumped>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Display,
 {
+    let Intake {
+        expected,
+        read_timeout,
+        keep_partial,
+        mut check,
+    } = intake;
     let (limit, exact, mut overflow) = match expected {
         Expected::Exact(n) => (n, true, None),
         Expected::AtMost(n, err) => (n, false, Some(err)),
@@ -251,6 +272,9 @@ where
             // nothing more) to say how long it was.
             continue;
         }
+        if let Some(check) = check.as_mut() {
+            check.hasher.update(&next);
+        }
         // Exact batches: a buffer never outgrows its capacity.
         let mut rest = &next[..];
         while !rest.is_empty() {
@@ -272,7 +296,10 @@ where
     // Never leave a disk job running past this point on a failure either:
     // the caller's rollback must come after the last write.
     let settled = pipeline.settle().await;
-    result?;
+    let broke_off = matches!(result, Err(EngineError::Body(_) | EngineError::ReadTimeout));
+    if !(keep_partial && broke_off) {
+        result?;
+    }
     settled?;
     if exact && seen != limit {
         return Err(EngineError::SizeMismatch {
@@ -286,6 +313,11 @@ where
     if !buf.is_empty() {
         pipeline.submit(&mut buf).await?;
         pipeline.settle().await?;
+    }
+    if let Some(BodyCheck { hasher, digest }) = check {
+        if hasher.digest() != digest {
+            return Err(EngineError::BodyChecksumMismatch);
+        }
     }
     let hasher = pipeline
         .hasher

@@ -2,7 +2,7 @@
 //! requests, calls the engine, renders the upload JSON. No storage or
 //! database code here.
 
-use crate::engine::{ChunkRange, EngineError, Progress, Staged};
+use crate::engine::{BodyRules, ChunkRange, EngineError, Progress, Staged};
 use crate::http::auth::caller;
 use crate::http::error::{ApiError, ApiResult, RequestError};
 use crate::http::{base_url, AppState};
@@ -308,14 +308,17 @@ fn state_wait(state: &AppState) -> Duration {
 async fn receive_form(
     state: &AppState,
     form: Multipart,
-    exact_len: Option<u64>,
+    rules: BodyRules,
 ) -> ApiResult<(Staged, String, HashMap<String, String>)> {
     let engine = &state.engine;
-    let mut form = read_form(form, state_wait(state), |fields, field| async move {
-        if let Some(name) = fields.get("filename") {
-            engine.check_filename(name)?;
+    let mut form = read_form(form, state_wait(state), |fields, field| {
+        let rules = rules.clone();
+        async move {
+            if let Some(name) = fields.get("filename") {
+                engine.check_filename(name)?;
+            }
+            Ok(engine.receive_new(rules, field).await?)
         }
-        Ok(engine.receive_new(exact_len, field).await?)
     })
     .await?;
     let staged = form.file.ok_or(RequestError::NoChunk)?;
@@ -347,12 +350,15 @@ pub async fn create(
             let filename = raw_filename(&req)?.ok_or(FILENAME_REQUIRED)?;
             engine.check_filename(&filename)?;
             (
-                engine.receive_new(Some(range.len), payload).await?,
+                engine
+                    .receive_new(BodyRules::exact(range.len), payload)
+                    .await?,
                 filename,
             )
         }
         Body::Multipart(form) => {
-            let (staged, filename, _) = receive_form(&state, form, Some(range.len)).await?;
+            let (staged, filename, _) =
+                receive_form(&state, form, BodyRules::exact(range.len)).await?;
             (staged, filename)
         }
         Body::Form { .. } => return Err(RequestError::NoChunk.into()),
@@ -384,11 +390,12 @@ pub async fn create_complete(
                 engine.check_total(len)?;
                 engine.check_chunk_len(len)?;
             }
-            let staged = engine.receive_new(None, payload).await?;
+            let staged = engine.receive_new(BodyRules::unlimited(), payload).await?;
             (staged, filename, Some(checksum))
         }
         Body::Multipart(form) => {
-            let (staged, filename, mut fields) = receive_form(&state, form, None).await?;
+            let (staged, filename, mut fields) =
+                receive_form(&state, form, BodyRules::unlimited()).await?;
             (staged, filename, fields.remove(algo))
         }
         Body::Form { .. } => return Err(RequestError::NoChunk.into()),
@@ -410,20 +417,29 @@ pub async fn append(
     let engine = &state.engine;
     let range = chunk_range(&req)?;
     engine.check_total(range.total)?;
+    engine.check_chunk_len(range.len)?;
+    let rules = BodyRules::exact(range.len);
     let upload = match body(&req, payload)? {
         Body::Raw(payload) => {
             check_raw_length(&req, range.len)?;
-            let session = engine.begin_append(&caller, id, range).await?;
-            session.write(payload).await?
+            let session = engine
+                .begin_append(&caller, id, range.start, Some(range.total))
+                .await?;
+            session.write(rules, payload).await?
         }
         Body::Multipart(form) => {
-            let mut session = Some(engine.begin_append(&caller, id, range).await?);
+            let mut session = Some(
+                engine
+                    .begin_append(&caller, id, range.start, Some(range.total))
+                    .await?,
+            );
             let form = read_form(form, state_wait(&state), |_, field| {
                 let session = session.take();
+                let rules = rules.clone();
                 async move {
                     let session = session
                         .ok_or_else(|| EngineError::Internal("second chunk in one form".into()))?;
-                    Ok(session.write(field).await?)
+                    Ok(session.write(rules, field).await?)
                 }
             })
             .await?;
