@@ -264,6 +264,9 @@ pub struct ServeArgs {
     /// Build URLs from X-Forwarded-Proto / X-Forwarded-Host (behind a trusted proxy).
     #[arg(long, env = "CHUNKD_TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub trust_proxy: bool,
+    /// Origins that browsers may call from, comma-separated (`*`: any); none by default.
+    #[arg(long, env = "CHUNKD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Worker threads (default: one per core).
     #[arg(long, env = "CHUNKD_WORKERS")]
     pub workers: Option<usize>,

@@ -68,11 +68,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         trust_proxy: args.trust_proxy,
         max_requests: args.max_requests,
         active: Arc::default(),
+        cors_origins: args.cors_origins.clone(),
     });
     let mut server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(state.clone())
             .wrap(actix_web::middleware::from_fn(http::cap_requests))
+            .wrap(actix_web::middleware::from_fn(http::cors))
             .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
             .configure(http::routes)
     })

@@ -337,17 +337,17 @@ impl Engine {
             _ => return result,
         };
         log::error!("upload {id}: stored data lost ({reason}); marking it failed");
-        let (meta, token, why) = (self.meta.clone(), lock.token().to_owned(), reason.clone());
-        run_blocking(move || Ok(meta.mark_failed(id, &token, &why)?)).await?;
+        let (meta, token) = (self.meta.clone(), lock.token().to_owned());
+        run_blocking(move || Ok(meta.mark_failed(id, &token)?)).await?;
         Err(EngineError::Lost(reason))
     }
 
     /// Refuses to go on with an upload whose bytes were lost.
     fn check_not_failed(upload: &UploadRecord) -> EngineResult<()> {
-        match &upload.failure {
-            Some(reason) => Err(EngineError::Lost(reason.clone())),
-            None => Ok(()),
+        if upload.failed {
+            return Err(EngineError::Lost("marked failed earlier".into()));
         }
+        Ok(())
     }
 
     /// The hasher state after `upload.offset` bytes; re-hashes the part file
@@ -481,7 +481,8 @@ impl Engine {
                 .checked_add_signed(expiration)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
             completed_at: None,
-            failure: None,
+            failed: false,
+            metadata: None,
         }
     }
 
@@ -492,9 +493,11 @@ impl Engine {
         caller: &Caller,
         filename: String,
         total: u64,
+        metadata: Option<String>,
     ) -> EngineResult<UploadRecord> {
         self.check_filename(&filename)?;
-        let record = self.new_record(&staged, caller, filename, total);
+        let mut record = self.new_record(&staged, caller, filename, total);
+        record.metadata = metadata;
         let (meta, guard, row) = (self.meta.clone(), staged.guard, record.clone());
         run_blocking(move || {
             meta.insert_upload(&row)?;
@@ -588,26 +591,41 @@ impl Engine {
         id: Uuid,
         checksum: Option<&str>,
     ) -> EngineResult<UploadRecord> {
-        let already = |upload: UploadRecord, given: &str| {
-            let same = upload
-                .checksum
-                .as_deref()
-                .is_some_and(|c| c.eq_ignore_ascii_case(given.trim()));
-            if same {
+        let seen = self.find(caller, id).await?;
+        let algo = self.algo(&seen)?;
+        let given = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
+        self.complete_checked(caller, seen, Some(given)).await
+    }
+
+    /// Completes an upload whose bytes all arrived, without a checksum from
+    /// the client (tus: the upload is complete when its last byte is in);
+    /// the checksum is recorded all the same.
+    pub async fn finish(&self, caller: &Caller, id: Uuid) -> EngineResult<UploadRecord> {
+        let seen = self.find(caller, id).await?;
+        self.complete_checked(caller, seen, None).await
+    }
+
+    async fn complete_checked(
+        &self,
+        caller: &Caller,
+        seen: UploadRecord,
+        given: Option<&str>,
+    ) -> EngineResult<UploadRecord> {
+        let matches = |digest: &str| given.is_none_or(|g| digest.eq_ignore_ascii_case(g.trim()));
+        let already = |upload: UploadRecord| {
+            if upload.checksum.as_deref().is_some_and(matches) {
                 Ok(upload)
             } else {
                 Err(EngineError::AlreadyComplete)
             }
         };
-        let seen = self.find(caller, id).await?;
-        let algo = self.algo(&seen)?;
-        let given = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
+        let id = seen.id;
         if seen.complete {
-            return already(seen, given);
+            return already(seen);
         }
         let (lock, mut upload) = self.lock(caller, id, self.settings.lock_timeout).await?;
         if upload.complete {
-            return already(upload, given);
+            return already(upload);
         }
         if upload.expires_at <= Utc::now() {
             return Err(EngineError::Expired);
@@ -621,7 +639,7 @@ impl Engine {
         }
         let hashed = self.hasher_of(&upload).await;
         let digest = self.record_loss(&lock, id, hashed).await?.hex();
-        if !digest.eq_ignore_ascii_case(given.trim()) {
+        if !matches(&digest) {
             return Err(EngineError::ChecksumMismatch);
         }
         let completed_at = Utc::now().trunc_subsecs(6);

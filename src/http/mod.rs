@@ -4,10 +4,10 @@ pub mod auth;
 pub mod error;
 
 use crate::engine::{run_blocking, Engine};
-use crate::protocol::chunked;
+use crate::protocol::{chunked, tus};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use error::{ApiError, RequestError};
@@ -22,6 +22,65 @@ pub struct AppState {
     pub max_requests: usize,
     /// Requests being served, across workers.
     pub active: Arc<AtomicUsize>,
+    /// Origins browsers may call from (`*`: any); none by default.
+    pub cors_origins: Vec<String>,
+}
+
+impl AppState {
+    fn allows_origin(&self, origin: &str) -> bool {
+        self.cors_origins.iter().any(|o| o == "*" || o == origin)
+    }
+}
+
+/// Response headers a browser script may read: what tus clients and the
+/// chunked protocol's resumers need.
+const EXPOSED_HEADERS: &str = "Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, \
+     Location, Tus-Version, Tus-Resumable, Tus-Max-Size, Tus-Extension, Tus-Checksum-Algorithm, \
+     ETag, Content-Range, Content-Disposition";
+
+/// CORS for the origins of `--cors-origins`: preflights are answered here;
+/// other responses get the allow and expose headers. Other origins get no
+/// CORS headers at all, so browsers keep their scripts out.
+pub async fn cors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let origin = req.headers().get(header::ORIGIN).cloned().filter(|origin| {
+        let state = req.app_data::<web::Data<AppState>>();
+        let text = origin.to_str().unwrap_or("");
+        state.is_some_and(|s| s.allows_origin(text))
+    });
+    let Some(origin) = origin else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if preflight {
+        let mut response = HttpResponse::NoContent();
+        response
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+            ))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
+            .insert_header((header::VARY, "Origin"));
+        if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            response.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone()));
+        }
+        return Ok(req.into_response(response.finish()).map_into_right_body());
+    }
+    let mut response = next.call(req).await?;
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        header::HeaderValue::from_static(EXPOSED_HEADERS),
+    );
+    headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
+    Ok(response.map_into_left_body())
 }
 
 /// Counts a request as active while it lives.
@@ -128,6 +187,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(chunked::detail))
             .route(web::delete().to(chunked::abort))
             .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource(["/files/", "/files"])
+            .route(web::post().to(tus::create))
+            .route(web::method(Method::OPTIONS).to(tus::options))
+            .default_service(web::to(tus::not_allowed)),
+    )
+    .service(
+        web::resource(["/files/{id}", "/files/{id}/"])
+            .route(web::head().to(tus::head))
+            .route(web::patch().to(tus::patch))
+            .route(web::delete().to(tus::delete))
+            .route(web::post().to(tus::overridden))
+            .route(web::method(Method::OPTIONS).to(tus::options))
+            .default_service(web::to(tus::not_allowed)),
     )
     .service(web::resource("/healthz").route(web::get().to(health)))
     .default_service(web::to(not_found));

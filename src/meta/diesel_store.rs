@@ -33,6 +33,7 @@ const PG_MIGRATION_UNLOCK: &str = "SELECT pg_advisory_unlock(727274)";
 
 const STATUS_UPLOADING: i16 = 1;
 const STATUS_COMPLETE: i16 = 2;
+const STATUS_FAILED: i16 = 3;
 
 /// Which database holds the rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +130,7 @@ struct UploadRow {
     completed_at: Option<NaiveDateTime>,
     lock_token: Option<String>,
     lock_until: Option<NaiveDateTime>,
-    failure: Option<String>,
+    metadata: Option<String>,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -160,10 +161,10 @@ impl UploadRow {
             filename: r.filename.clone(),
             total: to_db(r.total),
             upload_offset: to_db(r.offset),
-            status: if r.complete {
-                STATUS_COMPLETE
-            } else {
-                STATUS_UPLOADING
+            status: match (r.complete, r.failed) {
+                (true, _) => STATUS_COMPLETE,
+                (false, true) => STATUS_FAILED,
+                (false, false) => STATUS_UPLOADING,
             },
             checksum_algo: r.checksum_algo.clone(),
             hash_state: r.hash_state.clone(),
@@ -174,7 +175,7 @@ impl UploadRow {
             completed_at: r.completed_at.map(naive),
             lock_token: None,
             lock_until: None,
-            failure: r.failure.clone(),
+            metadata: r.metadata.clone(),
         }
     }
 
@@ -200,7 +201,8 @@ impl UploadRow {
             created_at: self.created_at.and_utc(),
             expires_at: self.expires_at.and_utc(),
             completed_at: self.completed_at.map(|t| t.and_utc()),
-            failure: self.failure,
+            failed: self.status == STATUS_FAILED,
+            metadata: self.metadata,
         })
     }
 }
@@ -281,8 +283,8 @@ impl MetaStore for DieselStore {
 
     fn list_uploads(&self, query: &ListQuery) -> MetaResult<Vec<UploadRecord>> {
         let statuses = match query.complete {
-            None => vec![STATUS_UPLOADING, STATUS_COMPLETE],
-            Some(false) => vec![STATUS_UPLOADING],
+            None => vec![STATUS_UPLOADING, STATUS_COMPLETE, STATUS_FAILED],
+            Some(false) => vec![STATUS_UPLOADING, STATUS_FAILED],
             Some(true) => vec![STATUS_COMPLETE],
         };
         let mut select = uploads::table
@@ -304,7 +306,7 @@ impl MetaStore for DieselStore {
     fn expired_uploads(&self, now: DateTime<Utc>) -> MetaResult<Vec<UploadRecord>> {
         uploads::table
             .select(UploadRow::as_select())
-            .filter(uploads::status.eq(STATUS_UPLOADING))
+            .filter(uploads::status.ne(STATUS_COMPLETE))
             .filter(uploads::expires_at.le(naive(now)))
             .order(uploads::expires_at.asc())
             .load(&mut *self.conn()?)?
@@ -421,13 +423,13 @@ impl MetaStore for DieselStore {
         Ok(marked == 1)
     }
 
-    fn mark_failed(&self, id: Uuid, token: &str, reason: &str) -> MetaResult<bool> {
+    fn mark_failed(&self, id: Uuid, token: &str) -> MetaResult<bool> {
         let marked = diesel::update(
             uploads::table
                 .filter(uploads::id.eq(id.to_string()))
                 .filter(uploads::lock_token.eq(token)),
         )
-        .set(uploads::failure.eq(reason))
+        .set(uploads::status.eq(STATUS_FAILED))
         .execute(&mut *self.conn()?)?;
         Ok(marked == 1)
     }

@@ -43,8 +43,10 @@ pub struct UploadRecord {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
-    /// Why the upload can no longer continue (its stored bytes were lost).
-    pub failure: Option<String>,
+    /// The upload can no longer continue: its stored bytes were lost.
+    pub failed: bool,
+    /// The client's metadata, as it sent it (tus `Upload-Metadata`).
+    pub metadata: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,7 +117,7 @@ pub trait MetaStore: Send + Sync {
         completed_at: DateTime<Utc>,
     ) -> MetaResult<bool>;
     /// Marks the upload failed for good; false if the lease was lost.
-    fn mark_failed(&self, id: Uuid, token: &str, reason: &str) -> MetaResult<bool>;
+    fn mark_failed(&self, id: Uuid, token: &str) -> MetaResult<bool>;
     /// Deletes the row; false if the lease was lost.
     fn delete_upload(&self, id: Uuid, token: &str) -> MetaResult<bool>;
 

@@ -18,7 +18,7 @@ diesel::table! {
         completed_at -> Nullable<Timestamp>,
         lock_token -> Nullable<Text>,
         lock_until -> Nullable<Timestamp>,
-        failure -> Nullable<Text>,
+        metadata -> Nullable<Text>,
     }
 }
 

@@ -75,9 +75,8 @@ fn render(upload: &UploadRecord, base: &str) -> UploadJson {
         md5: if is_md5 { checksum.clone() } else { None },
         sha256: if is_md5 { None } else { checksum },
         error: upload
-            .failure
-            .as_ref()
-            .map(|_| "Upload data was lost; start a new upload".to_owned()),
+            .failed
+            .then(|| "Upload data was lost; start a new upload".to_owned()),
     }
 }
 
@@ -364,7 +363,7 @@ pub async fn create(
         Body::Form { .. } => return Err(RequestError::NoChunk.into()),
     };
     let upload = engine
-        .create(staged, &caller, filename, range.total)
+        .create(staged, &caller, filename, range.total, None)
         .await?;
     Ok(upload_response(&req, &state, &upload))
 }

@@ -167,3 +167,122 @@ mod tests {
         );
     }
 }
+
+/// Standard base64 (RFC 4648, padding optional), as tus clients encode
+/// metadata values and checksums. None when malformed.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for byte in text.bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // Leftover bits must be padding zeros, and a lone sextet is no byte.
+    (bits < 6 && acc == 0).then_some(out)
+}
+
+/// tus `Upload-Metadata`: `key base64value` pairs separated by commas; the
+/// value may be absent. None when malformed (bad key, bad base64, a key
+/// twice), so that nothing unchecked is ever echoed back in a header.
+pub fn parse_upload_metadata(value: &str) -> Option<Vec<(String, Option<Vec<u8>>)>> {
+    let mut pairs: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    if value.trim().is_empty() {
+        return Some(pairs);
+    }
+    for pair in value.split(',') {
+        let mut parts = pair.trim().split(' ');
+        let key = parts.next()?;
+        let valid_key = !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+        if !valid_key || pairs.iter().any(|(k, _)| k == key) {
+            return None;
+        }
+        let value = match parts.next() {
+            Some(encoded) => Some(base64_decode(encoded)?),
+            None => None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        pairs.push((key.to_owned(), value));
+    }
+    Some(pairs)
+}
+
+/// A tus offset or length: digits only.
+pub fn parse_tus_number(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// tus `Upload-Checksum: <algorithm> <base64 digest>`.
+pub fn parse_upload_checksum(value: &str) -> Option<(&str, Vec<u8>)> {
+    let (algo, digest) = value.trim().split_once(' ')?;
+    Some((algo, base64_decode(digest.trim())?))
+}
+
+#[cfg(test)]
+mod tus_tests {
+    use super::*;
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode("aGVsbG8="), Some(b"hello".to_vec()));
+        assert_eq!(base64_decode("aGVsbG8"), Some(b"hello".to_vec()));
+        assert_eq!(base64_decode(""), Some(vec![]));
+        assert_eq!(base64_decode("w6lsw6k="), Some("élé".as_bytes().to_vec()));
+        assert_eq!(base64_decode("a"), None);
+        assert_eq!(base64_decode("aGVsbG8*"), None);
+    }
+
+    #[test]
+    fn metadata() {
+        let parsed =
+            parse_upload_metadata("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential")
+                .unwrap();
+        assert_eq!(
+            parsed[0],
+            (
+                "filename".into(),
+                Some(b"world_domination_plan.pdf".to_vec())
+            )
+        );
+        assert_eq!(parsed[1], ("is_confidential".into(), None));
+        assert_eq!(parse_upload_metadata(""), Some(vec![]));
+        assert_eq!(parse_upload_metadata("a !!!"), None);
+        assert_eq!(parse_upload_metadata("a YQ==,a YQ=="), None);
+        assert_eq!(parse_upload_metadata("a YQ== YQ=="), None);
+        assert_eq!(parse_upload_metadata(",a"), None);
+    }
+
+    #[test]
+    fn numbers_and_checksums() {
+        assert_eq!(parse_tus_number("42"), Some(42));
+        assert_eq!(parse_tus_number("-1"), None);
+        assert_eq!(parse_tus_number("1e3"), None);
+        assert_eq!(parse_tus_number("99999999999999999999999"), None);
+        assert_eq!(
+            parse_upload_checksum("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0="),
+            Some((
+                "sha1",
+                base64_decode("Kq5sNclPz7QV2+lfQIuc6R7oRu0=").unwrap()
+            ))
+        );
+        assert_eq!(parse_upload_checksum("sha1"), None);
+    }
+}

@@ -2,3 +2,4 @@
 
 pub mod chunked;
 pub mod headers;
+pub mod tus;

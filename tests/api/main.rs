@@ -13,4 +13,5 @@ mod large;
 mod locking;
 mod processes;
 mod transcript;
+mod tus;
 mod uploads;

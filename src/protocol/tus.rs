@@ -1,0 +1,361 @@
+//! tus 1.0.0 (<https://tus.io/protocols/resumable-upload>) at `/files/`:
+//! core, creation, creation-with-upload, expiration, checksum and
+//! termination, on the same engine as the chunked protocol. A tus upload is
+//! complete when its last byte is in; it is then an upload like any other
+//! (listed under `/upload/`, downloaded from `/upload/{id}/file`).
+
+use crate::engine::{BodyLength, BodyRules, ChecksumAlgo, EngineError};
+use crate::http::auth::caller;
+use crate::http::error::ApiError;
+use crate::http::{base_url, AppState};
+use crate::meta::UploadRecord;
+use crate::protocol::headers::{parse_tus_number, parse_upload_checksum, parse_upload_metadata};
+use actix_web::http::header::{self, CacheControl, CacheDirective, HeaderValue, HttpDate};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use bytes::Bytes;
+use chrono::Utc;
+use std::convert::Infallible;
+use std::time::SystemTime;
+use uuid::Uuid;
+
+const TUS_VERSION: &str = "1.0.0";
+const EXTENSIONS: &str = "creation,creation-with-upload,expiration,checksum,termination";
+const CHECKSUM_ALGORITHMS: &str = "md5,sha1,sha256";
+const OFFSET_STREAM: &str = "application/offset+octet-stream";
+
+/// What tus requests get wrong, and engine errors in tus terms.
+#[derive(Debug, thiserror::Error)]
+pub enum TusError {
+    #[error("Unsupported version, this server speaks tus 1.0.0")]
+    UnsupportedVersion,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("Content-Type must be application/offset+octet-stream")]
+    WrongContentType,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl From<EngineError> for TusError {
+    fn from(err: EngineError) -> Self {
+        TusError::Api(ApiError::Engine(err))
+    }
+}
+
+type TusResult<T> = Result<T, TusError>;
+
+impl TusError {
+    /// tus's own statuses; None where the chunked protocol's answer fits.
+    fn tus_status(&self) -> Option<(StatusCode, String)> {
+        use EngineError as E;
+        let own = |code: u16, text: &str| {
+            Some((
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                text.to_owned(),
+            ))
+        };
+        match self {
+            TusError::UnsupportedVersion => own(412, &self.to_string()),
+            TusError::BadRequest(text) => own(400, text),
+            TusError::WrongContentType => own(415, &self.to_string()),
+            TusError::MethodNotAllowed => own(405, &self.to_string()),
+            TusError::Api(ApiError::Engine(err)) => match err {
+                E::NotFound => own(404, "Upload not found"),
+                E::Expired => own(410, "Upload has expired"),
+                E::Lost(_) => own(410, "Upload data was lost; start a new upload"),
+                E::OffsetMismatch { .. } => {
+                    own(409, "Upload-Offset does not match the upload's offset")
+                }
+                E::AlreadyComplete => own(409, "Upload is already complete"),
+                E::TooLarge { .. } | E::ChunkTooLarge { .. } => {
+                    own(413, "Upload exceeds the size limit")
+                }
+                E::BodyChecksumMismatch => own(460, "Checksum mismatch"),
+                E::Busy { .. } => own(423, "Upload is locked by another request"),
+                _ => None,
+            },
+            TusError::Api(_) => None,
+        }
+    }
+}
+
+fn tus_headers(response: &mut HttpResponseBuilder) {
+    response.insert_header(("Tus-Resumable", TUS_VERSION));
+}
+
+impl ResponseError for TusError {
+    fn status_code(&self) -> StatusCode {
+        match (self.tus_status(), self) {
+            (Some((status, _)), _) => status,
+            (None, TusError::Api(api)) => api.status_code(),
+            (None, _) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = match (self.tus_status(), self) {
+            (Some((status, text)), _) => {
+                let mut builder = HttpResponse::build(status);
+                tus_headers(&mut builder);
+                if status == StatusCode::PRECONDITION_FAILED {
+                    builder.insert_header(("Tus-Version", TUS_VERSION));
+                }
+                return builder.content_type("text/plain; charset=utf-8").body(text);
+            }
+            (None, TusError::Api(api)) => api.error_response(),
+            (None, _) => HttpResponse::BadRequest().finish(),
+        };
+        response.headers_mut().insert(
+            header::HeaderName::from_static("tus-resumable"),
+            HeaderValue::from_static(TUS_VERSION),
+        );
+        response
+    }
+}
+
+fn header_text<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Every request but OPTIONS names the protocol version it speaks.
+fn check_version(req: &HttpRequest) -> TusResult<()> {
+    match header_text(req, "Tus-Resumable") {
+        Some(TUS_VERSION) => Ok(()),
+        _ => Err(TusError::UnsupportedVersion),
+    }
+}
+
+fn upload_id(req: &HttpRequest) -> TusResult<Uuid> {
+    req.match_info()
+        .get("id")
+        .filter(|id| id.len() == 36)
+        .and_then(|id| Uuid::try_parse(id).ok())
+        .ok_or(TusError::from(EngineError::NotFound))
+}
+
+fn expires(upload: &UploadRecord) -> Option<String> {
+    (!upload.complete).then(|| {
+        let time = SystemTime::from(upload.expires_at);
+        HttpDate::from(time).to_string()
+    })
+}
+
+/// The body's `Upload-Checksum`, checked against the algorithms offered.
+fn body_checksum(req: &HttpRequest) -> TusResult<Option<(ChecksumAlgo, Vec<u8>)>> {
+    let Some(value) = header_text(req, "Upload-Checksum") else {
+        return Ok(None);
+    };
+    let (name, digest) =
+        parse_upload_checksum(value).ok_or(TusError::BadRequest("Malformed Upload-Checksum"))?;
+    let algo =
+        ChecksumAlgo::parse(name).ok_or(TusError::BadRequest("Unsupported checksum algorithm"))?;
+    Ok(Some((algo, digest)))
+}
+
+/// A body of at most `room` bytes. Without a checksum, what arrives before
+/// the connection breaks is kept (tus clients resume from it); with one,
+/// the body must be whole and match.
+fn body_rules(req: &HttpRequest, room: u64) -> TusResult<BodyRules> {
+    let check = body_checksum(req)?;
+    Ok(BodyRules {
+        length: BodyLength::UpTo(room),
+        keep_partial: check.is_none(),
+        check,
+    })
+}
+
+fn is_offset_stream(req: &HttpRequest) -> bool {
+    header_text(req, header::CONTENT_TYPE.as_str()).is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case(OFFSET_STREAM)
+    })
+}
+
+fn content_length(req: &HttpRequest) -> Option<u64> {
+    header_text(req, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok())
+}
+
+/// `OPTIONS /files/`: what this server speaks.
+pub async fn options(state: web::Data<AppState>) -> HttpResponse {
+    let mut response = HttpResponse::NoContent();
+    tus_headers(&mut response);
+    response
+        .insert_header(("Tus-Version", TUS_VERSION))
+        .insert_header(("Tus-Extension", EXTENSIONS))
+        .insert_header(("Tus-Checksum-Algorithm", CHECKSUM_ALGORITHMS));
+    if let Some(max) = state.engine.settings().max_bytes {
+        response.insert_header(("Tus-Max-Size", max.to_string()));
+    }
+    response.finish()
+}
+
+/// `POST /files/`: creates an upload, with its first bytes if the body has any.
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> TusResult<HttpResponse> {
+    check_version(&req)?;
+    let caller = caller(&req, &state).await?;
+    let engine = &state.engine;
+    if req.headers().contains_key("Upload-Defer-Length") {
+        return Err(TusError::BadRequest("Upload-Defer-Length is not supported"));
+    }
+    if req.headers().contains_key("Upload-Concat") {
+        return Err(TusError::BadRequest("Upload-Concat is not supported"));
+    }
+    let total = header_text(&req, "Upload-Length")
+        .and_then(parse_tus_number)
+        .ok_or(TusError::BadRequest("Missing or invalid Upload-Length"))?;
+    engine.check_total(total)?;
+    let raw_metadata = header_text(&req, "Upload-Metadata").map(str::to_owned);
+    let metadata = match raw_metadata.as_deref() {
+        Some(text) => {
+            parse_upload_metadata(text).ok_or(TusError::BadRequest("Invalid Upload-Metadata"))?
+        }
+        None => Vec::new(),
+    };
+    let filename = metadata
+        .iter()
+        .find(|(key, _)| key == "filename" || key == "name")
+        .and_then(|(_, value)| String::from_utf8(value.clone()?).ok())
+        .unwrap_or_else(|| "upload".to_owned());
+    engine.check_filename(&filename)?;
+    let with_body = is_offset_stream(&req);
+    let staged = if with_body {
+        if let Some(len) = content_length(&req) {
+            engine.check_chunk_len(len)?;
+        }
+        engine
+            .receive_new(body_rules(&req, total)?, payload)
+            .await?
+    } else {
+        let nothing = futures_util::stream::empty::<Result<Bytes, Infallible>>();
+        engine.receive_new(BodyRules::exact(0), nothing).await?
+    };
+    let mut upload = engine
+        .create(staged, &caller, filename, total, raw_metadata)
+        .await?;
+    if upload.offset == upload.total {
+        upload = engine.finish(&caller, upload.id).await?;
+    }
+    let mut response = HttpResponse::Created();
+    tus_headers(&mut response);
+    response.insert_header((
+        header::LOCATION,
+        format!("{}/files/{}", base_url(&req, state.trust_proxy), upload.id),
+    ));
+    if with_body {
+        response.insert_header(("Upload-Offset", upload.offset.to_string()));
+    }
+    if let Some(expires) = expires(&upload) {
+        response.insert_header(("Upload-Expires", expires));
+    }
+    Ok(response.finish())
+}
+
+/// `HEAD /files/{id}`: where to resume.
+pub async fn head(req: HttpRequest, state: web::Data<AppState>) -> TusResult<HttpResponse> {
+    check_version(&req)?;
+    let id = upload_id(&req)?;
+    let caller = caller(&req, &state).await?;
+    let upload = state.engine.get(&caller, id).await?;
+    if upload.failed {
+        return Err(EngineError::Lost("marked failed earlier".into()).into());
+    }
+    if !upload.complete && upload.expires_at <= Utc::now() {
+        return Err(EngineError::Expired.into());
+    }
+    let mut response = HttpResponse::Ok();
+    tus_headers(&mut response);
+    response
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .insert_header(("Upload-Offset", upload.offset.to_string()))
+        .insert_header(("Upload-Length", upload.total.to_string()));
+    if let Some(metadata) = upload.metadata.as_deref().filter(|m| !m.is_empty()) {
+        response.insert_header(("Upload-Metadata", metadata.to_owned()));
+    }
+    if let Some(expires) = expires(&upload) {
+        response.insert_header(("Upload-Expires", expires));
+    }
+    Ok(response.finish())
+}
+
+/// `PATCH /files/{id}`: bytes at the upload's offset.
+pub async fn patch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> TusResult<HttpResponse> {
+    check_version(&req)?;
+    let id = upload_id(&req)?;
+    let caller = caller(&req, &state).await?;
+    if !is_offset_stream(&req) {
+        return Err(TusError::WrongContentType);
+    }
+    let offset = header_text(&req, "Upload-Offset")
+        .and_then(parse_tus_number)
+        .ok_or(TusError::BadRequest("Missing or invalid Upload-Offset"))?;
+    body_checksum(&req)?;
+    let engine = &state.engine;
+    if let Some(len) = content_length(&req) {
+        engine.check_chunk_len(len)?;
+    }
+    let session = engine.begin_append(&caller, id, offset, None).await?;
+    let room = session.upload().total - offset;
+    if content_length(&req).is_some_and(|len| len > room) {
+        return Err(EngineError::TooLarge {
+            limit: session.upload().total,
+        }
+        .into());
+    }
+    let mut upload = session.write(body_rules(&req, room)?, payload).await?;
+    if upload.offset == upload.total {
+        upload = engine.finish(&caller, id).await?;
+    }
+    let mut response = HttpResponse::NoContent();
+    tus_headers(&mut response);
+    response.insert_header(("Upload-Offset", upload.offset.to_string()));
+    if let Some(expires) = expires(&upload) {
+        response.insert_header(("Upload-Expires", expires));
+    }
+    Ok(response.finish())
+}
+
+/// `DELETE /files/{id}`: termination.
+pub async fn delete(req: HttpRequest, state: web::Data<AppState>) -> TusResult<HttpResponse> {
+    check_version(&req)?;
+    let id = upload_id(&req)?;
+    let caller = caller(&req, &state).await?;
+    state.engine.abort(&caller, id).await?;
+    let mut response = HttpResponse::NoContent();
+    tus_headers(&mut response);
+    Ok(response.finish())
+}
+
+/// `POST /files/{id}` with `X-HTTP-Method-Override`, for clients behind
+/// proxies that only pass GET and POST.
+pub async fn overridden(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> TusResult<HttpResponse> {
+    let method = header_text(&req, "X-HTTP-Method-Override")
+        .and_then(|m| Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).ok());
+    match method {
+        Some(Method::PATCH) => patch(req, payload, state).await,
+        Some(Method::DELETE) => delete(req, state).await,
+        Some(Method::HEAD) => head(req, state).await,
+        _ => Err(TusError::MethodNotAllowed),
+    }
+}
+
+pub async fn not_allowed() -> TusResult<HttpResponse> {
+    Err(TusError::MethodNotAllowed)
+}

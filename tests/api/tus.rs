@@ -1,0 +1,495 @@
+//! tus 1.0.0 at /files/: every status of the protocol over raw HTTP, and
+//! the real clients, tuspy (PyPI) and tus-js-client (npm, under Node).
+
+use crate::both_backends;
+use crate::common::*;
+use md5::Digest;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
+const STREAM: (&str, &str) = ("Content-Type", "application/offset+octet-stream");
+
+fn tus(
+    client: &Client,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut all = vec![TUS];
+    all.extend_from_slice(headers);
+    client.send(method, path, &all, body)
+}
+
+/// Creates an upload of `length` bytes; its path.
+fn create(client: &Client, length: u64, metadata: &str) -> String {
+    let len = length.to_string();
+    let resp = tus(
+        client,
+        "POST",
+        "/files/",
+        &[("Upload-Length", &len), ("Upload-Metadata", metadata)],
+        b"",
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let location = resp.header("location").unwrap().to_owned();
+    let base = format!("http://{}", client.server.addr);
+    location.strip_prefix(&base).unwrap().to_owned()
+}
+
+fn offset_of(resp: &Response) -> u64 {
+    resp.header("upload-offset").unwrap().parse().unwrap()
+}
+
+fn sha1_b64(data: &[u8]) -> String {
+    let digest = sha1::Sha1::digest(data);
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in digest.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
+}
+
+fn core_protocol_and_extensions(backend: Backend) {
+    let setup = Setup::new(backend, &["--max-bytes", "10MiB"]);
+    let client = setup.client();
+    let options = client.send("OPTIONS", "/files/", &[], b"");
+    assert_eq!(options.status, 204);
+    assert_eq!(options.header("tus-version"), Some("1.0.0"));
+    assert_eq!(options.header("tus-max-size"), Some("10485760"));
+    assert_eq!(
+        options.header("tus-checksum-algorithm"),
+        Some("md5,sha1,sha256")
+    );
+    assert_eq!(
+        options.header("tus-extension"),
+        Some("creation,creation-with-upload,expiration,checksum,termination")
+    );
+
+    let unversioned = client.send("POST", "/files/", &[("Upload-Length", "5")], b"");
+    assert_eq!(
+        (unversioned.status, unversioned.header("tus-version")),
+        (412, Some("1.0.0"))
+    );
+    for headers in [
+        &[][..],
+        &[("Upload-Length", "-1")],
+        &[("Upload-Length", "5"), ("Upload-Metadata", "name !!")],
+        &[("Upload-Defer-Length", "1")],
+    ] {
+        assert_eq!(
+            tus(&client, "POST", "/files/", headers, b"").status,
+            400,
+            "{headers:?}"
+        );
+    }
+    assert_eq!(
+        tus(
+            &client,
+            "POST",
+            "/files/",
+            &[("Upload-Length", "10485761")],
+            b""
+        )
+        .status,
+        413
+    );
+
+    let data = bytes(300_000, 7);
+    // "filename" is base64 of "hello.bin".
+    let path = create(&client, 300_000, "filename aGVsbG8uYmlu,flag");
+    let head = tus(&client, "HEAD", &path, &[], b"");
+    assert_eq!(head.status, 200);
+    assert_eq!(offset_of(&head), 0);
+    assert_eq!(head.header("upload-length"), Some("300000"));
+    assert_eq!(
+        head.header("upload-metadata"),
+        Some("filename aGVsbG8uYmlu,flag")
+    );
+    assert_eq!(head.header("cache-control"), Some("no-store"));
+    assert!(head.header("upload-expires").unwrap().ends_with("GMT"));
+
+    let wrong_type = tus(
+        &client,
+        "PATCH",
+        &path,
+        &[
+            ("Upload-Offset", "0"),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        &data[..10],
+    );
+    assert_eq!(wrong_type.status, 415);
+    assert_eq!(
+        tus(&client, "PATCH", &path, &[STREAM], &data[..10]).status,
+        400
+    );
+    assert_eq!(
+        tus(
+            &client,
+            "PATCH",
+            &path,
+            &[STREAM, ("Upload-Offset", "5")],
+            &data[..10]
+        )
+        .status,
+        409
+    );
+    let too_long = tus(
+        &client,
+        "PATCH",
+        &path,
+        &[STREAM, ("Upload-Offset", "0")],
+        &vec![0u8; 300_001],
+    );
+    assert_eq!(too_long.status, 413);
+    let unknown_algo = tus(
+        &client,
+        "PATCH",
+        &path,
+        &[
+            STREAM,
+            ("Upload-Offset", "0"),
+            ("Upload-Checksum", "crc32 AAAA"),
+        ],
+        &data[..10],
+    );
+    assert_eq!(unknown_algo.status, 400);
+    let wrong_sum = sha1_b64(b"other bytes");
+    let mismatch = tus(
+        &client,
+        "PATCH",
+        &path,
+        &[
+            STREAM,
+            ("Upload-Offset", "0"),
+            ("Upload-Checksum", &format!("sha1 {wrong_sum}")),
+        ],
+        &data[..100_000],
+    );
+    assert_eq!(mismatch.status, 460);
+    assert_eq!(
+        offset_of(&tus(&client, "HEAD", &path, &[], b"")),
+        0,
+        "a chunk failing its checksum is discarded"
+    );
+
+    let sum = sha1_b64(&data[..100_000]);
+    let first = tus(
+        &client,
+        "PATCH",
+        &path,
+        &[
+            STREAM,
+            ("Upload-Offset", "0"),
+            ("Upload-Checksum", &format!("sha1 {sum}")),
+        ],
+        &data[..100_000],
+    );
+    assert_eq!((first.status, offset_of(&first)), (204, 100_000));
+    // A body cut off midway keeps what arrived.
+    let auth = client.auth.clone();
+    let cut = partial_request(
+        &setup.server,
+        "PATCH",
+        &path,
+        &[
+            TUS,
+            STREAM,
+            ("Authorization", &auth),
+            ("Upload-Offset", "100000"),
+        ],
+        200_000,
+        &data[100_000..170_000],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(cut);
+    eventually("the partial body is kept", || {
+        offset_of(&tus(&client, "HEAD", &path, &[], b"")) == 170_000
+    });
+    // X-HTTP-Method-Override, then the last bytes complete the upload.
+    let last = tus(
+        &client,
+        "POST",
+        &path,
+        &[
+            STREAM,
+            ("X-HTTP-Method-Override", "PATCH"),
+            ("Upload-Offset", "170000"),
+        ],
+        &data[170_000..],
+    );
+    assert_eq!((last.status, offset_of(&last)), (204, 300_000));
+    assert_eq!(last.header("upload-expires"), None);
+
+    // A completed tus upload is an upload like any other.
+    let id = path.trim_start_matches("/files/");
+    let json = client.get(&format!("/upload/{id}/")).json();
+    assert_eq!(
+        (json["status"].as_u64(), json["filename"].as_str()),
+        (Some(2), Some("hello.bin"))
+    );
+    assert_eq!(json["md5"], md5_hex(&data));
+    assert_eq!(client.get(&format!("/upload/{id}/file")).body, data);
+
+    // creation-with-upload, then termination.
+    let len = "10".to_string();
+    let with_body = tus(
+        &client,
+        "POST",
+        "/files/",
+        &[STREAM, ("Upload-Length", &len)],
+        b"01234",
+    );
+    assert_eq!((with_body.status, offset_of(&with_body)), (201, 5));
+    let other = with_body
+        .header("location")
+        .unwrap()
+        .rsplit("/files/")
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        tus(&client, "DELETE", &format!("/files/{other}"), &[], b"").status,
+        204
+    );
+    assert_eq!(
+        tus(&client, "HEAD", &format!("/files/{other}"), &[], b"").status,
+        404
+    );
+    assert_eq!(tus(&client, "GET", "/files/", &[], b"").status, 405);
+
+    // Someone else's upload does not exist.
+    let bob = setup.store.token("bob");
+    let bob = Client::new(&setup.server, &bob);
+    assert_eq!(tus(&bob, "HEAD", &path, &[], b"").status, 404);
+}
+
+fn expired_uploads_are_gone(backend: Backend) {
+    let setup = Setup::new(backend, &["--expiration", "1s"]);
+    let client = setup.client();
+    let path = create(&client, 10, "");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(tus(&client, "HEAD", &path, &[], b"").status, 410);
+    assert_eq!(
+        tus(
+            &client,
+            "PATCH",
+            &path,
+            &[STREAM, ("Upload-Offset", "0")],
+            b"0123456789"
+        )
+        .status,
+        410
+    );
+}
+
+fn browsers_get_cors_and_proxied_locations(backend: Backend) {
+    let setup = Setup::new(
+        backend,
+        &["--cors-origins", "https://app.example", "--trust-proxy"],
+    );
+    let client = setup.client();
+    let preflight = client.send(
+        "OPTIONS",
+        "/files/",
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "PATCH"),
+            (
+                "Access-Control-Request-Headers",
+                "tus-resumable,upload-offset",
+            ),
+        ],
+        b"",
+    );
+    assert_eq!(preflight.status, 204);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-headers"),
+        Some("tus-resumable,upload-offset")
+    );
+    let created = tus(
+        &client,
+        "POST",
+        "/files/",
+        &[
+            ("Origin", "https://app.example"),
+            ("Upload-Length", "3"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "up.example"),
+        ],
+        b"",
+    );
+    assert_eq!(
+        created.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let exposed = created.header("access-control-expose-headers").unwrap();
+    for name in [
+        "Upload-Offset",
+        "Location",
+        "Upload-Length",
+        "Tus-Resumable",
+        "Upload-Expires",
+    ] {
+        assert!(exposed.contains(name), "{exposed}");
+    }
+    assert!(created
+        .header("location")
+        .unwrap()
+        .starts_with("https://up.example/files/"));
+    let foreign = tus(
+        &client,
+        "POST",
+        "/files/",
+        &[("Origin", "https://evil.example"), ("Upload-Length", "3")],
+        b"",
+    );
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
+}
+
+/// Where the real clients are installed, once per test run.
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("clients")
+}
+
+fn run(command: &mut Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed");
+}
+
+fn tuspy_python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = clients_dir().join("venv");
+        let python = venv.join("bin/python");
+        let ready = || {
+            Command::new(&python)
+                .args(["-c", "import tusclient"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !ready() {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+            run(Command::new(venv.join("bin/pip")).args(["install", "-q", "tuspy==1.1.0"]));
+        }
+        assert!(ready(), "tuspy is not installed");
+        python
+    })
+}
+
+fn tus_js_modules() -> &'static Path {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        let prefix = clients_dir().join("node");
+        let modules = prefix.join("node_modules");
+        if !modules.join("tus-js-client/package.json").exists() {
+            std::fs::create_dir_all(&prefix).unwrap();
+            run(Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&prefix)
+                .arg("tus-js-client@4.3.1"));
+        }
+        modules
+    })
+}
+
+/// Runs a client script; the upload id it printed last.
+fn upload_with(mut command: Command) -> String {
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = stdout.lines().last().unwrap().trim().to_owned();
+    url.rsplit('/').next().unwrap().to_owned()
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+}
+
+/// Uploads files of several sizes, whole and resumed, with `client`; checks
+/// the stored bytes.
+fn real_client_uploads(backend: Backend, client_command: fn(&[&str]) -> Command) {
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
+    let files = TempDir::new("tus-files");
+    let endpoint = setup.server.url("/files/");
+    let cases = [
+        (0usize, "whole"),
+        (1, "whole"),
+        (300_001, "whole"),
+        (3 << 20, "resume"),
+    ];
+    for (seed, (size, mode)) in cases.into_iter().enumerate() {
+        let data = bytes(size, 40 + seed as u64);
+        let file = files.0.join(format!("f{seed}.bin"));
+        std::fs::write(&file, &data).unwrap();
+        let chunk = (1 << 20).to_string();
+        let id = upload_with(client_command(&[
+            &endpoint,
+            &setup.token,
+            file.to_str().unwrap(),
+            &chunk,
+            mode,
+        ]));
+        let json = client.get(&format!("/upload/{id}/")).json();
+        assert_eq!(json["status"], 2, "{json}");
+        assert_eq!(json["md5"], md5_hex(&data));
+        assert_eq!(
+            client.get(&format!("/upload/{id}/file")).body,
+            data,
+            "size {size}, {mode}"
+        );
+    }
+}
+
+fn tuspy_uploads_and_resumes(backend: Backend) {
+    real_client_uploads(backend, |args| {
+        let mut command = Command::new(tuspy_python());
+        command.arg(script("tuspy_upload.py")).args(args);
+        command
+    });
+}
+
+fn tus_js_client_uploads_and_resumes(backend: Backend) {
+    real_client_uploads(backend, |args| {
+        let mut command = Command::new("node");
+        command
+            .arg(script("tus_js_upload.js"))
+            .args(args)
+            .env("NODE_PATH", tus_js_modules());
+        command
+    });
+}
+
+both_backends!(
+    core_protocol_and_extensions,
+    expired_uploads_are_gone,
+    browsers_get_cors_and_proxied_locations,
+    tuspy_uploads_and_resumes,
+    tus_js_client_uploads_and_resumes,
+);

@@ -1,0 +1,59 @@
+// Uploads a file to chunkd with tus-js-client (npm), under Node.
+// usage: node tus_js_upload.js ENDPOINT TOKEN FILE CHUNK_SIZE MODE
+// MODE: whole  - one upload
+//       resume - abort after the first chunk, then a new Upload resumes
+//                from the server's offset through its URL
+// Prints the upload URL on the last line.
+const fs = require("fs");
+const tus = require("tus-js-client");
+
+const [endpoint, token, path, chunkSizeText, mode] = process.argv.slice(2);
+const chunkSize = Number(chunkSizeText);
+const data = fs.readFileSync(path);
+
+function upload(options) {
+  return new Promise((resolve, reject) => {
+    const u = new tus.Upload(data, {
+      endpoint,
+      chunkSize,
+      retryDelays: [0, 200, 500],
+      headers: { Authorization: "Token " + token },
+      metadata: { filename: "js-" + path.split("/").pop() },
+      onError: reject,
+      onSuccess: () => resolve(u),
+      ...options(() => u),
+    });
+    u.start();
+  });
+}
+
+async function main() {
+  if (mode === "whole") {
+    const u = await upload(() => ({}));
+    console.log(u.url);
+  } else if (mode === "resume") {
+    const url = await new Promise((resolve, reject) => {
+      const u = new tus.Upload(data, {
+        endpoint,
+        chunkSize,
+        headers: { Authorization: "Token " + token },
+        metadata: { filename: "js-resumed.bin" },
+        onError: reject,
+        onChunkComplete: () => {
+          u.abort().then(() => resolve(u.url));
+        },
+      });
+      u.start();
+    });
+    const u = await upload(() => ({ uploadUrl: url }));
+    if (u.url !== url) throw new Error("resumed into another upload: " + u.url);
+    console.log(u.url);
+  } else {
+    throw new Error("unknown mode " + mode);
+  }
+}
+
+main().catch((err) => {
+  console.error(String(err));
+  process.exit(1);
+});
