@@ -3,11 +3,12 @@
 //!     cargo bench --bench upload
 //!
 //! For each backend (SQLite, PostgreSQL; CHUNKD_BENCH_BACKENDS=sqlite to
-//! pick) and a fresh server per scenario, prints MB/s, chunk latency
-//! p50/p99 and the server's peak RSS:
+//! pick), each protocol (chunked at /upload/, tus at /files/), with and
+//! without `--sync`, and a fresh server per scenario, prints MB/s, chunk
+//! latency p50/p99 and the server's peak RSS:
 //!   (a) one 1 GiB upload in 8 MiB chunks, (b) the same in 1 MiB chunks,
 //!   (c) 64 concurrent uploads of 16 MiB in 1 MiB chunks,
-//!   (d) the completion POST of the 1 GiB upload,
+//!   (d) the completion POST of the 1 GiB upload (chunked protocol),
 //! and, in the same run, `md5sum` of the same bytes and a plain write of
 //! them to disk (with fdatasync).
 
@@ -33,51 +34,51 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-/// One chunk: `len` bytes at `start` of an upload of `total` bytes, read
-/// from `file` at `file_pos`.
-struct Chunk {
-    file_pos: u64,
-    start: u64,
-    len: u64,
-    total: u64,
+/// Which protocol a scenario speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// `PUT /upload/` with `Content-Range` (drf-chunked-upload).
+    Chunked,
+    /// `POST /files/`, then `PATCH` (tus 1.0).
+    Tus,
 }
 
-/// Sends one raw chunk, streaming it from the file.
-fn put_chunk(
+/// Sends one request whose body is `len` bytes of `file` from `file_pos`,
+/// streamed from the file; the response and its latency.
+fn send_from_file(
     server: &Server,
-    auth: &str,
-    path: &str,
+    head: (&str, &str, &[(&str, &str)]),
     file: &File,
-    chunk: Chunk,
+    file_pos: u64,
+    len: u64,
 ) -> (Response, Duration) {
+    let (method, path, headers) = head;
     let began = Instant::now();
     let mut stream = connect(&server.addr);
-    let range = format!(
-        "bytes {}-{}/{}",
-        chunk.start,
-        chunk.start + chunk.len - 1,
-        chunk.total
-    );
     stream
         .write_all(&request_head(
-            "PUT",
+            method,
             path,
             &server.addr,
-            &[("Authorization", auth), ("Content-Range", &range)],
-            Some(chunk.len),
+            headers,
+            Some(len),
         ))
         .unwrap();
     let mut buf = vec![0u8; MIB as usize];
     let mut sent = 0;
-    while sent < chunk.len {
-        let n = (chunk.len - sent).min(MIB) as usize;
-        file.read_exact_at(&mut buf[..n], chunk.file_pos + sent)
-            .unwrap();
+    while sent < len {
+        let n = (len - sent).min(MIB) as usize;
+        file.read_exact_at(&mut buf[..n], file_pos + sent).unwrap();
         stream.write_all(&buf[..n]).unwrap();
         sent += n as u64;
     }
     let resp = read_response(stream);
-    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(
+        resp.status == 200 || resp.status == 204,
+        "{} {}",
+        resp.status,
+        resp.text()
+    );
     (resp, began.elapsed())
 }
 
@@ -87,33 +88,61 @@ fn upload(
     server: &Server,
     auth: &str,
     file: &File,
-    offset: u64,
-    len: u64,
-    chunk: u64,
+    (offset, len, chunk): (u64, u64, u64),
+    protocol: Protocol,
 ) -> (String, Vec<Duration>) {
     let mut id = String::new();
+    if protocol == Protocol::Tus {
+        let length = len.to_string();
+        let created = server.request(
+            "POST",
+            "/files/",
+            &[
+                ("Authorization", auth),
+                ("Tus-Resumable", "1.0.0"),
+                ("Upload-Length", &length),
+            ],
+            b"",
+        );
+        assert_eq!(created.status, 201, "{}", created.text());
+        id = created
+            .header("location")
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+    }
     let mut latencies = Vec::new();
     let mut sent = 0;
     while sent < len {
         let n = (len - sent).min(chunk);
-        let path = if sent == 0 {
-            "/upload/?filename=bench.bin".to_owned()
-        } else {
-            format!("/upload/{id}/")
+        let (resp, took) = match protocol {
+            Protocol::Chunked => {
+                let path = if sent == 0 {
+                    "/upload/?filename=bench.bin".to_owned()
+                } else {
+                    format!("/upload/{id}/")
+                };
+                let range = format!("bytes {sent}-{}/{len}", sent + n - 1);
+                let headers = [("Authorization", auth), ("Content-Range", range.as_str())];
+                send_from_file(server, ("PUT", &path, &headers), file, offset + sent, n)
+            }
+            Protocol::Tus => {
+                let path = format!("/files/{id}");
+                let at = sent.to_string();
+                let headers = [
+                    ("Authorization", auth),
+                    ("Tus-Resumable", "1.0.0"),
+                    ("Content-Type", "application/offset+octet-stream"),
+                    ("Upload-Offset", at.as_str()),
+                ];
+                send_from_file(server, ("PATCH", &path, &headers), file, offset + sent, n)
+            }
         };
-        let (resp, took) = put_chunk(
-            server,
-            auth,
-            &path,
-            file,
-            Chunk {
-                file_pos: offset + sent,
-                start: sent,
-                len: n,
-                total: len,
-            },
-        );
-        id = resp.json()["id"].as_str().unwrap().to_owned();
+        if protocol == Protocol::Chunked {
+            id = resp.json()["id"].as_str().unwrap().to_owned();
+        }
         latencies.push(took);
         sent += n;
     }
@@ -131,7 +160,7 @@ struct Row {
 fn print_row(backend: &str, row: &mut Row) {
     row.latencies.sort();
     println!(
-        "{backend:<9} {:<40} {:>8.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB",
+        "{backend:<9} {:<48} {:>6.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB",
         row.label,
         mb_per_s(row.bytes, row.elapsed),
         percentile(&row.latencies, 0.5),
@@ -191,55 +220,75 @@ fn main() {
     let file = File::open(&source).unwrap();
     for backend in backends {
         let name = format!("{backend:?}").to_lowercase();
-        for (flags, note) in [(&[][..], ""), (&["--sync", "false"][..], ", --sync false")] {
-            for (label, chunk) in [
-                ("(a) 1 GiB in 8 MiB chunks", 8 * MIB),
-                ("(b) 1 GiB in 1 MiB chunks", MIB),
-            ] {
-                let (mut row, completion) = sequential(backend, &file, &md5, chunk, flags);
-                row.label = format!("{label}{note}");
-                print_row(&name, &mut row);
-                if chunk == 8 * MIB && note.is_empty() {
-                    println!(
-                        "{name:<9} (d) completion POST of 1 GiB: {:.1} ms",
-                        completion.as_secs_f64() * 1e3
-                    );
+        for protocol in [Protocol::Chunked, Protocol::Tus] {
+            for (flags, note) in [(&[][..], ""), (&["--sync", "false"][..], ", --sync false")] {
+                let label =
+                    |text: &str| format!("{} {text}{note}", format!("{protocol:?}").to_lowercase());
+                for (text, chunk) in [
+                    ("(a) 1 GiB in 8 MiB chunks", 8 * MIB),
+                    ("(b) 1 GiB in 1 MiB chunks", MIB),
+                ] {
+                    let (mut row, completion) =
+                        sequential(backend, &file, &md5, (chunk, protocol), flags);
+                    row.label = label(text);
+                    print_row(&name, &mut row);
+                    if let Some(completion) =
+                        completion.filter(|_| chunk == 8 * MIB && note.is_empty())
+                    {
+                        println!(
+                            "{name:<9} {:<48} {:.1} ms",
+                            label("(d) completion POST of 1 GiB"),
+                            completion.as_secs_f64() * 1e3
+                        );
+                    }
                 }
+                let mut row = concurrent(backend, &file, protocol, flags);
+                row.label = label("(c) 64 x 16 MiB at once, 1 MiB chunks");
+                print_row(&name, &mut row);
             }
-            let mut row = concurrent(backend, &file, flags);
-            row.label = format!("(c) 64 concurrent x 16 MiB, 1 MiB chunks{note}");
-            print_row(&name, &mut row);
         }
     }
 }
 
 /// One 1 GiB upload in chunks of `chunk` bytes on a fresh server; the row
-/// and the completion latency.
+/// and, for the chunked protocol, the latency of the completion POST (a tus
+/// upload completes with its last PATCH).
 fn sequential(
     backend: Backend,
     file: &File,
     md5: &str,
-    chunk: u64,
+    (chunk, protocol): (u64, Protocol),
     flags: &[&str],
-) -> (Row, Duration) {
+) -> (Row, Option<Duration>) {
     let store = Store::new(backend);
     let auth = format!("Token {}", store.token("bench"));
     let server = Server::start(&store, flags);
     let began = Instant::now();
-    let (id, latencies) = upload(&server, &auth, file, 0, GIB, chunk);
+    let (id, latencies) = upload(&server, &auth, file, (0, GIB, chunk), protocol);
     let elapsed = began.elapsed();
-    let completion = Instant::now();
-    let resp = server.request(
-        "POST",
-        &format!("/upload/{id}/"),
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        format!("md5={md5}").as_bytes(),
-    );
-    let completion = completion.elapsed();
-    assert_eq!(resp.status, 200, "{}", resp.text());
+    let completion = (protocol == Protocol::Chunked).then(|| {
+        let started = Instant::now();
+        let resp = server.request(
+            "POST",
+            &format!("/upload/{id}/"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            format!("md5={md5}").as_bytes(),
+        );
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        started.elapsed()
+    });
+    let stored = server
+        .request(
+            "GET",
+            &format!("/upload/{id}/"),
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .json();
+    assert_eq!(stored["md5"], md5, "the stored upload is the file");
     let row = Row {
         label: String::new(),
         bytes: GIB,
@@ -251,7 +300,7 @@ fn sequential(
 }
 
 /// 64 uploads of 16 MiB at once, in 1 MiB chunks, on a fresh server.
-fn concurrent(backend: Backend, file: &File, flags: &[&str]) -> Row {
+fn concurrent(backend: Backend, file: &File, protocol: Protocol, flags: &[&str]) -> Row {
     let store = Store::new(backend);
     let auth = format!("Token {}", store.token("bench"));
     let server = Server::start(&store, flags);
@@ -260,7 +309,9 @@ fn concurrent(backend: Backend, file: &File, flags: &[&str]) -> Row {
         let handles: Vec<_> = (0..64u64)
             .map(|i| {
                 let (server, auth) = (&server, &auth);
-                scope.spawn(move || upload(server, auth, file, i * 16 * MIB, 16 * MIB, MIB).1)
+                scope.spawn(move || {
+                    upload(server, auth, file, (i * 16 * MIB, 16 * MIB, MIB), protocol).1
+                })
             })
             .collect();
         handles

@@ -76,15 +76,6 @@ pub enum Caller {
     Anonymous,
 }
 
-/// A chunk announced by a request: `len` bytes at `start` of a file of
-/// `total` bytes (already checked: start + len <= total).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkRange {
-    pub start: u64,
-    pub len: u64,
-    pub total: u64,
-}
-
 /// How long a request body must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyLength {

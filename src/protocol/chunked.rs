@@ -2,7 +2,7 @@
 //! requests, calls the engine, renders the upload JSON. No storage or
 //! database code here.
 
-use crate::engine::{BodyRules, ChunkRange, EngineError, Progress, Staged};
+use crate::engine::{BodyRules, EngineError, Progress, Staged};
 use crate::http::auth::caller;
 use crate::http::error::{ApiError, ApiResult, RequestError};
 use crate::http::{base_url, AppState};
@@ -98,6 +98,15 @@ fn upload_id(req: &HttpRequest) -> ApiResult<Uuid> {
 fn query(req: &HttpRequest) -> ApiResult<HashMap<String, String>> {
     serde_urlencoded::from_str(req.query_string())
         .map_err(|_| RequestError::InvalidQuery("malformed query string").into())
+}
+
+/// A chunk announced by a request: `len` bytes at `start` of a file of
+/// `total` bytes (already checked: start + len <= total).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChunkRange {
+    start: u64,
+    len: u64,
+    total: u64,
 }
 
 fn chunk_range(req: &HttpRequest) -> ApiResult<ChunkRange> {
