@@ -33,6 +33,8 @@ pub enum EngineError {
     ChecksumRequired { algo: &'static str },
     #[error("checksum does not match")]
     ChecksumMismatch,
+    #[error("only complete partial uploads can be concatenated")]
+    NotConcatenable,
     #[error("the checksum of the request body does not match")]
     BodyChecksumMismatch,
     #[error("upload incomplete: {offset} of {total} bytes")]

@@ -145,6 +145,20 @@ fn check_filename(name: &str) -> EngineResult<()> {
     Ok(())
 }
 
+/// tus's mark of an upload made to be concatenated.
+pub const PARTIAL: &str = "partial";
+
+/// What a client says of a new upload.
+#[derive(Debug, Clone, Default)]
+pub struct NewUpload {
+    pub filename: String,
+    pub total: u64,
+    /// tus `Upload-Metadata`, as sent.
+    pub metadata: Option<String>,
+    /// tus `Upload-Concat`: `partial`, or `final;` and the parts.
+    pub concat: Option<String>,
+}
+
 /// A new upload's bytes, received and synced but not yet recorded.
 pub struct Staged {
     id: Uuid,
@@ -384,6 +398,30 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        let (id, key, created_at, writer, guard) = self.new_part().await?;
+        let hasher = Hasher::new(self.settings.checksum);
+        let pumped = pump(writer, guard.clone(), 0, hasher, self.intake(rules), body).await?;
+        Ok(Staged {
+            id,
+            key,
+            created_at,
+            len: pumped.len,
+            hasher: pumped.hasher,
+            guard,
+        })
+    }
+
+    /// A new, empty part file for a new upload, removed again unless the
+    /// upload is recorded.
+    async fn new_part(
+        &self,
+    ) -> EngineResult<(
+        Uuid,
+        PartKey,
+        DateTime<Utc>,
+        Arc<dyn PartWriter>,
+        Arc<WriteGuard>,
+    )> {
         let created_at = Utc::now().trunc_subsecs(6);
         let id = Uuid::new_v4();
         let dir = expand_path_template(&self.settings.path_template, created_at)
@@ -400,16 +438,7 @@ impl Engine {
             Rollback::Remove,
             None,
         );
-        let hasher = Hasher::new(self.settings.checksum);
-        let pumped = pump(writer, guard.clone(), 0, hasher, self.intake(rules), body).await?;
-        Ok(Staged {
-            id,
-            key,
-            created_at,
-            len: pumped.len,
-            hasher: pumped.hasher,
-            guard,
-        })
+        Ok((id, key, created_at, writer, guard))
     }
 
     /// The engine's limits applied to a body's rules.
@@ -443,13 +472,7 @@ impl Engine {
         }
     }
 
-    fn new_record(
-        &self,
-        staged: &Staged,
-        caller: &Caller,
-        filename: String,
-        total: u64,
-    ) -> UploadRecord {
+    fn new_record(&self, staged: &Staged, caller: &Caller, new: NewUpload) -> UploadRecord {
         let expiration =
             chrono::TimeDelta::from_std(self.settings.expiration).unwrap_or(chrono::TimeDelta::MAX);
         UploadRecord {
@@ -458,8 +481,8 @@ impl Engine {
                 Caller::Owner(name) => Some(name.clone()),
                 Caller::Anonymous => None,
             },
-            filename,
-            total,
+            filename: new.filename,
+            total: new.total,
             offset: staged.len,
             complete: false,
             checksum_algo: self.settings.checksum.name().to_owned(),
@@ -473,7 +496,8 @@ impl Engine {
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
             completed_at: None,
             failed: false,
-            metadata: None,
+            metadata: new.metadata,
+            concat: new.concat,
         }
     }
 
@@ -482,13 +506,10 @@ impl Engine {
         &self,
         staged: Staged,
         caller: &Caller,
-        filename: String,
-        total: u64,
-        metadata: Option<String>,
+        new: NewUpload,
     ) -> EngineResult<UploadRecord> {
-        self.check_filename(&filename)?;
-        let mut record = self.new_record(&staged, caller, filename, total);
-        record.metadata = metadata;
+        self.check_filename(&new.filename)?;
+        let record = self.new_record(&staged, caller, new);
         let (meta, guard, row) = (self.meta.clone(), staged.guard, record.clone());
         run_blocking(move || {
             meta.insert_upload(&row)?;
@@ -515,7 +536,23 @@ impl Engine {
         if !digest.eq_ignore_ascii_case(checksum.trim()) {
             return Err(EngineError::ChecksumMismatch);
         }
-        let mut record = self.new_record(&staged, caller, filename, staged.len);
+        let new = NewUpload {
+            filename,
+            total: staged.len,
+            ..NewUpload::default()
+        };
+        self.record_complete(staged, caller, new, digest).await
+    }
+
+    /// Records a new upload whose bytes are all staged, as complete.
+    async fn record_complete(
+        &self,
+        staged: Staged,
+        caller: &Caller,
+        new: NewUpload,
+        digest: String,
+    ) -> EngineResult<UploadRecord> {
+        let mut record = self.new_record(&staged, caller, new);
         record.complete = true;
         record.checksum = Some(digest);
         record.completed_at = Some(Utc::now().trunc_subsecs(6));
@@ -534,6 +571,66 @@ impl Engine {
         })
         .await?;
         Ok(record)
+    }
+
+    /// Joins completed partial uploads, in order, into a new completed
+    /// upload (tus concatenation). The bytes are copied through one buffer
+    /// and hashed on the way, so memory stays flat.
+    pub async fn concat(
+        &self,
+        caller: &Caller,
+        parts: &[Uuid],
+        new: NewUpload,
+    ) -> EngineResult<UploadRecord> {
+        let mut sources = Vec::with_capacity(parts.len());
+        let mut total: u64 = 0;
+        for &id in parts {
+            let part = self.find(caller, id).await?;
+            if !part.complete || part.concat.as_deref() != Some(PARTIAL) {
+                return Err(EngineError::NotConcatenable);
+            }
+            total = total.saturating_add(part.total);
+            sources.push(Self::key(&part));
+        }
+        self.check_total(total)?;
+        self.check_filename(&new.filename)?;
+        let new = NewUpload { total, ..new };
+        let (id, key, created_at, writer, guard) = self.new_part().await?;
+        let (storage, algo, job_guard) =
+            (self.storage.clone(), self.settings.checksum, guard.clone());
+        let hasher = run_blocking(move || {
+            let mut hasher = Hasher::new(algo);
+            let mut buf = vec![0u8; 1 << 20];
+            let mut pos = 0;
+            for source in &sources {
+                let reader = storage.open_done(source)?;
+                let (size, mut read) = (reader.size(), 0);
+                while read < size {
+                    let want = usize::try_from(size - read).map_or(buf.len(), |n| n.min(buf.len()));
+                    let got = reader.read_at(&mut buf[..want], read)?;
+                    if got == 0 {
+                        return Err(StorageError::Missing.into());
+                    }
+                    hasher.update(&buf[..got]);
+                    writer.write_at(&buf[..got], pos)?;
+                    (read, pos) = (read + got as u64, pos + got as u64);
+                }
+            }
+            writer.sync()?;
+            drop(job_guard);
+            Ok(hasher)
+        })
+        .await?;
+        let digest = hasher.clone().hex();
+        let staged = Staged {
+            id,
+            key,
+            created_at,
+            len: total,
+            hasher,
+            guard,
+        };
+        self.record_complete(staged, caller, new, digest).await
     }
 
     /// Locks an upload and checks that a chunk starting at `start` may be

@@ -139,6 +139,10 @@ impl ApiError {
                     detail(format!("Checksum of type '{algo}' is required")),
                 ),
                 E::ChecksumMismatch => (bad, detail("checksum does not match")),
+                E::NotConcatenable => (
+                    bad,
+                    detail("Only complete partial uploads can be concatenated"),
+                ),
                 E::BodyChecksumMismatch => (
                     StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
                     detail("Checksum mismatch"),

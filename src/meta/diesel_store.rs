@@ -131,6 +131,7 @@ struct UploadRow {
     lock_token: Option<String>,
     lock_until: Option<NaiveDateTime>,
     metadata: Option<String>,
+    concat: Option<String>,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -176,6 +177,7 @@ impl UploadRow {
             lock_token: None,
             lock_until: None,
             metadata: r.metadata.clone(),
+            concat: r.concat.clone(),
         }
     }
 
@@ -203,6 +205,7 @@ impl UploadRow {
             completed_at: self.completed_at.map(|t| t.and_utc()),
             failed: self.status == STATUS_FAILED,
             metadata: self.metadata,
+            concat: self.concat,
         })
     }
 }

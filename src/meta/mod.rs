@@ -47,6 +47,8 @@ pub struct UploadRecord {
     pub failed: bool,
     /// The client's metadata, as it sent it (tus `Upload-Metadata`).
     pub metadata: Option<String>,
+    /// tus concatenation: `partial`, or `final;` and the parts' URLs.
+    pub concat: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -19,6 +19,7 @@ diesel::table! {
         lock_token -> Nullable<Text>,
         lock_until -> Nullable<Timestamp>,
         metadata -> Nullable<Text>,
+        concat -> Nullable<Text>,
     }
 }
 

@@ -2,7 +2,7 @@
 //! requests, calls the engine, renders the upload JSON. No storage or
 //! database code here.
 
-use crate::engine::{BodyRules, EngineError, Progress, Staged};
+use crate::engine::{BodyRules, EngineError, NewUpload, Progress, Staged};
 use crate::http::auth::caller;
 use crate::http::error::{ApiError, ApiResult, RequestError};
 use crate::http::{base_url, AppState};
@@ -372,7 +372,15 @@ pub async fn create(
         Body::Form { .. } => return Err(RequestError::NoChunk.into()),
     };
     let upload = engine
-        .create(staged, &caller, filename, range.total, None)
+        .create(
+            staged,
+            &caller,
+            NewUpload {
+                filename,
+                total: range.total,
+                ..NewUpload::default()
+            },
+        )
         .await?;
     Ok(upload_response(&req, &state, &upload))
 }

@@ -4,7 +4,7 @@
 //! complete when its last byte is in; it is then an upload like any other
 //! (listed under `/upload/`, downloaded from `/upload/{id}/file`).
 
-use crate::engine::{BodyLength, BodyRules, ChecksumAlgo, EngineError};
+use crate::engine::{BodyLength, BodyRules, ChecksumAlgo, EngineError, NewUpload, PARTIAL};
 use crate::http::auth::caller;
 use crate::http::error::ApiError;
 use crate::http::{base_url, AppState};
@@ -20,7 +20,8 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 const TUS_VERSION: &str = "1.0.0";
-const EXTENSIONS: &str = "creation,creation-with-upload,expiration,checksum,termination";
+const EXTENSIONS: &str =
+    "creation,creation-with-upload,expiration,checksum,termination,concatenation";
 const CHECKSUM_ALGORITHMS: &str = "md5,sha1,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
@@ -35,6 +36,8 @@ pub enum TusError {
     WrongContentType,
     #[error("Method not allowed")]
     MethodNotAllowed,
+    #[error("A final upload of a concatenation cannot be patched")]
+    PatchOfFinal,
     #[error(transparent)]
     Api(#[from] ApiError),
 }
@@ -62,6 +65,7 @@ impl TusError {
             TusError::BadRequest(text) => own(400, text),
             TusError::WrongContentType => own(415, &self.to_string()),
             TusError::MethodNotAllowed => own(405, &self.to_string()),
+            TusError::PatchOfFinal => own(403, &self.to_string()),
             TusError::Api(ApiError::Engine(err)) => match err {
                 E::NotFound => own(404, "Upload not found"),
                 E::Expired => own(410, "Upload has expired"),
@@ -74,6 +78,7 @@ impl TusError {
                     own(413, "Upload exceeds the size limit")
                 }
                 E::BodyChecksumMismatch => own(460, "Checksum mismatch"),
+                E::NotConcatenable => own(400, "Only complete partial uploads can be concatenated"),
                 E::Busy { .. } => own(423, "Upload is locked by another request"),
                 _ => None,
             },
@@ -195,7 +200,8 @@ pub async fn options(state: web::Data<AppState>) -> HttpResponse {
     response.finish()
 }
 
-/// `POST /files/`: creates an upload, with its first bytes if the body has any.
+/// `POST /files/`: creates an upload, with its first bytes if the body has
+/// any; or, with `Upload-Concat: final;…`, joins partial uploads.
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -207,13 +213,6 @@ pub async fn create(
     if req.headers().contains_key("Upload-Defer-Length") {
         return Err(TusError::BadRequest("Upload-Defer-Length is not supported"));
     }
-    if req.headers().contains_key("Upload-Concat") {
-        return Err(TusError::BadRequest("Upload-Concat is not supported"));
-    }
-    let total = header_text(&req, "Upload-Length")
-        .and_then(parse_tus_number)
-        .ok_or(TusError::BadRequest("Missing or invalid Upload-Length"))?;
-    engine.check_total(total)?;
     let raw_metadata = header_text(&req, "Upload-Metadata").map(str::to_owned);
     let metadata = match raw_metadata.as_deref() {
         Some(text) => {
@@ -226,6 +225,25 @@ pub async fn create(
         .find(|(key, _)| key == "filename" || key == "name")
         .and_then(|(_, value)| String::from_utf8(value.clone()?).ok())
         .unwrap_or_else(|| "upload".to_owned());
+    let concat = match header_text(&req, "Upload-Concat") {
+        None => None,
+        Some(PARTIAL) => Some(PARTIAL.to_owned()),
+        Some(value) => {
+            let parts = parse_final(value).ok_or(TusError::BadRequest("Invalid Upload-Concat"))?;
+            let new = NewUpload {
+                filename,
+                metadata: raw_metadata,
+                concat: Some(final_concat(&parts)),
+                ..NewUpload::default()
+            };
+            let upload = engine.concat(&caller, &parts, new).await?;
+            return Ok(created(&req, &state, &upload, false));
+        }
+    };
+    let total = header_text(&req, "Upload-Length")
+        .and_then(parse_tus_number)
+        .ok_or(TusError::BadRequest("Missing or invalid Upload-Length"))?;
+    engine.check_total(total)?;
     engine.check_filename(&filename)?;
     let with_body = is_offset_stream(&req);
     let staged = if with_body {
@@ -239,25 +257,59 @@ pub async fn create(
         let nothing = futures_util::stream::empty::<Result<Bytes, Infallible>>();
         engine.receive_new(BodyRules::exact(0), nothing).await?
     };
-    let mut upload = engine
-        .create(staged, &caller, filename, total, raw_metadata)
-        .await?;
+    let new = NewUpload {
+        filename,
+        total,
+        metadata: raw_metadata,
+        concat,
+    };
+    let mut upload = engine.create(staged, &caller, new).await?;
     if upload.offset == upload.total {
         upload = engine.finish(&caller, upload.id).await?;
     }
+    Ok(created(&req, &state, &upload, with_body))
+}
+
+/// `201 Created` with the new upload's `Location`.
+fn created(
+    req: &HttpRequest,
+    state: &AppState,
+    upload: &UploadRecord,
+    with_offset: bool,
+) -> HttpResponse {
     let mut response = HttpResponse::Created();
     tus_headers(&mut response);
     response.insert_header((
         header::LOCATION,
-        format!("{}/files/{}", base_url(&req, state.trust_proxy), upload.id),
+        format!("{}/files/{}", base_url(req, state.trust_proxy), upload.id),
     ));
-    if with_body {
+    if with_offset {
         response.insert_header(("Upload-Offset", upload.offset.to_string()));
     }
-    if let Some(expires) = expires(&upload) {
+    if let Some(expires) = expires(upload) {
         response.insert_header(("Upload-Expires", expires));
     }
-    Ok(response.finish())
+    response.finish()
+}
+
+/// `final;/files/a /files/b` (URLs or paths): the parts' ids, in order.
+fn parse_final(value: &str) -> Option<Vec<Uuid>> {
+    let list = value.strip_prefix("final;")?;
+    let parts: Option<Vec<Uuid>> = list
+        .split_whitespace()
+        .map(|url| {
+            let id = url.trim_end_matches('/').rsplit('/').next()?;
+            Uuid::try_parse(id).ok()
+        })
+        .collect();
+    parts.filter(|p| !p.is_empty())
+}
+
+/// The `Upload-Concat` of a final upload, rebuilt from the parsed ids (what
+/// the client sent is never echoed unchecked).
+fn final_concat(parts: &[Uuid]) -> String {
+    let urls: Vec<String> = parts.iter().map(|id| format!("/files/{id}")).collect();
+    format!("final;{}", urls.join(" "))
 }
 
 /// `HEAD /files/{id}`: where to resume.
@@ -280,6 +332,9 @@ pub async fn head(req: HttpRequest, state: web::Data<AppState>) -> TusResult<Htt
         .insert_header(("Upload-Length", upload.total.to_string()));
     if let Some(metadata) = upload.metadata.as_deref().filter(|m| !m.is_empty()) {
         response.insert_header(("Upload-Metadata", metadata.to_owned()));
+    }
+    if let Some(concat) = upload.concat.as_deref() {
+        response.insert_header(("Upload-Concat", concat.to_owned()));
     }
     if let Some(expires) = expires(&upload) {
         response.insert_header(("Upload-Expires", expires));
@@ -307,7 +362,16 @@ pub async fn patch(
     if let Some(len) = content_length(&req) {
         engine.check_chunk_len(len)?;
     }
-    let session = engine.begin_append(&caller, id, offset, None).await?;
+    let session = match engine.begin_append(&caller, id, offset, None).await {
+        Err(EngineError::AlreadyComplete) => {
+            let upload = engine.get(&caller, id).await?;
+            if upload.concat.as_deref().is_some_and(|c| c != PARTIAL) {
+                return Err(TusError::PatchOfFinal);
+            }
+            return Err(EngineError::AlreadyComplete.into());
+        }
+        other => other?,
+    };
     let room = session.upload().total - offset;
     if content_length(&req).is_some_and(|len| len > room) {
         return Err(EngineError::TooLarge {

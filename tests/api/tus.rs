@@ -75,7 +75,7 @@ fn core_protocol_and_extensions(backend: Backend) {
     );
     assert_eq!(
         options.header("tus-extension"),
-        Some("creation,creation-with-upload,expiration,checksum,termination")
+        Some("creation,creation-with-upload,expiration,checksum,termination,concatenation")
     );
 
     let unversioned = client.send("POST", "/files/", &[("Upload-Length", "5")], b"");
@@ -277,6 +277,127 @@ fn core_protocol_and_extensions(backend: Backend) {
     assert_eq!(tus(&bob, "HEAD", &path, &[], b"").status, 404);
 }
 
+fn concatenation_joins_partial_uploads(backend: Backend) {
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
+    let data = bytes(500_000, 9);
+    let pieces = [&data[..200_000], &data[200_000..]];
+    let mut parts = Vec::new();
+    for piece in pieces {
+        let len = piece.len().to_string();
+        let resp = tus(
+            &client,
+            "POST",
+            "/files/",
+            &[("Upload-Length", &len), ("Upload-Concat", "partial")],
+            b"",
+        );
+        assert_eq!(resp.status, 201);
+        let id = resp
+            .header("location")
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let path = format!("/files/{id}");
+        assert_eq!(
+            tus(&client, "HEAD", &path, &[], b"").header("upload-concat"),
+            Some("partial")
+        );
+        parts.push(path);
+    }
+    // A part still incomplete cannot be joined.
+    let both = format!("final;{} {}", parts[0], parts[1]);
+    assert_eq!(
+        tus(&client, "POST", "/files/", &[("Upload-Concat", &both)], b"").status,
+        400
+    );
+    for (path, piece) in parts.iter().zip(pieces) {
+        assert_eq!(
+            tus(
+                &client,
+                "PATCH",
+                path,
+                &[STREAM, ("Upload-Offset", "0")],
+                piece
+            )
+            .status,
+            204
+        );
+    }
+    // Full URLs work as well as paths.
+    let base = format!("http://{}", setup.server.addr);
+    let urls = format!("final;{base}{} {base}{}", parts[0], parts[1]);
+    // "am9pbmVkLmJpbg==" is base64 of "joined.bin".
+    let done = tus(
+        &client,
+        "POST",
+        "/files/",
+        &[
+            ("Upload-Concat", &urls),
+            ("Upload-Metadata", "filename am9pbmVkLmJpbg=="),
+        ],
+        b"",
+    );
+    assert_eq!(done.status, 201, "{}", done.text());
+    let id = done
+        .header("location")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let path = format!("/files/{id}");
+    let head = tus(&client, "HEAD", &path, &[], b"");
+    assert_eq!(head.header("upload-concat"), Some(both.as_str()));
+    assert_eq!(
+        (offset_of(&head), head.header("upload-length")),
+        (500_000, Some("500000"))
+    );
+    assert_eq!(
+        tus(
+            &client,
+            "PATCH",
+            &path,
+            &[STREAM, ("Upload-Offset", "500000")],
+            b"x"
+        )
+        .status,
+        403
+    );
+    let json = client.get(&format!("/upload/{id}/")).json();
+    assert_eq!(
+        (json["filename"].as_str(), json["md5"].as_str()),
+        (Some("joined.bin"), Some(md5_hex(&data).as_str()))
+    );
+    assert_eq!(client.get(&format!("/upload/{id}/file")).body, data);
+    // Only partial uploads can be joined.
+    let plain = create(&client, 1, "");
+    assert_eq!(
+        tus(
+            &client,
+            "POST",
+            "/files/",
+            &[("Upload-Concat", &format!("final;{plain}"))],
+            b""
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        tus(
+            &client,
+            "POST",
+            "/files/",
+            &[("Upload-Concat", "final;")],
+            b""
+        )
+        .status,
+        400
+    );
+}
+
 fn expired_uploads_are_gone(backend: Backend) {
     let setup = Setup::new(backend, &["--expiration", "1s"]);
     let client = setup.client();
@@ -433,18 +554,16 @@ fn script(name: &str) -> PathBuf {
 
 /// Uploads files of several sizes, whole and resumed, with `client`; checks
 /// the stored bytes.
-fn real_client_uploads(backend: Backend, client_command: fn(&[&str]) -> Command) {
+fn real_client_uploads(
+    backend: Backend,
+    cases: &[(usize, &str)],
+    client_command: fn(&[&str]) -> Command,
+) {
     let setup = Setup::new(backend, &[]);
     let client = setup.client();
     let files = TempDir::new("tus-files");
     let endpoint = setup.server.url("/files/");
-    let cases = [
-        (0usize, "whole"),
-        (1, "whole"),
-        (300_001, "whole"),
-        (3 << 20, "resume"),
-    ];
-    for (seed, (size, mode)) in cases.into_iter().enumerate() {
+    for (seed, &(size, mode)) in cases.iter().enumerate() {
         let data = bytes(size, 40 + seed as u64);
         let file = files.0.join(format!("f{seed}.bin"));
         std::fs::write(&file, &data).unwrap();
@@ -467,16 +586,24 @@ fn real_client_uploads(backend: Backend, client_command: fn(&[&str]) -> Command)
     }
 }
 
+const SIZES: [(usize, &str); 4] = [
+    (0, "whole"),
+    (1, "whole"),
+    (300_001, "whole"),
+    (3 << 20, "resume"),
+];
+
 fn tuspy_uploads_and_resumes(backend: Backend) {
-    real_client_uploads(backend, |args| {
+    real_client_uploads(backend, &SIZES, |args| {
         let mut command = Command::new(tuspy_python());
         command.arg(script("tuspy_upload.py")).args(args);
         command
     });
 }
 
-fn tus_js_client_uploads_and_resumes(backend: Backend) {
-    real_client_uploads(backend, |args| {
+fn tus_js_client_uploads_resumes_and_parallelizes(backend: Backend) {
+    let cases = [SIZES.as_slice(), &[(3 << 20, "parallel")]].concat();
+    real_client_uploads(backend, &cases, |args| {
         let mut command = Command::new("node");
         command
             .arg(script("tus_js_upload.js"))
@@ -491,5 +618,6 @@ both_backends!(
     expired_uploads_are_gone,
     browsers_get_cors_and_proxied_locations,
     tuspy_uploads_and_resumes,
-    tus_js_client_uploads_and_resumes,
+    tus_js_client_uploads_resumes_and_parallelizes,
+    concatenation_joins_partial_uploads,
 );

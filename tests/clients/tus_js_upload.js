@@ -1,8 +1,9 @@
 // Uploads a file to chunkd with tus-js-client (npm), under Node.
 // usage: node tus_js_upload.js ENDPOINT TOKEN FILE CHUNK_SIZE MODE
-// MODE: whole  - one upload
-//       resume - abort after the first chunk, then a new Upload resumes
-//                from the server's offset through its URL
+// MODE: whole    - one upload
+//       parallel - two partial uploads at once, joined by concatenation
+//       resume   - abort after the first chunk, then a new Upload resumes
+//                  from the server's offset through its URL
 // Prints the upload URL on the last line.
 const fs = require("fs");
 const tus = require("tus-js-client");
@@ -30,6 +31,9 @@ function upload(options) {
 async function main() {
   if (mode === "whole") {
     const u = await upload(() => ({}));
+    console.log(u.url);
+  } else if (mode === "parallel") {
+    const u = await upload(() => ({ parallelUploads: 2 }));
     console.log(u.url);
   } else if (mode === "resume") {
     const url = await new Promise((resolve, reject) => {
