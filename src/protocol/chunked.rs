@@ -435,20 +435,19 @@ pub async fn append(
     engine.check_total(range.total)?;
     engine.check_chunk_len(range.len)?;
     let rules = BodyRules::exact(range.len);
-    let upload = match body(&req, payload)? {
-        Body::Raw(payload) => {
-            check_raw_length(&req, range.len)?;
-            let session = engine
-                .begin_append(&caller, id, range.start, Some(range.total))
-                .await?;
-            session.write(rules, payload).await?
-        }
+    let body = body(&req, payload)?;
+    match &body {
+        Body::Raw(_) => check_raw_length(&req, range.len)?,
+        Body::Form { .. } => return Err(RequestError::NoChunk.into()),
+        Body::Multipart(_) => {}
+    }
+    let session = engine
+        .begin_append(&caller, id, range.start, Some(range.total))
+        .await?;
+    let upload = match body {
+        Body::Raw(payload) => session.write(rules, payload).await?,
         Body::Multipart(form) => {
-            let mut session = Some(
-                engine
-                    .begin_append(&caller, id, range.start, Some(range.total))
-                    .await?,
-            );
+            let mut session = Some(session);
             let form = read_form(form, state_wait(&state), |_, field| {
                 let session = session.take();
                 let rules = rules.clone();

@@ -643,6 +643,55 @@ impl<'a> Client<'a> {
     }
 }
 
+/// Clients race different bytes at the same offset of one upload, round
+/// after round (`racers` requests spread over `clients`): exactly one wins
+/// each round, the others learn the offset (400) or that the upload is busy
+/// (409); at the end the upload holds exactly the winners' bytes.
+pub fn race_rounds(clients: &[Client], racers: u64, chunk: usize, rounds: usize) {
+    let total = chunk * rounds;
+    let first = clients[0].put_raw(
+        "/upload/?filename=race.bin",
+        &format!("bytes 0-{}/{total}", chunk - 1),
+        &bytes(chunk, 0),
+    );
+    assert_eq!(first.status, 200, "{}", first.text());
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/upload/{id}/");
+    let mut expected = bytes(chunk, 0);
+    for round in 1..rounds {
+        let start = round * chunk;
+        let range = format!("bytes {start}-{}/{total}", start + chunk - 1);
+        let results: Vec<(u16, Vec<u8>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..racers)
+                .map(|racer| {
+                    let client = &clients[racer as usize % clients.len()];
+                    let (range, path) = (&range, &path);
+                    scope.spawn(move || {
+                        let data = bytes(chunk, 1000 * round as u64 + racer);
+                        (client.put_raw(path, range, &data).status, data)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let statuses: Vec<u16> = results.iter().map(|r| r.0).collect();
+        let winners: Vec<_> = results
+            .iter()
+            .filter(|(status, _)| *status == 200)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| [200, 400, 409].contains(s)),
+            "{statuses:?}"
+        );
+        expected.extend_from_slice(&winners[0].1);
+    }
+    let last = &clients[clients.len() - 1];
+    let done = last.complete(&id, &md5_hex(&expected));
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(clients[0].get(&format!("{path}file")).body, expected);
+}
+
 /// Polls until `check` holds or the time is up.
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -121,51 +121,7 @@ fn a_silent_client_is_cut_off_and_frees_the_upload(backend: Backend) {
 /// the offset or that the upload is busy, and the file stays exact.
 fn racing_chunks_have_one_winner(backend: Backend) {
     let setup = Setup::new(backend, &["--lock-timeout", "5s"]);
-    let client = setup.client();
-    let chunk = 200_000usize;
-    let rounds = 4;
-    let total = chunk * rounds;
-    let first = client.put_raw(
-        "/upload/?filename=race.bin",
-        &format!("bytes 0-{}/{total}", chunk - 1),
-        &bytes(chunk, 0),
-    );
-    let id = first.json()["id"].as_str().unwrap().to_owned();
-    let path = format!("/upload/{id}/");
-    let mut expected = bytes(chunk, 0);
-    for round in 1..rounds {
-        let start = round * chunk;
-        let range = format!("bytes {start}-{}/{total}", start + chunk - 1);
-        let results: Vec<(u16, Vec<u8>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..8u64)
-                .map(|racer| {
-                    let (client, range, path) = (&client, &range, &path);
-                    scope.spawn(move || {
-                        let data = bytes(chunk, 1000 * round as u64 + racer);
-                        (client.put_raw(path, range, &data).status, data)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let winners: Vec<_> = results
-            .iter()
-            .filter(|(status, _)| *status == 200)
-            .collect();
-        assert_eq!(
-            winners.len(),
-            1,
-            "statuses {:?}",
-            results.iter().map(|r| r.0).collect::<Vec<_>>()
-        );
-        assert!(results
-            .iter()
-            .all(|(status, _)| [200, 400, 409].contains(status)));
-        expected.extend_from_slice(&winners[0].1);
-    }
-    let done = client.complete(&id, &md5_hex(&expected));
-    assert_eq!(done.status, 200, "{}", done.text());
-    assert_eq!(client.get(&format!("{path}file")).body, expected);
+    race_rounds(&[setup.client()], 8, 200_000, 4);
 }
 
 both_backends!(

@@ -31,48 +31,7 @@ impl Pair {
 /// offset, round after round: exactly one wins each round.
 fn sixteen_clients_race_each_chunk(backend: Backend) {
     let pair = Pair::new(backend, &["--lock-timeout", "5s"]);
-    let clients = pair.clients();
-    let (chunk, rounds) = (64 * 1024, 6);
-    let total = chunk * rounds;
-    let first = clients[0].put_raw(
-        "/upload/?filename=race.bin",
-        &format!("bytes 0-{}/{total}", chunk - 1),
-        &bytes(chunk, 0),
-    );
-    assert_eq!(first.status, 200);
-    let id = first.json()["id"].as_str().unwrap().to_owned();
-    let path = format!("/upload/{id}/");
-    let mut expected = bytes(chunk, 0);
-    for round in 1..rounds {
-        let start = round * chunk;
-        let range = format!("bytes {start}-{}/{total}", start + chunk - 1);
-        let results: Vec<(u16, Vec<u8>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..16u64)
-                .map(|racer| {
-                    let (client, range, path) = (&clients[racer as usize % 2], &range, &path);
-                    scope.spawn(move || {
-                        let data = bytes(chunk, 100 * round as u64 + racer);
-                        (client.put_raw(path, range, &data).status, data)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let statuses: Vec<u16> = results.iter().map(|r| r.0).collect();
-        let winners: Vec<_> = results
-            .iter()
-            .filter(|(status, _)| *status == 200)
-            .collect();
-        assert_eq!(winners.len(), 1, "round {round}: {statuses:?}");
-        assert!(
-            statuses.iter().all(|s| [200, 400, 409].contains(s)),
-            "{statuses:?}"
-        );
-        expected.extend_from_slice(&winners[0].1);
-    }
-    let done = clients[1].complete(&id, &md5_hex(&expected));
-    assert_eq!(done.status, 200, "{}", done.text());
-    assert_eq!(clients[0].get(&format!("{path}file")).body, expected);
+    race_rounds(&pair.clients(), 16, 64 * 1024, 6);
 }
 
 /// A chunk still arriving on one server while the other is asked to
