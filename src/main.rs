@@ -99,7 +99,7 @@ async fn cleanup(args: ServeArgs) -> anyhow::Result<()> {
             upload.id,
             upload.filename,
             upload.offset,
-            upload.total,
+            upload.total.map_or("?".to_owned(), |t| t.to_string()),
             upload.expires_at.format("%Y-%m-%dT%H:%M:%SZ")
         );
     }

@@ -37,8 +37,10 @@ pub enum EngineError {
     NotConcatenable,
     #[error("the checksum of the request body does not match")]
     BodyChecksumMismatch,
-    #[error("upload incomplete: {offset} of {total} bytes")]
-    Incomplete { offset: u64, total: u64 },
+    #[error("upload incomplete: {offset} of {total:?} bytes")]
+    Incomplete { offset: u64, total: Option<u64> },
+    #[error("total {total} below the offset {offset}")]
+    TotalBelowOffset { total: u64, offset: u64 },
     #[error("upload busy at offset {offset}")]
     Busy { offset: u64 },
     #[error("reading the request body failed: {0}")]

@@ -152,7 +152,8 @@ pub const PARTIAL: &str = "partial";
 #[derive(Debug, Clone, Default)]
 pub struct NewUpload {
     pub filename: String,
-    pub total: u64,
+    /// None: the client will tell later (tus creation-defer-length).
+    pub total: Option<u64>,
     /// tus `Upload-Metadata`, as sent.
     pub metadata: Option<String>,
     /// tus `Upload-Concat`: `partial`, or `final;` and the parts.
@@ -231,7 +232,7 @@ impl Engine {
     /// The size of a file, against the limits (before any byte is read).
     pub fn check_total(&self, total: u64) -> EngineResult<()> {
         // Sizes are stored as BIGINT: nothing larger can be recorded.
-        let limit = self.settings.max_bytes.unwrap_or(MAX_TOTAL).min(MAX_TOTAL);
+        let limit = self.size_limit();
         if total > limit {
             return Err(EngineError::TooLarge { limit });
         }
@@ -241,6 +242,11 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// The largest file this server takes.
+    pub fn size_limit(&self) -> u64 {
+        self.settings.max_bytes.unwrap_or(MAX_TOTAL).min(MAX_TOTAL)
     }
 
     /// The length of one request body, against the chunk limit.
@@ -538,7 +544,7 @@ impl Engine {
         }
         let new = NewUpload {
             filename,
-            total: staged.len,
+            total: Some(staged.len),
             ..NewUpload::default()
         };
         self.record_complete(staged, caller, new, digest).await
@@ -589,12 +595,15 @@ impl Engine {
             if !part.complete || part.concat.as_deref() != Some(PARTIAL) {
                 return Err(EngineError::NotConcatenable);
             }
-            total = total.saturating_add(part.total);
+            total = total.saturating_add(part.offset);
             sources.push(Self::key(&part));
         }
         self.check_total(total)?;
         self.check_filename(&new.filename)?;
-        let new = NewUpload { total, ..new };
+        let new = NewUpload {
+            total: Some(total),
+            ..new
+        };
         let (id, key, created_at, writer, guard) = self.new_part().await?;
         let (storage, algo, job_guard) =
             (self.storage.clone(), self.settings.checksum, guard.clone());
@@ -652,11 +661,31 @@ impl Engine {
         if upload.expires_at <= Utc::now() {
             return Err(EngineError::Expired);
         }
-        if let Some(provided) = total.filter(|&t| t != upload.total) {
-            return Err(EngineError::TotalMismatch {
-                total: upload.total,
-                provided,
-            });
+        let mut upload = upload;
+        match (upload.total, total) {
+            (Some(known), Some(provided)) if known != provided => {
+                return Err(EngineError::TotalMismatch {
+                    total: known,
+                    provided,
+                });
+            }
+            // The client now says the total it deferred.
+            (None, Some(provided)) => {
+                if provided < upload.offset {
+                    return Err(EngineError::TotalBelowOffset {
+                        total: provided,
+                        offset: upload.offset,
+                    });
+                }
+                self.check_total(provided)?;
+                let (meta, token) = (self.meta.clone(), lock.token().to_owned());
+                let set = run_blocking(move || Ok(meta.set_total(id, &token, provided)?)).await?;
+                if !set {
+                    return Err(EngineError::LeaseLost);
+                }
+                upload.total = Some(provided);
+            }
+            _ => {}
         }
         if start != upload.offset {
             return Err(EngineError::OffsetMismatch {
@@ -719,7 +748,7 @@ impl Engine {
             return Err(EngineError::Expired);
         }
         Self::check_not_failed(&upload)?;
-        if upload.offset != upload.total {
+        if upload.total != Some(upload.offset) {
             return Err(EngineError::Incomplete {
                 offset: upload.offset,
                 total: upload.total,

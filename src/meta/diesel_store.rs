@@ -132,6 +132,7 @@ struct UploadRow {
     lock_until: Option<NaiveDateTime>,
     metadata: Option<String>,
     concat: Option<String>,
+    length_deferred: bool,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -160,7 +161,7 @@ impl UploadRow {
             id: r.id.to_string(),
             owner: r.owner.clone(),
             filename: r.filename.clone(),
-            total: to_db(r.total),
+            total: to_db(r.total.unwrap_or(0)),
             upload_offset: to_db(r.offset),
             status: match (r.complete, r.failed) {
                 (true, _) => STATUS_COMPLETE,
@@ -178,6 +179,7 @@ impl UploadRow {
             lock_until: None,
             metadata: r.metadata.clone(),
             concat: r.concat.clone(),
+            length_deferred: r.total.is_none(),
         }
     }
 
@@ -193,7 +195,7 @@ impl UploadRow {
             id,
             owner: self.owner,
             filename: self.filename,
-            total,
+            total: (!self.length_deferred).then_some(total),
             offset,
             complete: self.status == STATUS_COMPLETE,
             checksum_algo: self.checksum_algo,
@@ -424,6 +426,21 @@ impl MetaStore for DieselStore {
         ))
         .execute(&mut *self.conn()?)?;
         Ok(marked == 1)
+    }
+
+    fn set_total(&self, id: Uuid, token: &str, total: u64) -> MetaResult<bool> {
+        let set = diesel::update(
+            uploads::table
+                .filter(uploads::id.eq(id.to_string()))
+                .filter(uploads::lock_token.eq(token))
+                .filter(uploads::length_deferred.eq(true)),
+        )
+        .set((
+            uploads::total.eq(to_db(total)),
+            uploads::length_deferred.eq(false),
+        ))
+        .execute(&mut *self.conn()?)?;
+        Ok(set == 1)
     }
 
     fn mark_failed(&self, id: Uuid, token: &str) -> MetaResult<bool> {

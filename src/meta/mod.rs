@@ -31,7 +31,8 @@ pub struct UploadRecord {
     pub id: Uuid,
     pub owner: Option<String>,
     pub filename: String,
-    pub total: u64,
+    /// None while the client has not said (tus creation-defer-length).
+    pub total: Option<u64>,
     pub offset: u64,
     pub complete: bool,
     pub checksum_algo: String,
@@ -118,6 +119,9 @@ pub trait MetaStore: Send + Sync {
         checksum: &str,
         completed_at: DateTime<Utc>,
     ) -> MetaResult<bool>;
+    /// Sets the total of an upload created without one; false if the lease
+    /// was lost or the total is already known.
+    fn set_total(&self, id: Uuid, token: &str, total: u64) -> MetaResult<bool>;
     /// Marks the upload failed for good; false if the lease was lost.
     fn mark_failed(&self, id: Uuid, token: &str) -> MetaResult<bool>;
     /// Deletes the row; false if the lease was lost.

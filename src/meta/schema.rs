@@ -20,6 +20,7 @@ diesel::table! {
         lock_until -> Nullable<Timestamp>,
         metadata -> Nullable<Text>,
         concat -> Nullable<Text>,
+        length_deferred -> Bool,
     }
 }
 

@@ -36,7 +36,8 @@ struct UploadJson {
     file: String,
     filename: String,
     offset: u64,
-    total: u64,
+    /// null while a tus client deferred it.
+    total: Option<u64>,
     created_at: String,
     expires_at: String,
     status: u8,
@@ -377,7 +378,7 @@ pub async fn create(
             &caller,
             NewUpload {
                 filename,
-                total: range.total,
+                total: Some(range.total),
                 ..NewUpload::default()
             },
         )

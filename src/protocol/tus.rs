@@ -20,8 +20,8 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 const TUS_VERSION: &str = "1.0.0";
-const EXTENSIONS: &str =
-    "creation,creation-with-upload,expiration,checksum,termination,concatenation";
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,\
+                          expiration,checksum,termination,concatenation";
 const CHECKSUM_ALGORITHMS: &str = "md5,sha1,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
@@ -79,6 +79,12 @@ impl TusError {
                 }
                 E::BodyChecksumMismatch => own(460, "Checksum mismatch"),
                 E::NotConcatenable => own(400, "Only complete partial uploads can be concatenated"),
+                E::TotalMismatch { .. } => {
+                    own(400, "Upload-Length differs from the upload's length")
+                }
+                E::TotalBelowOffset { .. } => {
+                    own(400, "Upload-Length is below the upload's offset")
+                }
                 E::Busy { .. } => own(423, "Upload is locked by another request"),
                 _ => None,
             },
@@ -210,9 +216,7 @@ pub async fn create(
     check_version(&req)?;
     let caller = caller(&req, &state).await?;
     let engine = &state.engine;
-    if req.headers().contains_key("Upload-Defer-Length") {
-        return Err(TusError::BadRequest("Upload-Defer-Length is not supported"));
-    }
+
     let raw_metadata = header_text(&req, "Upload-Metadata").map(str::to_owned);
     let metadata = match raw_metadata.as_deref() {
         Some(text) => {
@@ -240,19 +244,31 @@ pub async fn create(
             return Ok(created(&req, &state, &upload, false));
         }
     };
-    let total = header_text(&req, "Upload-Length")
-        .and_then(parse_tus_number)
-        .ok_or(TusError::BadRequest("Missing or invalid Upload-Length"))?;
-    engine.check_total(total)?;
+    let length = header_text(&req, "Upload-Length");
+    let total = match (length, header_text(&req, "Upload-Defer-Length")) {
+        (Some(length), None) => {
+            let total =
+                parse_tus_number(length).ok_or(TusError::BadRequest("Invalid Upload-Length"))?;
+            engine.check_total(total)?;
+            Some(total)
+        }
+        (None, Some("1")) => None,
+        (None, Some(_)) => return Err(TusError::BadRequest("Upload-Defer-Length must be 1")),
+        (None, None) => return Err(TusError::BadRequest("Missing Upload-Length")),
+        (Some(_), Some(_)) => {
+            return Err(TusError::BadRequest(
+                "Upload-Length and Upload-Defer-Length exclude each other",
+            ))
+        }
+    };
     engine.check_filename(&filename)?;
     let with_body = is_offset_stream(&req);
     let staged = if with_body {
         if let Some(len) = content_length(&req) {
             engine.check_chunk_len(len)?;
         }
-        engine
-            .receive_new(body_rules(&req, total)?, payload)
-            .await?
+        let room = total.unwrap_or(engine.size_limit());
+        engine.receive_new(body_rules(&req, room)?, payload).await?
     } else {
         let nothing = futures_util::stream::empty::<Result<Bytes, Infallible>>();
         engine.receive_new(BodyRules::exact(0), nothing).await?
@@ -264,7 +280,7 @@ pub async fn create(
         concat,
     };
     let mut upload = engine.create(staged, &caller, new).await?;
-    if upload.offset == upload.total {
+    if upload.total == Some(upload.offset) {
         upload = engine.finish(&caller, upload.id).await?;
     }
     Ok(created(&req, &state, &upload, with_body))
@@ -328,8 +344,11 @@ pub async fn head(req: HttpRequest, state: web::Data<AppState>) -> TusResult<Htt
     tus_headers(&mut response);
     response
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
-        .insert_header(("Upload-Offset", upload.offset.to_string()))
-        .insert_header(("Upload-Length", upload.total.to_string()));
+        .insert_header(("Upload-Offset", upload.offset.to_string()));
+    match upload.total {
+        Some(total) => response.insert_header(("Upload-Length", total.to_string())),
+        None => response.insert_header(("Upload-Defer-Length", "1")),
+    };
     if let Some(metadata) = upload.metadata.as_deref().filter(|m| !m.is_empty()) {
         response.insert_header(("Upload-Metadata", metadata.to_owned()));
     }
@@ -358,11 +377,18 @@ pub async fn patch(
         .and_then(parse_tus_number)
         .ok_or(TusError::BadRequest("Missing or invalid Upload-Offset"))?;
     body_checksum(&req)?;
+    // A deferred length is told with a later PATCH.
+    let total = match header_text(&req, "Upload-Length") {
+        Some(length) => {
+            Some(parse_tus_number(length).ok_or(TusError::BadRequest("Invalid Upload-Length"))?)
+        }
+        None => None,
+    };
     let engine = &state.engine;
     if let Some(len) = content_length(&req) {
         engine.check_chunk_len(len)?;
     }
-    let session = match engine.begin_append(&caller, id, offset, None).await {
+    let session = match engine.begin_append(&caller, id, offset, total).await {
         Err(EngineError::AlreadyComplete) => {
             let upload = engine.get(&caller, id).await?;
             if upload.concat.as_deref().is_some_and(|c| c != PARTIAL) {
@@ -372,15 +398,13 @@ pub async fn patch(
         }
         other => other?,
     };
-    let room = session.upload().total - offset;
+    let limit = session.upload().total.unwrap_or(engine.size_limit());
+    let room = limit - offset;
     if content_length(&req).is_some_and(|len| len > room) {
-        return Err(EngineError::TooLarge {
-            limit: session.upload().total,
-        }
-        .into());
+        return Err(EngineError::TooLarge { limit }.into());
     }
     let mut upload = session.write(body_rules(&req, room)?, payload).await?;
-    if upload.offset == upload.total {
+    if upload.total == Some(upload.offset) {
         upload = engine.finish(&caller, id).await?;
     }
     let mut response = HttpResponse::NoContent();

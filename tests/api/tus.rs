@@ -75,7 +75,7 @@ fn core_protocol_and_extensions(backend: Backend) {
     );
     assert_eq!(
         options.header("tus-extension"),
-        Some("creation,creation-with-upload,expiration,checksum,termination,concatenation")
+        Some("creation,creation-with-upload,creation-defer-length,expiration,checksum,termination,concatenation")
     );
 
     let unversioned = client.send("POST", "/files/", &[("Upload-Length", "5")], b"");
@@ -87,7 +87,8 @@ fn core_protocol_and_extensions(backend: Backend) {
         &[][..],
         &[("Upload-Length", "-1")],
         &[("Upload-Length", "5"), ("Upload-Metadata", "name !!")],
-        &[("Upload-Defer-Length", "1")],
+        &[("Upload-Defer-Length", "2")],
+        &[("Upload-Defer-Length", "1"), ("Upload-Length", "5")],
     ] {
         assert_eq!(
             tus(&client, "POST", "/files/", headers, b"").status,
@@ -398,6 +399,119 @@ fn concatenation_joins_partial_uploads(backend: Backend) {
     );
 }
 
+fn deferred_length_is_told_later(backend: Backend) {
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
+    let data = bytes(150_000, 12);
+    let resp = tus(
+        &client,
+        "POST",
+        "/files/",
+        &[("Upload-Defer-Length", "1")],
+        b"",
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let id = resp
+        .header("location")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let path = format!("/files/{id}");
+    let head = tus(&client, "HEAD", &path, &[], b"");
+    assert_eq!(
+        (
+            head.header("upload-defer-length"),
+            head.header("upload-length")
+        ),
+        (Some("1"), None)
+    );
+    assert_eq!(
+        client.get(&format!("/upload/{id}/")).json()["total"],
+        serde_json::Value::Null
+    );
+    let first = tus(
+        &client,
+        "PATCH",
+        &path,
+        &[STREAM, ("Upload-Offset", "0")],
+        &data[..100_000],
+    );
+    assert_eq!((first.status, offset_of(&first)), (204, 100_000));
+    let below = tus(
+        &client,
+        "PATCH",
+        &path,
+        &[
+            STREAM,
+            ("Upload-Offset", "100000"),
+            ("Upload-Length", "99999"),
+        ],
+        &data[100_000..],
+    );
+    assert_eq!(below.status, 400);
+    let last = tus(
+        &client,
+        "PATCH",
+        &path,
+        &[
+            STREAM,
+            ("Upload-Offset", "100000"),
+            ("Upload-Length", "150000"),
+        ],
+        &data[100_000..],
+    );
+    assert_eq!((last.status, offset_of(&last)), (204, 150_000));
+    let head = tus(&client, "HEAD", &path, &[], b"");
+    assert_eq!(head.header("upload-length"), Some("150000"));
+    let json = client.get(&format!("/upload/{id}/")).json();
+    assert_eq!(
+        (json["status"].as_u64(), json["total"].as_u64()),
+        (Some(2), Some(150_000))
+    );
+    assert_eq!(client.get(&format!("/upload/{id}/file")).body, data);
+    // Once known, the length cannot change.
+    let other = tus(
+        &client,
+        "POST",
+        "/files/",
+        &[("Upload-Defer-Length", "1")],
+        b"",
+    );
+    let other = format!(
+        "/files/{}",
+        other
+            .header("location")
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+    );
+    assert_eq!(
+        tus(
+            &client,
+            "PATCH",
+            &other,
+            &[STREAM, ("Upload-Offset", "0"), ("Upload-Length", "10")],
+            b"01234"
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        tus(
+            &client,
+            "PATCH",
+            &other,
+            &[STREAM, ("Upload-Offset", "5"), ("Upload-Length", "11")],
+            b"56789"
+        )
+        .status,
+        400
+    );
+}
+
 fn expired_uploads_are_gone(backend: Backend) {
     let setup = Setup::new(backend, &["--expiration", "1s"]);
     let client = setup.client();
@@ -602,7 +716,11 @@ fn tuspy_uploads_and_resumes(backend: Backend) {
 }
 
 fn tus_js_client_uploads_resumes_and_parallelizes(backend: Backend) {
-    let cases = [SIZES.as_slice(), &[(3 << 20, "parallel")]].concat();
+    let cases = [
+        SIZES.as_slice(),
+        &[(3 << 20, "parallel"), (2 << 20, "deferred")],
+    ]
+    .concat();
     real_client_uploads(backend, &cases, |args| {
         let mut command = Command::new("node");
         command
@@ -620,4 +738,5 @@ both_backends!(
     tuspy_uploads_and_resumes,
     tus_js_client_uploads_resumes_and_parallelizes,
     concatenation_joins_partial_uploads,
+    deferred_length_is_told_later,
 );

@@ -2,6 +2,7 @@
 // usage: node tus_js_upload.js ENDPOINT TOKEN FILE CHUNK_SIZE MODE
 // MODE: whole    - one upload
 //       parallel - two partial uploads at once, joined by concatenation
+//       deferred - the length is told only with the last chunk
 //       resume   - abort after the first chunk, then a new Upload resumes
 //                  from the server's offset through its URL
 // Prints the upload URL on the last line.
@@ -31,6 +32,9 @@ function upload(options) {
 async function main() {
   if (mode === "whole") {
     const u = await upload(() => ({}));
+    console.log(u.url);
+  } else if (mode === "deferred") {
+    const u = await upload(() => ({ uploadLengthDeferred: true }));
     console.log(u.url);
   } else if (mode === "parallel") {
     const u = await upload(() => ({ parallelUploads: 2 }));
