@@ -692,6 +692,68 @@ pub fn race_rounds(clients: &[Client], racers: u64, chunk: usize, rounds: usize)
     assert_eq!(clients[0].get(&format!("{path}file")).body, expected);
 }
 
+/// A TCP proxy in front of a server that cuts the connection (both ways)
+/// each time another `cut_every` bytes went from clients to the server,
+/// `cuts` times: a network that fails mid-request.
+pub struct CuttingProxy {
+    pub addr: String,
+    pub cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    pub fn start(target: &str, cut_every: u64, cuts: usize) -> Self {
+        use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (sent, cut) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (target, done) = (target.to_owned(), cut.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (mut from_client, mut to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (sent, done) = (sent.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = from_client.read(&mut buf) {
+                        if n == 0 || to_server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        let before = sent.fetch_add(n as u64, Ordering::SeqCst);
+                        let crossed = before / cut_every != (before + n as u64) / cut_every;
+                        let cut_now = crossed
+                            && done
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| {
+                                    (d < cuts).then_some(d + 1)
+                                })
+                                .is_ok();
+                        if cut_now {
+                            let _ = from_client.shutdown(std::net::Shutdown::Both);
+                            let _ = to_server.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                    }
+                    let _ = to_server.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut from_server, mut to_client) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { addr, cut }
+    }
+
+    /// How many connections it cut.
+    pub fn cuts(&self) -> usize {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Polls until `check` holds or the time is up.
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

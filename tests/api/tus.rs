@@ -707,28 +707,70 @@ const SIZES: [(usize, &str); 4] = [
     (3 << 20, "resume"),
 ];
 
+/// Through a proxy that cuts the connection twice in the middle of a body,
+/// `client` retries, asks the server for its offset, and finishes.
+fn real_client_survives_cut_connections(
+    backend: Backend,
+    chunk: usize,
+    client_command: fn(&[&str]) -> Command,
+) {
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
+    let proxy = CuttingProxy::start(&setup.server.addr, 700_000, 2);
+    let files = TempDir::new("tus-cut");
+    let data = bytes(3 << 20, 77);
+    let file = files.0.join("cut.bin");
+    std::fs::write(&file, &data).unwrap();
+    let endpoint = format!("http://{}/files/", proxy.addr);
+    let chunk = chunk.to_string();
+    let id = upload_with(client_command(&[
+        &endpoint,
+        &setup.token,
+        file.to_str().unwrap(),
+        &chunk,
+        "whole",
+    ]));
+    assert_eq!(proxy.cuts(), 2, "the proxy cut the connection twice");
+    assert_eq!(client.get(&format!("/upload/{id}/file")).body, data);
+    assert_eq!(
+        client.get(&format!("/upload/{id}/")).json()["md5"],
+        md5_hex(&data)
+    );
+}
+
+fn tuspy_command(args: &[&str]) -> Command {
+    let mut command = Command::new(tuspy_python());
+    command.arg(script("tuspy_upload.py")).args(args);
+    command
+}
+
+fn tus_js_command(args: &[&str]) -> Command {
+    let mut command = Command::new("node");
+    command
+        .arg(script("tus_js_upload.js"))
+        .args(args)
+        .env("NODE_PATH", tus_js_modules());
+    command
+}
+
+/// tuspy sends checksums: a cut body is discarded and sent again.
+fn tuspy_survives_cut_connections(backend: Backend) {
+    real_client_survives_cut_connections(backend, 1 << 20, tuspy_command);
+}
+
+/// tus-js-client sends the file in one PATCH: the cut body's bytes are
+/// kept, and it resumes from the middle.
+fn tus_js_client_survives_cut_connections(backend: Backend) {
+    real_client_survives_cut_connections(backend, 8 << 20, tus_js_command);
+}
+
 fn tuspy_uploads_and_resumes(backend: Backend) {
-    real_client_uploads(backend, &SIZES, |args| {
-        let mut command = Command::new(tuspy_python());
-        command.arg(script("tuspy_upload.py")).args(args);
-        command
-    });
+    real_client_uploads(backend, &SIZES, tuspy_command);
 }
 
 fn tus_js_client_uploads_resumes_and_parallelizes(backend: Backend) {
-    let cases = [
-        SIZES.as_slice(),
-        &[(3 << 20, "parallel"), (2 << 20, "deferred")],
-    ]
-    .concat();
-    real_client_uploads(backend, &cases, |args| {
-        let mut command = Command::new("node");
-        command
-            .arg(script("tus_js_upload.js"))
-            .args(args)
-            .env("NODE_PATH", tus_js_modules());
-        command
-    });
+    let more = [(3 << 20, "parallel"), (2 << 20, "deferred")];
+    real_client_uploads(backend, &[SIZES.as_slice(), &more].concat(), tus_js_command);
 }
 
 both_backends!(
@@ -739,4 +781,6 @@ both_backends!(
     tus_js_client_uploads_resumes_and_parallelizes,
     concatenation_joins_partial_uploads,
     deferred_length_is_told_later,
+    tuspy_survives_cut_connections,
+    tus_js_client_survives_cut_connections,
 );

@@ -18,7 +18,7 @@ function upload(options) {
     const u = new tus.Upload(data, {
       endpoint,
       chunkSize,
-      retryDelays: [0, 200, 500],
+      retryDelays: [0, 100, 200, 500, 1000],
       headers: { Authorization: "Token " + token },
       metadata: { filename: "js-" + path.split("/").pop() },
       onError: reject,

@@ -14,7 +14,9 @@ chunk_size = int(chunk_size)
 tus = client.TusClient(endpoint, headers={"Authorization": "Token " + token})
 
 if mode == "whole":
+    # Retries ask the server for its offset and go on from there.
     uploader = tus.uploader(path, chunk_size=chunk_size, upload_checksum=True,
+                            retries=5, retry_delay=0.2,
                             metadata={"filename": "tuspy-" + path.rsplit("/", 1)[-1]})
     uploader.upload()
     print(uploader.url)
