@@ -54,16 +54,7 @@ fn send_from_file(
 ) -> (Response, Duration) {
     let (method, path, headers) = head;
     let began = Instant::now();
-    let mut stream = connect(&server.addr);
-    stream
-        .write_all(&request_head(
-            method,
-            path,
-            &server.addr,
-            headers,
-            Some(len),
-        ))
-        .unwrap();
+    let mut stream = partial_request(server, method, path, headers, len, b"");
     let mut buf = vec![0u8; MIB as usize];
     let mut sent = 0;
     while sent < len {
@@ -105,13 +96,7 @@ fn upload(
             b"",
         );
         assert_eq!(created.status, 201, "{}", created.text());
-        id = created
-            .header("location")
-            .unwrap()
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .to_owned();
+        id = created.location_id();
     }
     let mut latencies = Vec::new();
     let mut sent = 0;

@@ -310,6 +310,12 @@ impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The id at the end of the `Location` header (tus creation).
+    pub fn location_id(&self) -> String {
+        let location = self.header("location").expect("a Location header");
+        location.rsplit('/').next().unwrap().to_owned()
+    }
 }
 
 /// The head of a request, for tests that send its body themselves.

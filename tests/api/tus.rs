@@ -255,13 +255,7 @@ fn core_protocol_and_extensions(backend: Backend) {
         b"01234",
     );
     assert_eq!((with_body.status, offset_of(&with_body)), (201, 5));
-    let other = with_body
-        .header("location")
-        .unwrap()
-        .rsplit("/files/")
-        .next()
-        .unwrap()
-        .to_owned();
+    let other = with_body.location_id();
     assert_eq!(
         tus(&client, "DELETE", &format!("/files/{other}"), &[], b"").status,
         204
@@ -294,13 +288,7 @@ fn concatenation_joins_partial_uploads(backend: Backend) {
             b"",
         );
         assert_eq!(resp.status, 201);
-        let id = resp
-            .header("location")
-            .unwrap()
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .to_owned();
+        let id = resp.location_id();
         let path = format!("/files/{id}");
         assert_eq!(
             tus(&client, "HEAD", &path, &[], b"").header("upload-concat"),
@@ -342,13 +330,7 @@ fn concatenation_joins_partial_uploads(backend: Backend) {
         b"",
     );
     assert_eq!(done.status, 201, "{}", done.text());
-    let id = done
-        .header("location")
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = done.location_id();
     let path = format!("/files/{id}");
     let head = tus(&client, "HEAD", &path, &[], b"");
     assert_eq!(head.header("upload-concat"), Some(both.as_str()));
@@ -411,13 +393,7 @@ fn deferred_length_is_told_later(backend: Backend) {
         b"",
     );
     assert_eq!(resp.status, 201, "{}", resp.text());
-    let id = resp
-        .header("location")
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = resp.location_id();
     let path = format!("/files/{id}");
     let head = tus(&client, "HEAD", &path, &[], b"");
     assert_eq!(
@@ -479,15 +455,7 @@ fn deferred_length_is_told_later(backend: Backend) {
         &[("Upload-Defer-Length", "1")],
         b"",
     );
-    let other = format!(
-        "/files/{}",
-        other
-            .header("location")
-            .unwrap()
-            .rsplit('/')
-            .next()
-            .unwrap()
-    );
+    let other = format!("/files/{}", other.location_id());
     assert_eq!(
         tus(
             &client,
