@@ -4,6 +4,7 @@
 use crate::both_backends;
 use crate::common::*;
 use md5::Digest;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -480,6 +481,42 @@ fn deferred_length_is_told_later(backend: Backend) {
     );
 }
 
+/// A PATCH while another holds the upload waits, then gets 423.
+fn a_held_upload_is_locked(backend: Backend) {
+    let setup = Setup::new(backend, &["--lock-timeout", "500ms"]);
+    let client = setup.client();
+    let path = create(&client, 20, "");
+    let auth = client.auth.clone();
+    let mut held = partial_request(
+        &setup.server,
+        "PATCH",
+        &path,
+        &[
+            TUS,
+            STREAM,
+            ("Authorization", &auth),
+            ("Upload-Offset", "0"),
+        ],
+        10,
+        b"01234",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let locked = tus(
+        &client,
+        "PATCH",
+        &path,
+        &[STREAM, ("Upload-Offset", "0")],
+        b"abcdefghij",
+    );
+    assert_eq!(
+        (locked.status, locked.header("tus-resumable")),
+        (423, Some("1.0.0"))
+    );
+    held.write_all(b"56789").unwrap();
+    let done = read_response(held);
+    assert_eq!((done.status, offset_of(&done)), (204, 10));
+}
+
 fn expired_uploads_are_gone(backend: Backend) {
     let setup = Setup::new(backend, &["--expiration", "1s"]);
     let client = setup.client();
@@ -751,4 +788,5 @@ both_backends!(
     deferred_length_is_told_later,
     tuspy_survives_cut_connections,
     tus_js_client_survives_cut_connections,
+    a_held_upload_is_locked,
 );
