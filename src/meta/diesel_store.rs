@@ -155,6 +155,18 @@ fn to_db(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+type UploadById = diesel::dsl::Filter<uploads::table, diesel::dsl::Eq<uploads::id, String>>;
+type HeldUpload<'a> =
+    diesel::dsl::Filter<UploadById, diesel::dsl::Eq<uploads::lock_token, &'a str>>;
+
+/// The row of an upload whose lease `token` holds: every change of an
+/// upload goes through it, so a holder that lost its lease changes nothing.
+fn held(id: Uuid, token: &str) -> HeldUpload<'_> {
+    uploads::table
+        .filter(uploads::id.eq(id.to_string()))
+        .filter(uploads::lock_token.eq(token))
+}
+
 impl UploadRow {
     fn from_record(r: &UploadRecord) -> Self {
         UploadRow {
@@ -356,27 +368,19 @@ impl MetaStore for DieselStore {
     }
 
     fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool> {
-        let renewed = diesel::update(
-            uploads::table
-                .filter(uploads::id.eq(id.to_string()))
-                .filter(uploads::lock_token.eq(token)),
-        )
-        .set(uploads::lock_until.eq(naive(until)))
-        .execute(&mut *self.conn()?)?;
+        let renewed = diesel::update(held(id, token))
+            .set(uploads::lock_until.eq(naive(until)))
+            .execute(&mut *self.conn()?)?;
         Ok(renewed == 1)
     }
 
     fn release_lease(&self, id: Uuid, token: &str) -> MetaResult<()> {
-        diesel::update(
-            uploads::table
-                .filter(uploads::id.eq(id.to_string()))
-                .filter(uploads::lock_token.eq(token)),
-        )
-        .set((
-            uploads::lock_token.eq(None::<String>),
-            uploads::lock_until.eq(None::<NaiveDateTime>),
-        ))
-        .execute(&mut *self.conn()?)?;
+        diesel::update(held(id, token))
+            .set((
+                uploads::lock_token.eq(None::<String>),
+                uploads::lock_until.eq(None::<NaiveDateTime>),
+            ))
+            .execute(&mut *self.conn()?)?;
         Ok(())
     }
 
@@ -389,9 +393,7 @@ impl MetaStore for DieselStore {
         hash_state: &[u8],
     ) -> MetaResult<bool> {
         let committed = diesel::update(
-            uploads::table
-                .filter(uploads::id.eq(id.to_string()))
-                .filter(uploads::lock_token.eq(token))
+            held(id, token)
                 .filter(uploads::upload_offset.eq(to_db(from)))
                 .filter(uploads::status.eq(STATUS_UPLOADING)),
         )
@@ -412,55 +414,37 @@ impl MetaStore for DieselStore {
         checksum: &str,
         completed_at: DateTime<Utc>,
     ) -> MetaResult<bool> {
-        let marked = diesel::update(
-            uploads::table
-                .filter(uploads::id.eq(id.to_string()))
-                .filter(uploads::lock_token.eq(token)),
-        )
-        .set((
-            uploads::status.eq(STATUS_COMPLETE),
-            uploads::checksum.eq(checksum),
-            uploads::completed_at.eq(naive(completed_at)),
-            uploads::lock_token.eq(None::<String>),
-            uploads::lock_until.eq(None::<NaiveDateTime>),
-        ))
-        .execute(&mut *self.conn()?)?;
+        let marked = diesel::update(held(id, token))
+            .set((
+                uploads::status.eq(STATUS_COMPLETE),
+                uploads::checksum.eq(checksum),
+                uploads::completed_at.eq(naive(completed_at)),
+                uploads::lock_token.eq(None::<String>),
+                uploads::lock_until.eq(None::<NaiveDateTime>),
+            ))
+            .execute(&mut *self.conn()?)?;
         Ok(marked == 1)
     }
 
     fn set_total(&self, id: Uuid, token: &str, total: u64) -> MetaResult<bool> {
-        let set = diesel::update(
-            uploads::table
-                .filter(uploads::id.eq(id.to_string()))
-                .filter(uploads::lock_token.eq(token))
-                .filter(uploads::length_deferred.eq(true)),
-        )
-        .set((
-            uploads::total.eq(to_db(total)),
-            uploads::length_deferred.eq(false),
-        ))
-        .execute(&mut *self.conn()?)?;
+        let set = diesel::update(held(id, token).filter(uploads::length_deferred.eq(true)))
+            .set((
+                uploads::total.eq(to_db(total)),
+                uploads::length_deferred.eq(false),
+            ))
+            .execute(&mut *self.conn()?)?;
         Ok(set == 1)
     }
 
     fn mark_failed(&self, id: Uuid, token: &str) -> MetaResult<bool> {
-        let marked = diesel::update(
-            uploads::table
-                .filter(uploads::id.eq(id.to_string()))
-                .filter(uploads::lock_token.eq(token)),
-        )
-        .set(uploads::status.eq(STATUS_FAILED))
-        .execute(&mut *self.conn()?)?;
+        let marked = diesel::update(held(id, token))
+            .set(uploads::status.eq(STATUS_FAILED))
+            .execute(&mut *self.conn()?)?;
         Ok(marked == 1)
     }
 
     fn delete_upload(&self, id: Uuid, token: &str) -> MetaResult<bool> {
-        let deleted = diesel::delete(
-            uploads::table
-                .filter(uploads::id.eq(id.to_string()))
-                .filter(uploads::lock_token.eq(token)),
-        )
-        .execute(&mut *self.conn()?)?;
+        let deleted = diesel::delete(held(id, token)).execute(&mut *self.conn()?)?;
         Ok(deleted == 1)
     }
 
