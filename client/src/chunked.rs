@@ -76,7 +76,11 @@ impl Upload<'_, '_> {
             offset = info.offset;
         }
         let resumed_from = offset;
-        run.started(url.as_deref().unwrap_or(self.endpoint), Some(self.size), offset);
+        run.started(
+            url.as_deref().unwrap_or(self.endpoint),
+            Some(self.size),
+            offset,
+        );
         loop {
             while offset < self.size {
                 let end = (offset + run.options.chunk_size).min(self.size);
@@ -169,12 +173,14 @@ impl Upload<'_, '_> {
             inner: self.source.range(start, end),
             md5,
         };
-        let mut body = head.as_bytes().chain(Counted {
-            inner: chunk,
-            run: self.run,
-            part: 0,
-        })
-        .chain(tail.as_bytes());
+        let mut body = head
+            .as_bytes()
+            .chain(Counted {
+                inner: chunk,
+                run: self.run,
+                part: 0,
+            })
+            .chain(tail.as_bytes());
         let range = format!("bytes {start}-{}/{}", end - 1, self.size);
         let content_type = format!("multipart/form-data; boundary={boundary}");
         let reply = self.run.http.call(
@@ -188,7 +194,11 @@ impl Upload<'_, '_> {
         )?;
         match reply.status {
             200 | 201 => Ok(Put::Stored(info(&reply)?)),
-            400 => match reply.json().ok().and_then(|j| j["expected_offset"].as_u64()) {
+            400 => match reply
+                .json()
+                .ok()
+                .and_then(|j| j["expected_offset"].as_u64())
+            {
                 Some(expected) => Ok(Put::Elsewhere(expected)),
                 None => Err(reply.error()),
             },

@@ -103,9 +103,9 @@ impl Reply {
     }
 
     pub fn header_u64(&self, name: &str) -> Result<u64> {
-        let value = self
-            .header(name)
-            .ok_or_else(|| Error::Protocol(format!("no {name} header in a {} answer", self.status)))?;
+        let value = self.header(name).ok_or_else(|| {
+            Error::Protocol(format!("no {name} header in a {} answer", self.status))
+        })?;
         value
             .trim()
             .parse()
@@ -162,7 +162,10 @@ pub fn resolve(base: &str, location: &str) -> String {
     if location.starts_with('/') {
         format!("{}{location}", &base[..origin_end])
     } else {
-        let dir_end = base.rfind('/').filter(|&i| i >= origin_end).map_or(base.len(), |i| i + 1);
+        let dir_end = base
+            .rfind('/')
+            .filter(|&i| i >= origin_end)
+            .map_or(base.len(), |i| i + 1);
         let mut dir = base[..dir_end].to_owned();
         if !dir.ends_with('/') {
             dir.push('/');

@@ -244,7 +244,8 @@ impl<'a> Run<'a> {
     }
 
     fn started(&self, url: &str, total: Option<u64>, offset: u64) {
-        self.total.store(total.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        self.total
+            .store(total.unwrap_or(UNKNOWN), Ordering::Relaxed);
         self.observer.event(Event::Started { url, total, offset });
     }
 
@@ -284,7 +285,11 @@ impl<'a> Run<'a> {
     }
 
     /// `attempt` until it succeeds or fails in a way not worth retrying.
-    fn retrying<T>(&self, backoff: &mut Backoff, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+    fn retrying<T>(
+        &self,
+        backoff: &mut Backoff,
+        mut attempt: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
         loop {
             match attempt() {
                 Ok(value) => {

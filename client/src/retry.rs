@@ -55,7 +55,11 @@ impl<'a> Backoff<'a> {
     /// After a failed attempt: `err` back when it is not worth retrying or
     /// the budget is spent; otherwise the delay to wait (with
     /// `on_retry` told first) before the next attempt.
-    pub fn failed(&mut self, err: Error, on_retry: impl FnOnce(&Error, Duration, u32)) -> Result<(), Error> {
+    pub fn failed(
+        &mut self,
+        err: Error,
+        on_retry: impl FnOnce(&Error, Duration, u32),
+    ) -> Result<(), Error> {
         if !matches!(err, Error::Transient(_)) {
             return Err(err);
         }
@@ -84,7 +88,11 @@ impl<'a> Backoff<'a> {
             .min(self.policy.max_delay);
         let half = full / 2;
         let spread = half.as_nanos() as u64;
-        half + Duration::from_nanos(if spread == 0 { 0 } else { random_u64() % spread })
+        half + Duration::from_nanos(if spread == 0 {
+            0
+        } else {
+            random_u64() % spread
+        })
     }
 }
 
@@ -104,19 +112,34 @@ mod tests {
         let mut delays = Vec::new();
         for _ in 0..3 {
             backoff
-                .failed(Error::Transient("x".into()), |_, delay, _| delays.push(delay))
+                .failed(Error::Transient("x".into()), |_, delay, _| {
+                    delays.push(delay)
+                })
                 .unwrap();
         }
         assert!(delays[0] >= Duration::from_millis(4) && delays[0] <= Duration::from_millis(8));
         assert!(delays[1] >= Duration::from_millis(8) && delays[1] <= Duration::from_millis(16));
         assert!(delays[2] >= Duration::from_millis(10) && delays[2] <= Duration::from_millis(20));
-        let last = backoff.failed(Error::Transient("down".into()), |_, _, _| panic!("no retry"));
-        assert!(matches!(last, Err(Error::RetriesExhausted { attempts: 4, .. })));
+        let last = backoff.failed(Error::Transient("down".into()), |_, _, _| {
+            panic!("no retry")
+        });
+        assert!(matches!(
+            last,
+            Err(Error::RetriesExhausted { attempts: 4, .. })
+        ));
         // Progress gives a new budget; a refusal is never retried.
         backoff.progressed();
-        backoff.failed(Error::Transient("x".into()), |_, _, _| {}).unwrap();
-        let refused = Error::Rejected { status: 400, message: "no".into() };
-        assert!(matches!(backoff.failed(refused, |_, _, _| panic!()), Err(Error::Rejected { .. })));
+        backoff
+            .failed(Error::Transient("x".into()), |_, _, _| {})
+            .unwrap();
+        let refused = Error::Rejected {
+            status: 400,
+            message: "no".into(),
+        };
+        assert!(matches!(
+            backoff.failed(refused, |_, _, _| panic!()),
+            Err(Error::Rejected { .. })
+        ));
         assert_eq!(backoff.retried, 4);
     }
 }

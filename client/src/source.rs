@@ -44,11 +44,7 @@ impl Source {
                 available: meta.len(),
                 stdin: None,
             }),
-            identity: Some(format!(
-                "{}\0{}\0{mtime}",
-                canonical.display(),
-                meta.len()
-            )),
+            identity: Some(format!("{}\0{}\0{mtime}", canonical.display(), meta.len())),
             file,
             spool: None,
         })
@@ -56,7 +52,8 @@ impl Source {
 
     /// Standard input, spooled into a new file under `spool_dir`.
     pub fn stdin(spool_dir: &Path, name: &str) -> Result<Source> {
-        std::fs::create_dir_all(spool_dir).map_err(Error::local("cannot create the spool folder"))?;
+        std::fs::create_dir_all(spool_dir)
+            .map_err(Error::local("cannot create the spool folder"))?;
         let path = spool_dir.join(format!("spool-{}-{}", std::process::id(), random_u64()));
         let file = File::options()
             .read(true)
@@ -140,7 +137,9 @@ impl Source {
         let mut range = self.range(start, end);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = range.read(&mut buf).map_err(Error::local("cannot read the file"))?;
+            let n = range
+                .read(&mut buf)
+                .map_err(Error::local("cannot read the file"))?;
             if n == 0 {
                 return Ok(chunk.finalize().into());
             }
@@ -257,4 +256,3 @@ pub fn random_u64() -> u64 {
     }
     u64::from_le_bytes(bytes)
 }
-

@@ -71,7 +71,8 @@ pub fn forget_url(dir: &Path, url: &str) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let file = StateFile { path: entry.path() };
         if let Some(saved) = file.load() {
-            if saved.uploads.iter().any(|u| u == url) || saved.concatenated.as_deref() == Some(url) {
+            if saved.uploads.iter().any(|u| u == url) || saved.concatenated.as_deref() == Some(url)
+            {
                 file.remove();
             }
         }

@@ -27,9 +27,12 @@ impl Capabilities {
 
 /// `OPTIONS` of the endpoint: `None` when it does not speak tus.
 pub(crate) fn capabilities(run: &Run, endpoint: &str) -> Result<Option<Capabilities>> {
-    let reply = run
-        .http
-        .call("OPTIONS", endpoint, &[("Tus-Resumable", VERSION)], Body::Empty)?;
+    let reply = run.http.call(
+        "OPTIONS",
+        endpoint,
+        &[("Tus-Resumable", VERSION)],
+        Body::Empty,
+    )?;
     if reply.status >= 500 {
         return Err(reply.error());
     }
@@ -67,7 +70,9 @@ pub(crate) fn push(
         .retrying(&mut backoff, || capabilities(run, endpoint))?
         .ok_or_else(|| Error::Usage(format!("{endpoint} is not a tus endpoint")))?;
     if !caps.has("creation") {
-        return Err(Error::Usage(format!("{endpoint} cannot create uploads (no tus creation extension)")));
+        return Err(Error::Usage(format!(
+            "{endpoint} cannot create uploads (no tus creation extension)"
+        )));
     }
     let tus = Tus {
         run,
@@ -143,19 +148,33 @@ impl Tus<'_, '_> {
             }
             None => {
                 let metadata = self.metadata();
-                let url = run.retrying(backoff, || self.create(size, &[metadata.as_str()], "")).and_then(|url| {
-                    if let Some(state) = self.state {
-                        state.save(&Saved { uploads: vec![url.clone()], concatenated: None })?;
-                    }
-                    Ok(url)
-                })?;
-                let head = Head { offset: 0, length: size };
+                let url = run
+                    .retrying(backoff, || self.create(size, &[metadata.as_str()], ""))
+                    .and_then(|url| {
+                        if let Some(state) = self.state {
+                            state.save(&Saved {
+                                uploads: vec![url.clone()],
+                                concatenated: None,
+                            })?;
+                        }
+                        Ok(url)
+                    })?;
+                let head = Head {
+                    offset: 0,
+                    length: size,
+                };
                 (url, head)
             }
         };
         run.started(&url, size, head.offset);
+        let resumed_from = head.offset;
         let mut digest = FileDigest::new();
-        let part = Part { url: &url, index: 0, start: 0, end: size };
+        let part = Part {
+            url: &url,
+            index: 0,
+            start: 0,
+            end: size,
+        };
         let length = self.send(&part, head, Some(&mut digest), backoff)?;
         digest.advance_to(self.source, length)?;
         Ok(Outcome {
@@ -163,7 +182,7 @@ impl Tus<'_, '_> {
             protocol: Protocol::Tus,
             size: length,
             md5: digest.hex(),
-            resumed_from: 0,
+            resumed_from,
             retries: 0,
             parts: 1,
         })
@@ -177,9 +196,10 @@ impl Tus<'_, '_> {
                 self.endpoint
             )));
         }
-        let size = self.source.size().ok_or_else(|| {
-            Error::Usage("--parallel needs a file, not standard input".into())
-        })?;
+        let size = self
+            .source
+            .size()
+            .ok_or_else(|| Error::Usage("--parallel needs a file, not standard input".into()))?;
         let count = run.options.parallel as u64;
         let bounds: Vec<(u64, u64)> = (0..count)
             .map(|i| (size * i / count, size * (i + 1) / count))
@@ -196,10 +216,15 @@ impl Tus<'_, '_> {
             _ => {
                 let mut urls = Vec::new();
                 for (start, end) in &bounds {
-                    urls.push(run.retrying(backoff, || self.create(Some(end - start), &[], "partial"))?);
+                    urls.push(
+                        run.retrying(backoff, || self.create(Some(end - start), &[], "partial"))?,
+                    );
                 }
                 if let Some(state) = self.state {
-                    state.save(&Saved { uploads: urls.clone(), concatenated: None })?;
+                    state.save(&Saved {
+                        uploads: urls.clone(),
+                        concatenated: None,
+                    })?;
                 }
                 urls
             }
@@ -219,7 +244,12 @@ impl Tus<'_, '_> {
                 .map(|(index, ((url, head), &(start, end)))| {
                     scope.spawn(move || {
                         let mut backoff = Backoff::new(&run.options.retry);
-                        let part = Part { url, index, start, end: Some(end) };
+                        let part = Part {
+                            url,
+                            index,
+                            start,
+                            end: Some(end),
+                        };
                         self.send(&part, head, None, &mut backoff)
                     })
                 })
@@ -236,7 +266,10 @@ impl Tus<'_, '_> {
         let concat = format!("final;{}", urls.join(" "));
         let url = run.retrying(backoff, || self.create(None, &[metadata.as_str()], &concat))?;
         if let Some(state) = self.state {
-            state.save(&Saved { uploads: urls.clone(), concatenated: Some(url.clone()) })?;
+            state.save(&Saved {
+                uploads: urls.clone(),
+                concatenated: Some(url.clone()),
+            })?;
         }
         self.parallel_outcome(url, size, resumed_from)
     }
@@ -276,7 +309,10 @@ impl Tus<'_, '_> {
         if !metadata.is_empty() {
             headers.push(("Upload-Metadata", &metadata));
         }
-        let reply = self.run.http.call("POST", self.endpoint, &headers, Body::Empty)?;
+        let reply = self
+            .run
+            .http
+            .call("POST", self.endpoint, &headers, Body::Empty)?;
         match reply.status {
             200 | 201 => {
                 let location = reply.header("Location").ok_or_else(|| {
@@ -294,7 +330,10 @@ impl Tus<'_, '_> {
     }
 
     fn head(&self, url: &str) -> Result<Head> {
-        let reply = self.run.http.call("HEAD", url, &[("Tus-Resumable", VERSION)], Body::Empty)?;
+        let reply = self
+            .run
+            .http
+            .call("HEAD", url, &[("Tus-Resumable", VERSION)], Body::Empty)?;
         match reply.status {
             200 | 204 => head(&reply),
             // A HEAD answer has no body: the status tells it all.
@@ -418,8 +457,12 @@ impl Tus<'_, '_> {
         match reply.status {
             200 | 204 => reply.header_u64("Upload-Offset"),
             // Offset mismatch: the HEAD after this failure tells the truth.
-            409 => Err(Error::Transient(format!("offset {offset} does not match the server's"))),
-            460 => Err(Error::Transient("the chunk arrived damaged (checksum mismatch)".into())),
+            409 => Err(Error::Transient(format!(
+                "offset {offset} does not match the server's"
+            ))),
+            460 => Err(Error::Transient(
+                "the chunk arrived damaged (checksum mismatch)".into(),
+            )),
             _ => Err(reply.error()),
         }
     }
@@ -462,7 +505,11 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for group in bytes.chunks(3) {
-        let b = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= group.len() {

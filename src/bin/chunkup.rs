@@ -90,7 +90,7 @@ struct Common {
     /// Seconds a connection may stay silent before the attempt fails.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
-    /// Print nothing but errors.
+    /// No progress output: only the result (standard output) and errors.
     #[arg(long, short)]
     quiet: bool,
     /// Print one JSON object with the result (or the error) on standard output.
@@ -118,7 +118,9 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "G" | "GB" | "GIB" => 30,
         _ => return Err(format!("unknown unit {unit:?} (use K, M or G)")),
     };
-    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size"))?;
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size"))?;
     match number.checked_mul(1 << shift) {
         Some(0) | None => Err(format!("{text} is not a usable chunk size")),
         Some(size) => Ok(size),
@@ -153,7 +155,9 @@ impl Common {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let common = match &cli.command {
-        Command::Push { common, .. } | Command::Status { common, .. } | Command::Abort { common, .. } => common,
+        Command::Push { common, .. }
+        | Command::Status { common, .. }
+        | Command::Abort { common, .. } => common,
     };
     let result = run(&cli.command, common);
     match result {
@@ -221,13 +225,14 @@ fn run(command: &Command, common: &Common) -> Result<serde_json::Value, Error> {
             if let Some(name) = name {
                 source.rename(name);
             }
-            let interval = Duration::try_from_secs_f64(*progress_interval)
-                .map_err(|_| Error::Usage("--progress-interval must be a number of seconds".into()))?;
+            let interval = Duration::try_from_secs_f64(*progress_interval).map_err(|_| {
+                Error::Usage("--progress-interval must be a number of seconds".into())
+            })?;
             let display = Display::new(common, interval);
             let outcome = chunkup_client::push(&source, url, &options, &display);
             display.finish();
             let outcome = outcome?;
-            if !common.json && !common.quiet {
+            if !common.json {
                 println!("{}", outcome.url);
             }
             Ok(serde_json::to_value(&outcome).expect("outcome serializes"))
@@ -239,7 +244,14 @@ fn run(command: &Command, common: &Common) -> Result<serde_json::Value, Error> {
                 println!("{}", status.url);
                 println!("protocol: {:?}", status.protocol);
                 println!("offset:   {} of {total} bytes", status.offset);
-                println!("state:    {}", if status.complete { "complete" } else { "incomplete" });
+                println!(
+                    "state:    {}",
+                    if status.complete {
+                        "complete"
+                    } else {
+                        "incomplete"
+                    }
+                );
                 if let Some(md5) = &status.md5 {
                     println!("md5:      {md5}");
                 }
@@ -251,7 +263,7 @@ fn run(command: &Command, common: &Common) -> Result<serde_json::Value, Error> {
         }
         Command::Abort { url, .. } => {
             chunkup_client::abort(url, &options)?;
-            if !common.json && !common.quiet {
+            if !common.json {
                 println!("aborted {url}");
             }
             Ok(serde_json::json!({ "aborted": url }))
@@ -323,7 +335,11 @@ impl Lines {
         let rate = (self.done.saturating_sub(self.from)) as f64 / elapsed.max(1e-3);
         let mut line = format!("chunkup: {}", human(self.done as f64));
         if let Some(total) = self.total {
-            let percent = if total == 0 { 100.0 } else { self.done as f64 * 100.0 / total as f64 };
+            let percent = if total == 0 {
+                100.0
+            } else {
+                self.done as f64 * 100.0 / total as f64
+            };
             line.push_str(&format!(" of {} ({percent:.0}%)", human(total as f64)));
         }
         line.push_str(&format!(", {}/s", human(rate)));
@@ -368,7 +384,9 @@ impl Observer for Display {
                             }
                             None => "{spinner} {bytes} {binary_bytes_per_sec}",
                         };
-                        bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+                        bar.set_style(
+                            ProgressStyle::with_template(template).expect("valid template"),
+                        );
                         bar.reset_eta();
                         bar.set_position(offset);
                     }
@@ -390,13 +408,20 @@ impl Observer for Display {
                 Display::Lines(lines) => {
                     let mut lines = lines.lock().expect("progress lock");
                     (lines.done, lines.total) = (done, total.or(lines.total));
-                    if lines.last.is_none_or(|last| last.elapsed() >= lines.interval) {
+                    if lines
+                        .last
+                        .is_none_or(|last| last.elapsed() >= lines.interval)
+                    {
                         lines.print();
                     }
                 }
                 Display::Silent => {}
             },
-            Event::Retrying { error, delay, attempt } => self.say(&format!(
+            Event::Retrying {
+                error,
+                delay,
+                attempt,
+            } => self.say(&format!(
                 "attempt {attempt} failed: {error}; retrying in {:.1}s",
                 delay.as_secs_f64()
             )),

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chunkd");
+pub const CHUNKUP: &str = env!("CARGO_BIN_EXE_chunkup");
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const PG_BASE_URL: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -217,11 +218,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(store: &Store, extra: &[&str]) -> Server {
+        Server::start_at(store, "127.0.0.1:0", extra)
+    }
+
+    /// A server on a given address (to come back where a killed one was).
+    pub fn start_at(store: &Store, listen: &str, extra: &[&str]) -> Server {
         let log = store
             .logs
             .0
             .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--workers", "2"];
+        let mut args = vec!["serve", "--listen", listen, "--workers", "2"];
         args.extend_from_slice(extra);
         let mut child = store
             .command(&args)

@@ -4,6 +4,7 @@
 mod common;
 
 mod auth;
+mod chunkup;
 mod crash;
 mod disk;
 mod errors;
