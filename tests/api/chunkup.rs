@@ -147,10 +147,13 @@ fn pushes_files_and_standard_input_over_both_protocols(backend: Backend) {
     }
 
     // Standard input: spooled for the chunked protocol (it needs the total
-    // first), streamed with a deferred length over tus.
+    // first), streamed over tus with the length told with the last chunk
+    // (or an empty last chunk, for a multiple of the chunk size), or known
+    // from the start when it is less than one chunk.
     for (endpoint, len) in [
         ("/upload/", 700_001),
         ("/files/", 700_001),
+        ("/files/", 131_072),
         ("/files/", 100),
     ] {
         let piped = bytes(len, len as u64);
@@ -282,7 +285,7 @@ fn resumes_when_the_client_is_killed_and_run_again(backend: Backend) {
     let work = Workdir::new(&setup);
     let data = bytes(48 * 1024 * 1024, 4);
     let file = work.file("nightly.img", &data);
-    for endpoint in ["/upload/", "/files/"] {
+    for (endpoint, parallel) in [("/upload/", "1"), ("/files/", "1"), ("/files/", "3")] {
         let url = setup.server.url(endpoint);
         let args = [
             "push",
@@ -290,6 +293,8 @@ fn resumes_when_the_client_is_killed_and_run_again(backend: Backend) {
             &url,
             "--chunk-size",
             "64K",
+            "--parallel",
+            parallel,
             "--json",
         ];
         let mut child = work.spawn(&args);
