@@ -7,7 +7,7 @@ use crate::http::{Body, Reply};
 use crate::retry::Backoff;
 use crate::source::{random_u64, FileDigest, Source};
 use crate::state::{Saved, StateFile};
-use crate::{Counted, Event, Outcome, Protocol, Run, Status};
+use crate::{Counted, Outcome, Protocol, Run, Status};
 use std::io::Read;
 
 pub(crate) fn push(
@@ -19,28 +19,14 @@ pub(crate) fn push(
     let size = source.fill_to(u64::MAX)?;
     let mut backoff = Backoff::new(&run.options.retry);
     let mut digest = FileDigest::new();
-    let mut restarted = false;
-    loop {
-        let attempt = Upload {
-            run,
-            source,
-            endpoint,
-            state,
-            size,
-        }
-        .send(&mut backoff, &mut digest);
-        match attempt {
-            // Expired or aborted: once per run, a new upload takes its place.
-            Err(reason @ Error::Gone { .. }) if !restarted => {
-                restarted = true;
-                run.observer.event(Event::Restarting { reason: &reason });
-                if let Some(state) = state {
-                    state.remove();
-                }
-            }
-            other => return other,
-        }
-    }
+    let upload = Upload {
+        run,
+        source,
+        endpoint,
+        state,
+        size,
+    };
+    run.restarting_once(state, || upload.send(&mut backoff, &mut digest))
 }
 
 struct Upload<'r, 'a> {

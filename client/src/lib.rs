@@ -284,6 +284,25 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// `upload` again from the start if the server lost the upload
+    /// (expired, aborted), once per run: a second loss is an error.
+    fn restarting_once(
+        &self,
+        state: Option<&StateFile>,
+        mut upload: impl FnMut() -> Result<Outcome>,
+    ) -> Result<Outcome> {
+        match upload() {
+            Err(reason @ Error::Gone { .. }) => {
+                self.observer.event(Event::Restarting { reason: &reason });
+                if let Some(state) = state {
+                    state.remove();
+                }
+                upload()
+            }
+            other => other,
+        }
+    }
+
     /// `attempt` until it succeeds or fails in a way not worth retrying.
     fn retrying<T>(
         &self,

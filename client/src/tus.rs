@@ -8,7 +8,7 @@ use crate::http::{resolve, Body, Reply};
 use crate::retry::Backoff;
 use crate::source::{FileDigest, Source};
 use crate::state::{Saved, StateFile};
-use crate::{Counted, Event, Outcome, Protocol, Run, Status};
+use crate::{Counted, Outcome, Protocol, Run, Status};
 use md5::Md5;
 
 pub(crate) const VERSION: &str = "1.0.0";
@@ -81,24 +81,13 @@ pub(crate) fn push(
         state,
         caps,
     };
-    let mut restarted = false;
-    loop {
-        let attempt = if run.options.parallel > 1 {
+    run.restarting_once(state, || {
+        if run.options.parallel > 1 {
             tus.parallel(&mut backoff)
         } else {
             tus.single(&mut backoff)
-        };
-        match attempt {
-            Err(reason @ Error::Gone { .. }) if !restarted => {
-                restarted = true;
-                run.observer.event(Event::Restarting { reason: &reason });
-                if let Some(state) = state {
-                    state.remove();
-                }
-            }
-            other => return other,
         }
-    }
+    })
 }
 
 struct Tus<'r, 'a> {

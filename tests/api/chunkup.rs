@@ -440,6 +440,33 @@ fn exit_codes_status_and_abort() {
     assert!(stderr(&gone).contains("Not found."));
 }
 
+/// An upload that expired between two runs is replaced by a new one.
+#[test]
+fn starts_a_new_upload_when_the_old_one_expired() {
+    let setup = Setup::new(Backend::Sqlite, &["--expiration", "2s"]);
+    let client = setup.client();
+    let work = Workdir::new(&setup);
+    let data = bytes(2 * 1024 * 1024, 7);
+    let file = work.file("late.bin", &data);
+    let file = file.to_str().unwrap();
+    for endpoint in ["/upload/", "/files/"] {
+        let proxy = CuttingProxy::start(&setup.server.addr, 900_000, 1);
+        let url = format!("http://{}{endpoint}", proxy.addr);
+        let args = ["push", file, &url, "--chunk-size", "512K", "--retries"];
+        let gave_up = work.run(&[&args[..], &["0"]].concat());
+        assert_eq!(gave_up.status.code(), Some(5), "{}", stderr(&gave_up));
+        std::thread::sleep(Duration::from_millis(2100));
+        let again = work.run(&[&args[..], &["3"]].concat());
+        assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+        let log = stderr(&again);
+        // (A chunked upload still answers GET when expired; tus's HEAD says 410.)
+        assert_eq!(log.contains("resuming"), endpoint == "/upload/", "{log}");
+        assert!(log.contains("starting a new upload"), "{log}");
+        let new_url = String::from_utf8(again.stdout).unwrap();
+        assert_stored(&client, new_url.trim(), &data, "late.bin");
+    }
+}
+
 #[test]
 fn output_for_terminals_logs_scripts_and_machines() {
     let setup = Setup::new(Backend::Sqlite, &[]);
