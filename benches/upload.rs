@@ -2,15 +2,19 @@
 //!
 //!     cargo bench --bench upload
 //!
-//! For each backend (SQLite, PostgreSQL; CHUNKD_BENCH_BACKENDS=sqlite to
-//! pick), each protocol (chunked at /upload/, tus at /files/), with and
-//! without `--sync`, and a fresh server per scenario, prints MB/s, chunk
+//! For each backend (SQLite, PostgreSQL), each protocol (chunked at
+//! /upload/, tus at /files/), with and without `--sync`, and a fresh server
+//! per scenario, prints MB/s, chunk
 //! latency p50/p99 and the server's peak RSS:
 //!   (a) one 1 GiB upload in 8 MiB chunks, (b) the same in 1 MiB chunks,
 //!   (c) 64 concurrent uploads of 16 MiB in 1 MiB chunks,
 //!   (d) the completion POST of the 1 GiB upload (chunked protocol),
 //! and, in the same run, `md5sum` of the same bytes and a plain write of
 //! them to disk (with fdatasync).
+//!
+//! A part of it, by comma lists in CHUNKD_BENCH_BACKENDS (sqlite,postgres),
+//! CHUNKD_BENCH_PROTOCOLS (chunked,tus), CHUNKD_BENCH_SYNC (on,off) and
+//! CHUNKD_BENCH_SCENARIOS (a,b,c; d comes with a).
 
 #[path = "../tests/api/common.rs"]
 mod common;
@@ -162,16 +166,27 @@ fn md5sum(path: &std::path::Path) -> (String, Duration) {
     (text.split_whitespace().next().unwrap().to_owned(), took)
 }
 
-fn main() {
-    let backends: Vec<Backend> = std::env::var("CHUNKD_BENCH_BACKENDS")
-        .unwrap_or_else(|_| "sqlite,postgres".into())
+/// The items of a comma list in `var`, or `all` when it is not set.
+fn picked(var: &str, all: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_else(|_| all.into())
         .split(',')
-        .map(|b| match b.trim() {
+        .map(|item| item.trim().to_owned())
+        .collect()
+}
+
+fn main() {
+    let backends: Vec<Backend> = picked("CHUNKD_BENCH_BACKENDS", "sqlite,postgres")
+        .iter()
+        .map(|b| match b.as_str() {
             "sqlite" => Backend::Sqlite,
             "postgres" => Backend::Postgres,
             other => panic!("unknown backend {other}"),
         })
         .collect();
+    let protocols = picked("CHUNKD_BENCH_PROTOCOLS", "chunked,tus");
+    let syncs = picked("CHUNKD_BENCH_SYNC", "on,off");
+    let scenarios = picked("CHUNKD_BENCH_SCENARIOS", "a,b,c");
     let scratch = TempDir::new("bench");
     let source = scratch.0.join("source.bin");
     {
@@ -206,13 +221,25 @@ fn main() {
     for backend in backends {
         let name = format!("{backend:?}").to_lowercase();
         for protocol in [Protocol::Chunked, Protocol::Tus] {
-            for (flags, note) in [(&[][..], ""), (&["--sync", "false"][..], ", --sync false")] {
-                let label =
-                    |text: &str| format!("{} {text}{note}", format!("{protocol:?}").to_lowercase());
-                for (text, chunk) in [
-                    ("(a) 1 GiB in 8 MiB chunks", 8 * MIB),
-                    ("(b) 1 GiB in 1 MiB chunks", MIB),
+            let protocol_name = format!("{protocol:?}").to_lowercase();
+            if !protocols.contains(&protocol_name) {
+                continue;
+            }
+            for (sync, flags, note) in [
+                ("on", &[][..], ""),
+                ("off", &["--sync", "false"][..], ", --sync false"),
+            ] {
+                if !syncs.iter().any(|s| s == sync) {
+                    continue;
+                }
+                let label = |text: &str| format!("{protocol_name} {text}{note}");
+                for (scenario, text, chunk) in [
+                    ("a", "(a) 1 GiB in 8 MiB chunks", 8 * MIB),
+                    ("b", "(b) 1 GiB in 1 MiB chunks", MIB),
                 ] {
+                    if !scenarios.iter().any(|s| s == scenario) {
+                        continue;
+                    }
                     let (mut row, completion) =
                         sequential(backend, &file, &md5, (chunk, protocol), flags);
                     row.label = label(text);
@@ -227,9 +254,11 @@ fn main() {
                         );
                     }
                 }
-                let mut row = concurrent(backend, &file, protocol, flags);
-                row.label = label("(c) 64 x 16 MiB at once, 1 MiB chunks");
-                print_row(&name, &mut row);
+                if scenarios.iter().any(|s| s == "c") {
+                    let mut row = concurrent(backend, &file, protocol, flags);
+                    row.label = label("(c) 64 x 16 MiB at once, 1 MiB chunks");
+                    print_row(&name, &mut row);
+                }
             }
         }
     }
