@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::source::to_hex;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,7 +58,12 @@ impl StateFile {
         }
         let temp = self.path.with_extension("tmp");
         let json = serde_json::to_vec(saved).expect("state serializes");
-        std::fs::write(&temp, json).map_err(Error::local(&context))?;
+        let mut file = std::fs::File::create(&temp).map_err(Error::local(&context))?;
+        // Synced before the rename: after a power cut the state is there
+        // (or the old one is), never an empty file.
+        file.write_all(&json)
+            .and_then(|()| file.sync_all())
+            .map_err(Error::local(&context))?;
         std::fs::rename(&temp, &self.path).map_err(Error::local(&context))
     }
 

@@ -440,6 +440,59 @@ fn exit_codes_status_and_abort() {
     assert!(stderr(&gone).contains("Not found."));
 }
 
+/// A large file in large chunks, from disk and from standard input: the
+/// client's memory does not grow with either.
+#[test]
+fn memory_stays_flat_whatever_the_file_and_chunk_size() {
+    let setup = Setup::new(Backend::Sqlite, &["--sync", "false"]);
+    let client = setup.client();
+    let work = Workdir::new(&setup);
+    let path = work.dir.0.join("huge.bin");
+    {
+        let mut out = std::fs::File::create(&path).unwrap();
+        for n in 0..256 {
+            out.write_all(&bytes(1024 * 1024, 100 + n)).unwrap();
+        }
+    }
+    let file = path.to_str().unwrap();
+    for (endpoint, stdin) in [("/upload/", false), ("/files/", false), ("/files/", true)] {
+        let url = setup.server.url(endpoint);
+        let source = if stdin { "-" } else { file };
+        let mut child = work
+            .command(&["push", source, &url, "--chunk-size", "64M", "--json"])
+            .stdin(if stdin {
+                Stdio::from(std::fs::File::open(&path).unwrap())
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut peak_kib = 0u64;
+        while child.try_wait().unwrap().is_none() {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+            if let Some(kib) = status.ok().and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            }) {
+                peak_kib = peak_kib.max(kib);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let done = succeeded(&child.wait_with_output().unwrap());
+        assert!(peak_kib > 0, "the client's memory was never read");
+        assert!(
+            peak_kib < 32 * 1024,
+            "chunkup peaked at {peak_kib} KiB for a 256 MiB file in 64 MiB chunks"
+        );
+        let id = id_of(done["url"].as_str().unwrap());
+        let stored = client.get(&format!("/upload/{id}/")).json();
+        assert_eq!(stored["total"], 256 * 1024 * 1024);
+        assert_eq!(stored["md5"], done["md5"]);
+    }
+}
+
 /// An upload that expired between two runs is replaced by a new one.
 #[test]
 fn starts_a_new_upload_when_the_old_one_expired() {
