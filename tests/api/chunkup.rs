@@ -31,9 +31,14 @@ impl Workdir {
         path
     }
 
+    /// Saved resume states (not spool files, nor a state being written).
     fn state_files(&self) -> usize {
         std::fs::read_dir(self.dir.0.join("state"))
-            .map(|d| d.count())
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
             .unwrap_or(0)
     }
 
@@ -298,7 +303,11 @@ fn resumes_when_the_client_is_killed_and_run_again(backend: Backend) {
             "--json",
         ];
         let mut child = work.spawn(&args);
-        let reached = wait_for_partial(&client, data.len() as u64);
+        let mut reached = wait_for_partial(&client, data.len() as u64);
+        // The chunked protocol creates the upload with its first chunk, and
+        // the client saves the URL when the answer comes back: wait for that.
+        eventually("the resume state", || work.state_files() == 1);
+        reached = reached.max(wait_for_partial(&client, data.len() as u64));
         child.kill().unwrap(); // as a reboot or Ctrl-C would
         child.wait().unwrap();
         assert_eq!(work.state_files(), 1);
