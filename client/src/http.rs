@@ -139,7 +139,11 @@ impl Reply {
     /// busy, locked, overloaded and server errors are worth another try;
     /// a vanished upload and other client errors are not.
     pub fn error(&self) -> Error {
-        let (status, message) = (self.status, self.message());
+        let (status, mut message) = (self.status, self.message());
+        if let (300..=399, Some(location)) = (status, self.header("Location")) {
+            // Redirects are not followed (a body would be lost on the way).
+            message = format!("redirected to {location}; use that URL");
+        }
         match status {
             408 | 409 | 423 | 425 | 429 | 500 | 502 | 503 | 504 | 507 => {
                 Error::Transient(format!("HTTP {status}: {message}"))

@@ -347,6 +347,12 @@ impl Tus<'_, '_> {
                 Some(end) => end.min(want),
                 None => self.source.fill_to(want)?,
             };
+            if end < start {
+                return Err(Error::Protocol(format!(
+                    "{} reports offset {}, past the end of the bytes it is for",
+                    part.url, head.offset
+                )));
+            }
             // The length is told with the chunk that reaches the end of
             // standard input, as creation-defer-length wants.
             let length = match (head.length, self.source.size()) {
