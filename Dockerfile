@@ -1,8 +1,9 @@
-# Production image of chunkd. Build: docker build -t chunkd .
+# Production image of chunkd (with the chunkup client beside it).
+# Build: docker build -t chunkd .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin chunkd
+RUN cargo build --release --locked --bin chunkd --bin chunkup
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -10,7 +11,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /data chunkd \
  && mkdir -p /data && chown chunkd /data
-COPY --from=build /src/target/release/chunkd /usr/local/bin/chunkd
+COPY --from=build /src/target/release/chunkd /src/target/release/chunkup /usr/local/bin/
 USER chunkd
 ENV CHUNKD_LISTEN=0.0.0.0:8080 \
     CHUNKD_DATA_DIR=/data \

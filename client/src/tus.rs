@@ -185,10 +185,8 @@ impl Tus<'_, '_> {
                 self.endpoint
             )));
         }
-        let size = self
-            .source
-            .size()
-            .ok_or_else(|| Error::Usage("--parallel needs a file, not standard input".into()))?;
+        // Parts need their bounds up front: standard input is spooled whole.
+        let size = self.source.fill_to(u64::MAX)?;
         let count = run.options.parallel as u64;
         let bounds: Vec<(u64, u64)> = (0..count)
             .map(|i| (size * i / count, size * (i + 1) / count))

@@ -154,12 +154,14 @@ fn pushes_files_and_standard_input_over_both_protocols(backend: Backend) {
     // Standard input: spooled for the chunked protocol (it needs the total
     // first), streamed over tus with the length told with the last chunk
     // (or an empty last chunk, for a multiple of the chunk size), or known
-    // from the start when it is less than one chunk.
-    for (endpoint, len) in [
-        ("/upload/", 700_001),
-        ("/files/", 700_001),
-        ("/files/", 131_072),
-        ("/files/", 100),
+    // from the start when it is less than one chunk; spooled whole again
+    // for --parallel.
+    for (endpoint, len, parallel) in [
+        ("/upload/", 700_001, "1"),
+        ("/files/", 700_001, "1"),
+        ("/files/", 131_072, "1"),
+        ("/files/", 100, "1"),
+        ("/files/", 700_001, "2"),
     ] {
         let piped = bytes(len, len as u64);
         let mut child = work
@@ -171,6 +173,8 @@ fn pushes_files_and_standard_input_over_both_protocols(backend: Backend) {
                 "piped.log",
                 "--chunk-size",
                 "64K",
+                "--parallel",
+                parallel,
                 "--json",
             ])
             .stdin(Stdio::piped())
