@@ -8,6 +8,13 @@ pub enum Error {
     /// connection errors, timeouts, 5xx, a busy or locked upload.
     #[error("{0}")]
     Transient(String),
+    /// A transient failure for which the server said how long to wait
+    /// (`Retry-After` on a 503 or 429).
+    #[error("{message} (the server asks to wait {}s)", after.as_secs())]
+    Throttled {
+        message: String,
+        after: std::time::Duration,
+    },
     /// The server refused the request, and asking again will not change that.
     #[error("the server refused the request ({status}): {message}")]
     Rejected { status: u16, message: String },

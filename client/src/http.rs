@@ -144,11 +144,20 @@ impl Reply {
             // Redirects are not followed (a body would be lost on the way).
             message = format!("redirected to {location}; use that URL");
         }
-        match status {
-            408 | 409 | 423 | 425 | 429 | 500 | 502 | 503 | 504 | 507 => {
+        // Seconds only: the HTTP-date form is rare from upload servers.
+        let retry_after = self
+            .header("Retry-After")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        match (status, retry_after) {
+            (429 | 503, Some(after)) => Error::Throttled {
+                message: format!("HTTP {status}: {message}"),
+                after,
+            },
+            (408 | 409 | 423 | 425 | 429 | 500 | 502 | 503 | 504 | 507, _) => {
                 Error::Transient(format!("HTTP {status}: {message}"))
             }
-            404 | 410 => Error::Gone { status, message },
+            (404 | 410, _) => Error::Gone { status, message },
             _ => Error::Rejected { status, message },
         }
     }

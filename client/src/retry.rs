@@ -60,12 +60,15 @@ impl<'a> Backoff<'a> {
         err: Error,
         on_retry: impl FnOnce(&Error, Duration, u32),
     ) -> Result<(), Error> {
-        if !matches!(err, Error::Transient(_)) {
-            return Err(err);
-        }
+        let asked = match &err {
+            Error::Transient(_) => Duration::ZERO,
+            Error::Throttled { after, .. } => *after,
+            _ => return Err(err),
+        };
         let first = *self.first_failure.get_or_insert_with(Instant::now);
         self.failures += 1;
-        let delay = self.delay();
+        // The server's wish, if it has one, within the longest delay.
+        let delay = self.delay().max(asked.min(self.policy.max_delay));
         if self.failures > self.policy.retries || first.elapsed() + delay > self.policy.max_time {
             return Err(Error::RetriesExhausted {
                 attempts: self.failures,
@@ -132,6 +135,15 @@ mod tests {
         backoff
             .failed(Error::Transient("x".into()), |_, _, _| {})
             .unwrap();
+        let throttled = Error::Throttled {
+            message: "busy".into(),
+            after: Duration::from_millis(15),
+        };
+        let mut waited = Duration::ZERO;
+        backoff
+            .failed(throttled, |_, delay, _| waited = delay)
+            .unwrap();
+        assert!(waited >= Duration::from_millis(15), "{waited:?}");
         let refused = Error::Rejected {
             status: 400,
             message: "no".into(),
@@ -140,6 +152,6 @@ mod tests {
             backoff.failed(refused, |_, _, _| panic!()),
             Err(Error::Rejected { .. })
         ));
-        assert_eq!(backoff.retried, 4);
+        assert_eq!(backoff.retried, 5);
     }
 }

@@ -189,7 +189,7 @@ fn exit_code(err: &Error) -> u8 {
         Error::Usage(_) => 2,
         Error::Rejected { .. } | Error::Gone { .. } | Error::Protocol(_) => 3,
         Error::ChecksumMismatch(_) => 4,
-        Error::RetriesExhausted { .. } | Error::Transient(_) => 5,
+        Error::RetriesExhausted { .. } | Error::Transient(_) | Error::Throttled { .. } => 5,
     }
 }
 

@@ -506,6 +506,29 @@ fn memory_stays_flat_whatever_the_file_and_chunk_size() {
     }
 }
 
+/// A server that serves one request at a time answers the other part's
+/// requests with 503 and `Retry-After: 1`: chunkup waits as asked and ends.
+#[test]
+fn waits_as_a_busy_server_asks() {
+    let setup = Setup::new(Backend::Sqlite, &["--max-requests", "1"]);
+    let client = setup.client();
+    let work = Workdir::new(&setup);
+    let data = bytes(6 * 1024 * 1024, 8);
+    let file = work.file("two.bin", &data);
+    let began = Instant::now();
+    let url = setup.server.url("/files/");
+    let args = ["--chunk-size", "1M", "--parallel", "2", "--retries", "30"];
+    let out = work.run(&[&["push", file.to_str().unwrap(), &url][..], &args[..]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = stderr(&out);
+    let waits = log.matches("the server asks to wait 1s").count();
+    assert!(waits >= 1, "no 503 met: {log}");
+    // Every wait lasted the second asked for, not the 50 ms backoff.
+    assert!(began.elapsed() >= Duration::from_secs(waits as u64), "{log}");
+    let upload_url = String::from_utf8(out.stdout).unwrap();
+    assert_stored(&client, upload_url.trim(), &data, "two.bin");
+}
+
 /// An upload that expired between two runs is replaced by a new one.
 #[test]
 fn starts_a_new_upload_when_the_old_one_expired() {
