@@ -54,6 +54,7 @@ impl Source {
     pub fn stdin(spool_dir: &Path, name: &str) -> Result<Source> {
         std::fs::create_dir_all(spool_dir)
             .map_err(Error::local("cannot create the spool folder"))?;
+        remove_orphan_spools(spool_dir);
         let path = spool_dir.join(format!("spool-{}-{}", std::process::id(), random_u64()));
         let file = File::options()
             .read(true)
@@ -160,6 +161,28 @@ impl Drop for Source {
 struct Spooling {
     available: u64,
     stdin: Option<io::Stdin>,
+}
+
+/// Removes the spool files of runs that were killed: their process id
+/// (`spool-PID-…`) no longer runs. Only where /proc tells.
+fn remove_orphan_spools(dir: &Path) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("spool-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !proc.join(pid.to_string()).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// A byte range of the source, read with positioned reads.

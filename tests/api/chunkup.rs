@@ -156,6 +156,9 @@ fn pushes_files_and_standard_input_over_both_protocols(backend: Backend) {
     // (or an empty last chunk, for a multiple of the chunk size), or known
     // from the start when it is less than one chunk; spooled whole again
     // for --parallel.
+    let orphan = work.dir.0.join("state/spool-999999999-7");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"left by a killed run").unwrap();
     for (endpoint, len, parallel) in [
         ("/upload/", 700_001, "1"),
         ("/files/", 700_001, "1"),
@@ -188,8 +191,14 @@ fn pushes_files_and_standard_input_over_both_protocols(backend: Backend) {
         assert_eq!(done["md5"], md5_hex(&piped));
         assert_stored(&client, done["url"].as_str().unwrap(), &piped, "piped.log");
     }
-    // Finished pushes leave no resume state (nor spool files) behind.
+    // Finished pushes leave no resume state (nor spool files) behind, and
+    // the spool of a killed run (pid 999999999 runs nowhere) went with them.
     assert_eq!(work.state_files(), 0);
+    assert!(!orphan.exists());
+    assert_eq!(
+        std::fs::read_dir(work.dir.0.join("state")).unwrap().count(),
+        0
+    );
 }
 
 fn finishes_through_connections_cut_at_random_points(backend: Backend) {
@@ -524,7 +533,10 @@ fn waits_as_a_busy_server_asks() {
     let waits = log.matches("the server asks to wait 1s").count();
     assert!(waits >= 1, "no 503 met: {log}");
     // Every wait lasted the second asked for, not the 50 ms backoff.
-    assert!(began.elapsed() >= Duration::from_secs(waits as u64), "{log}");
+    assert!(
+        began.elapsed() >= Duration::from_secs(waits as u64),
+        "{log}"
+    );
     let upload_url = String::from_utf8(out.stdout).unwrap();
     assert_stored(&client, upload_url.trim(), &data, "two.bin");
 }
