@@ -32,6 +32,7 @@ enum Command {
     /// Uploads FILE (`-` for standard input) to URL, resuming an earlier
     /// interrupted run of the same file to the same URL; prints the upload's URL.
     Push {
+        /// The file to upload, or `-` for standard input.
         file: PathBuf,
         /// The chunked endpoint (…/upload/) or a tus endpoint (…/files/).
         url: String,
@@ -76,6 +77,7 @@ struct Common {
     /// API token.
     #[arg(long, env = "CHUNKUP_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// `auto`: tus if the URL answers OPTIONS as a tus server, else chunked.
     #[arg(long, value_enum, default_value = "auto")]
     protocol: ProtocolArg,
     /// Failed attempts in a row (without progress) before giving up.
