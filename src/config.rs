@@ -251,6 +251,10 @@ pub struct ServeArgs {
     /// A client whose body makes no progress (64 KiB) for this long is cut off.
     #[arg(long, env = "CHUNKD_READ_TIMEOUT", default_value = "30s")]
     pub read_timeout: Span,
+    /// How often the server removes expired incomplete uploads by itself,
+    /// starting at startup (0: never; `chunkd cleanup` does it on demand).
+    #[arg(long, env = "CHUNKD_CLEANUP_INTERVAL", default_value = "1h")]
+    pub cleanup_interval: Span,
     /// How long the lock of a crashed server process outlives it.
     #[arg(long, env = "CHUNKD_LEASE_TIME", default_value = "10s")]
     pub lease_time: Span,

@@ -15,6 +15,7 @@ use engine::Engine;
 use meta::{DieselStore, MetaStore};
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 use storage::LocalDisk;
 
 const BLOCKING_THREADS_PER_WORKER: usize = 16;
@@ -52,6 +53,24 @@ fn ensure_a_token(meta: &dyn MetaStore) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server's own `chunkd cleanup`, now and then. Uploads in use are left
+/// for the next round, so several processes sweeping one database is safe.
+async fn remove_expired_every(state: actix_web::web::Data<http::AppState>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match state.engine.remove_expired().await {
+            Ok(removed) => {
+                for upload in removed {
+                    log::info!("upload {}: expired, removed", upload.id);
+                }
+            }
+            Err(err) => log::warn!("removing expired uploads failed: {err}"),
+        }
+    }
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     let meta = open_store(&args.store)?;
@@ -70,6 +89,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         active: Arc::default(),
         cors_origins: args.cors_origins.clone(),
     });
+    if !args.cleanup_interval.0.is_zero() {
+        actix_web::rt::spawn(remove_expired_every(state.clone(), args.cleanup_interval.0));
+    }
     let mut server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(state.clone())

@@ -1,5 +1,5 @@
-//! Expiry: 410 on PUT and POST, GET still answers, `chunkd cleanup` removes
-//! row and file together.
+//! Expiry: 410 on PUT and POST, GET still answers, `chunkd cleanup` (or
+//! the server's own periodic sweep) removes row and file together.
 
 use crate::both_backends;
 use crate::common::*;
@@ -49,4 +49,25 @@ fn expired_uploads_answer_gone_and_are_cleaned_up(backend: Backend) {
     assert!(out.contains("0 expired uploads removed"), "{out}");
 }
 
-both_backends!(expired_uploads_answer_gone_and_are_cleaned_up);
+fn the_server_sweeps_expired_uploads_by_itself(backend: Backend) {
+    let setup = Setup::new(backend, &["--expiration", "1s", "--cleanup-interval", "1s"]);
+    let client = setup.client();
+    let old = client.put_chunk("/upload/", "bytes 0-3/8", Some("old.bin"), b"abcd");
+    let path = format!("/upload/{}/", old.json()["id"].as_str().unwrap());
+    let done = client.upload("kept.bin", b"kept", 4);
+    let done_id = done["id"].as_str().unwrap();
+    eventually("the expired upload removed", || {
+        client.get(&path).status == 404
+    });
+    assert_eq!(
+        setup.store.part_files(),
+        vec![(format!("{done_id}.done"), 4)]
+    );
+    let log = std::fs::read_to_string(&setup.server.log).unwrap();
+    assert!(log.contains("expired, removed"), "{log}");
+}
+
+both_backends!(
+    expired_uploads_answer_gone_and_are_cleaned_up,
+    the_server_sweeps_expired_uploads_by_itself
+);
