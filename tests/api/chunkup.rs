@@ -51,6 +51,10 @@ impl Workdir {
             .env("CHUNKUP_STATE_DIR", self.dir.0.join("state"))
             .env_remove("XDG_CACHE_HOME")
             .stdin(Stdio::null());
+        // No proxy of the machine's may come between chunkup and the test server.
+        for var in PROXY_VARS {
+            cmd.env_remove(var).env_remove(var.to_lowercase());
+        }
         if args[0] == "push" || args[0] == "status" || args[0] == "abort" {
             cmd.args(["--retry-delay", "0.05"]);
         }
@@ -539,6 +543,102 @@ fn waits_as_a_busy_server_asks() {
     );
     let upload_url = String::from_utf8(out.stdout).unwrap();
     assert_stored(&client, upload_url.trim(), &data, "two.bin");
+}
+
+const PROXY_VARS: [&str; 4] = ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"];
+
+/// A minimal HTTP CONNECT proxy (what corporate networks put in front of CI
+/// runners): answers each CONNECT with 200 and relays bytes both ways;
+/// counts the tunnels it opened.
+fn connect_proxy() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let tunnels = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = tunnels.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut words = request_line.split_whitespace();
+                assert_eq!(words.next(), Some("CONNECT"), "{request_line}");
+                let target = TcpStream::connect(words.next().unwrap()).unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut to_client = client;
+                to_client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                let (mut from_target, mut to_target) = (target.try_clone().unwrap(), target);
+                let mut to_client_copy = to_client.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_target, &mut to_client_copy);
+                    let _ = to_client_copy.shutdown(std::net::Shutdown::Both);
+                });
+                // What the reader buffered after the CONNECT head goes first.
+                let buffered = reader.buffer().to_vec();
+                let _ = to_target.write_all(&buffered);
+                let mut rest = reader.into_inner();
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = rest.read(&mut buf) {
+                    if n == 0 || to_target.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_target.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (addr, tunnels)
+}
+
+/// chunkup goes through the proxy named by HTTP_PROXY (or HTTPS_PROXY,
+/// ALL_PROXY), as CI runners behind a company proxy need.
+#[test]
+fn goes_through_the_proxy_of_the_environment() {
+    let setup = Setup::new(Backend::Sqlite, &[]);
+    let client = setup.client();
+    let work = Workdir::new(&setup);
+    let data = bytes(1024 * 1024 + 5, 9);
+    let file = work.file("proxied.bin", &data);
+    let (proxy, tunnels) = connect_proxy();
+    for (var, endpoint) in [("HTTP_PROXY", "/upload/"), ("HTTPS_PROXY", "/files/")] {
+        let before = tunnels.load(std::sync::atomic::Ordering::SeqCst);
+        let url = setup.server.url(endpoint);
+        let out = work
+            .command(&["push", file.to_str().unwrap(), &url, "--chunk-size", "256K"])
+            .env(var, format!("http://{proxy}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            tunnels.load(std::sync::atomic::Ordering::SeqCst) > before,
+            "{var} unused"
+        );
+        let upload_url = String::from_utf8(out.stdout).unwrap();
+        assert_stored(&client, upload_url.trim(), &data, "proxied.bin");
+    }
+    // NO_PROXY exempts the server: no new tunnel.
+    let before = tunnels.load(std::sync::atomic::Ordering::SeqCst);
+    let url = setup.server.url("/upload/");
+    let out = work
+        .command(&["push", file.to_str().unwrap(), &url, "--no-resume"])
+        .env("HTTP_PROXY", format!("http://{proxy}"))
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(tunnels.load(std::sync::atomic::Ordering::SeqCst), before);
 }
 
 /// An upload that expired between two runs is replaced by a new one.
