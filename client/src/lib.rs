@@ -142,17 +142,19 @@ pub fn push(
         ));
     }
     let run = Run::new(options, observer);
-    let protocol = match options.protocol {
-        Protocol::Auto => {
+    // One OPTIONS both tells auto-detection what the endpoint speaks and
+    // gives tus its capabilities.
+    let capabilities = match options.protocol {
+        Protocol::Chunked => None,
+        _ => {
             let mut backoff = Backoff::new(&options.retry);
-            let caps = run.retrying(&mut backoff, || tus::capabilities(&run, endpoint))?;
-            if caps.is_some() {
-                Protocol::Tus
-            } else {
-                Protocol::Chunked
-            }
+            run.retrying(&mut backoff, || tus::capabilities(&run, endpoint))?
         }
-        chosen => chosen,
+    };
+    let protocol = match (options.protocol, &capabilities) {
+        (Protocol::Auto, Some(_)) => Protocol::Tus,
+        (Protocol::Auto, None) => Protocol::Chunked,
+        (chosen, _) => chosen,
     };
     if options.parallel > 1 && protocol != Protocol::Tus {
         return Err(Error::Usage(
@@ -167,7 +169,11 @@ pub fn push(
         _ => None,
     };
     let mut outcome = match protocol {
-        Protocol::Tus => tus::push(&run, source, endpoint, state.as_ref())?,
+        Protocol::Tus => {
+            let capabilities = capabilities
+                .ok_or_else(|| Error::Usage(format!("{endpoint} is not a tus endpoint")))?;
+            tus::push(&run, source, endpoint, state.as_ref(), capabilities)?
+        }
         _ => chunked::push(&run, source, endpoint, state.as_ref())?,
     };
     if let Some(state) = &state {

@@ -64,11 +64,9 @@ pub(crate) fn push(
     source: &Source,
     endpoint: &str,
     state: Option<&StateFile>,
+    caps: Capabilities,
 ) -> Result<Outcome> {
     let mut backoff = Backoff::new(&run.options.retry);
-    let caps = run
-        .retrying(&mut backoff, || capabilities(run, endpoint))?
-        .ok_or_else(|| Error::Usage(format!("{endpoint} is not a tus endpoint")))?;
     if !caps.has("creation") {
         return Err(Error::Usage(format!(
             "{endpoint} cannot create uploads (no tus creation extension)"
