@@ -41,8 +41,10 @@ struct Upload<'r, 'a> {
 struct Info {
     url: Option<String>,
     offset: u64,
+    total: Option<u64>,
     complete: bool,
     md5: Option<String>,
+    expires: Option<String>,
 }
 
 impl Upload<'_, '_> {
@@ -141,19 +143,13 @@ impl Upload<'_, '_> {
     /// `PUT` of `start..end`: to the endpoint (creating the upload, with its
     /// name) or to the upload's URL. `md5` takes in the bytes as they go.
     fn put(&self, url: Option<&str>, start: u64, end: u64, md5: &mut md5::Md5) -> Result<Put> {
-        let boundary = format!("chunkup{:016x}", random_u64());
+        let form = Form::new();
         let mut head = String::new();
         if url.is_none() {
-            head.push_str(&format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"filename\"\r\n\r\n{}\r\n",
-                self.source.name()
-            ));
+            head.push_str(&form.field("filename", self.source.name()));
         }
-        head.push_str(&format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"blob\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n"
-        ));
-        let tail = format!("\r\n--{boundary}--\r\n");
+        head.push_str(&form.file_head());
+        let tail = form.end();
         let len = head.len() as u64 + (end - start) + tail.len() as u64;
         let chunk = Hashing {
             inner: self.source.range(start, end),
@@ -168,11 +164,10 @@ impl Upload<'_, '_> {
             })
             .chain(tail.as_bytes());
         let range = format!("bytes {start}-{}/{}", end - 1, self.size);
-        let content_type = format!("multipart/form-data; boundary={boundary}");
         let reply = self.run.http.call(
             "PUT",
             url.unwrap_or(self.endpoint),
-            &[("Content-Range", &range), ("Content-Type", &content_type)],
+            &[("Content-Range", &range), ("Content-Type", &form.content_type())],
             Body::Reader {
                 reader: &mut body,
                 len,
@@ -188,21 +183,13 @@ impl Upload<'_, '_> {
                 Some(expected) => Ok(Put::Elsewhere(expected)),
                 None => Err(reply.error()),
             },
-            // No upload at the endpoint itself means a wrong URL, not a lost upload.
-            404 | 410 if url.is_none() => Err(Error::Rejected {
-                status: reply.status,
-                message: reply.message(),
-            }),
+            _ if url.is_none() => Err(reply.endpoint_error()),
             _ => Err(reply.error()),
         }
     }
 
     fn info(&self, url: &str) -> Result<Info> {
-        let reply = self.run.http.call("GET", url, &[], Body::Empty)?;
-        match reply.status {
-            200 => info(&reply),
-            _ => Err(reply.error()),
-        }
+        fetch(self.run, url)
     }
 
     /// `POST` of the MD5; an incomplete upload comes back with its offset.
@@ -217,15 +204,10 @@ impl Upload<'_, '_> {
                 len: form.len() as u64,
             },
         )?;
-        let json = reply.json().ok();
         match reply.status {
             200 => info(&reply),
-            400 if json.as_ref().is_some_and(|j| j["offset"].is_u64()) => Ok(Info {
-                url: Some(url.to_owned()),
-                offset: json.and_then(|j| j["offset"].as_u64()).unwrap_or(0),
-                complete: false,
-                md5: None,
-            }),
+            // "Upload is incomplete", with the server's offset.
+            400 if reply.json().is_ok_and(|j| j["offset"].is_u64()) => info(&reply),
             400 if reply.message().contains("checksum") => Err(Error::ChecksumMismatch(format!(
                 "the server's copy of {url} differs from the local file (local MD5 {}): {}",
                 digest.hex(),
@@ -237,16 +219,15 @@ impl Upload<'_, '_> {
 
     /// An empty file: created and completed by one `POST`.
     fn whole(&self, backoff: &mut Backoff, digest: &mut FileDigest) -> Result<Outcome> {
-        let boundary = format!("chunkup{:016x}", random_u64());
-        let form = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"filename\"\r\n\r\n{}\r\n\
-             --{boundary}\r\nContent-Disposition: form-data; name=\"md5\"\r\n\r\n{}\r\n\
-             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"blob\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n\r\n--{boundary}--\r\n",
-            self.source.name(),
-            digest.hex()
-        );
-        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let form = Form::new();
+        let body = [
+            form.field("filename", self.source.name()),
+            form.field("md5", &digest.hex()),
+            form.file_head(),
+            form.end(),
+        ]
+        .concat();
+        let content_type = form.content_type();
         self.run.started(self.endpoint, Some(0), 0);
         let info = self.run.retrying(backoff, || {
             let reply = self.run.http.call(
@@ -254,16 +235,13 @@ impl Upload<'_, '_> {
                 self.endpoint,
                 &[("Content-Type", &content_type)],
                 Body::Reader {
-                    reader: &mut form.as_bytes(),
-                    len: form.len() as u64,
+                    reader: &mut body.as_bytes(),
+                    len: body.len() as u64,
                 },
             )?;
             match reply.status {
                 200 | 201 => info(&reply),
-                _ => Err(Error::Rejected {
-                    status: reply.status,
-                    message: reply.message(),
-                }),
+                _ => Err(reply.endpoint_error()),
             }
         })?;
         self.verified(info, digest, 0)
@@ -297,30 +275,75 @@ fn info(reply: &Reply) -> Result<Info> {
     let offset = json["offset"]
         .as_u64()
         .ok_or_else(|| Error::Protocol(format!("no offset in {}", reply.body)))?;
+    let text = |key: &str| json[key].as_str().map(str::to_owned);
     Ok(Info {
-        url: json["url"].as_str().map(str::to_owned),
+        url: text("url"),
         offset,
+        total: json["total"].as_u64(),
         complete: json["status"].as_u64() == Some(2),
-        md5: json["md5"].as_str().map(str::to_owned),
+        md5: text("md5"),
+        expires: text("expires_at"),
     })
 }
 
-pub(crate) fn status(run: &Run, url: &str) -> Result<Status> {
+/// `GET` of an upload: where it stands.
+fn fetch(run: &Run, url: &str) -> Result<Info> {
     let reply = run.http.call("GET", url, &[], Body::Empty)?;
-    if reply.status != 200 {
-        return Err(reply.error());
+    match reply.status {
+        200 => info(&reply),
+        _ => Err(reply.error()),
     }
-    let json = reply.json()?;
-    let upload = info(&reply)?;
+}
+
+pub(crate) fn status(run: &Run, url: &str) -> Result<Status> {
+    let upload = fetch(run, url)?;
     Ok(Status {
         url: upload.url.unwrap_or_else(|| url.to_owned()),
         protocol: Protocol::Chunked,
         offset: upload.offset,
-        total: json["total"].as_u64(),
+        total: upload.total,
         complete: upload.complete,
         md5: upload.md5,
-        expires: json["expires_at"].as_str().map(str::to_owned),
+        expires: upload.expires,
     })
+}
+
+/// A `multipart/form-data` body with a random boundary.
+struct Form {
+    boundary: String,
+}
+
+impl Form {
+    fn new() -> Self {
+        Form {
+            boundary: format!("chunkup{:016x}", random_u64()),
+        }
+    }
+
+    fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
+    fn field(&self, name: &str, value: &str) -> String {
+        format!(
+            "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n",
+            self.boundary
+        )
+    }
+
+    /// The head of the `file` part; its bytes follow (the server ignores
+    /// the part's own file name).
+    fn file_head(&self) -> String {
+        format!(
+            "--{}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"blob\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n",
+            self.boundary
+        )
+    }
+
+    fn end(&self) -> String {
+        format!("\r\n--{}--\r\n", self.boundary)
+    }
 }
 
 /// Feeds what is read through an MD5.

@@ -161,6 +161,16 @@ impl Reply {
             _ => Error::Rejected { status, message },
         }
     }
+
+    /// The error of an answer to a request on the endpoint itself (creating
+    /// an upload): there 404 and 410 mean a wrong URL, not a lost upload,
+    /// so they are refusals rather than a reason to start again.
+    pub fn endpoint_error(&self) -> Error {
+        match self.error() {
+            Error::Gone { status, message } => Error::Rejected { status, message },
+            other => other,
+        }
+    }
 }
 
 /// `location` made absolute against the URL it answered.
