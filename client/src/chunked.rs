@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::http::{Body, Reply};
 use crate::retry::Backoff;
-use crate::source::{random_u64, FileDigest, Source};
+use crate::source::{random_u64, FileDigest, Hashing, Source};
 use crate::state::{Saved, StateFile};
 use crate::{Counted, Outcome, Protocol, Run, Status};
 use std::io::Read;
@@ -153,7 +153,7 @@ impl Upload<'_, '_> {
         let len = head.len() as u64 + (end - start) + tail.len() as u64;
         let chunk = Hashing {
             inner: self.source.range(start, end),
-            md5,
+            md5: Some(md5),
         };
         let mut body = head
             .as_bytes()
@@ -167,7 +167,10 @@ impl Upload<'_, '_> {
         let reply = self.run.http.call(
             "PUT",
             url.unwrap_or(self.endpoint),
-            &[("Content-Range", &range), ("Content-Type", &form.content_type())],
+            &[
+                ("Content-Range", &range),
+                ("Content-Type", &form.content_type()),
+            ],
             Body::Reader {
                 reader: &mut body,
                 len,
@@ -343,20 +346,5 @@ impl Form {
 
     fn end(&self) -> String {
         format!("\r\n--{}--\r\n", self.boundary)
-    }
-}
-
-/// Feeds what is read through an MD5.
-struct Hashing<'m, R> {
-    inner: R,
-    md5: &'m mut md5::Md5,
-}
-
-impl<R: Read> Read for Hashing<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use md5::Digest;
-        let n = self.inner.read(buf)?;
-        self.md5.update(&buf[..n]);
-        Ok(n)
     }
 }

@@ -132,9 +132,8 @@ impl Source {
         }
     }
 
-    /// The MD5 of `start..end`, and `digest` carried forward over it.
-    pub fn md5_of(&self, start: u64, end: u64, digest: &mut Md5) -> Result<[u8; 16]> {
-        let mut chunk = Md5::new();
+    /// Reads `start..end` through `each`, a buffer at a time.
+    fn feed(&self, start: u64, end: u64, mut each: impl FnMut(&[u8])) -> Result<()> {
         let mut range = self.range(start, end);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -142,11 +141,23 @@ impl Source {
                 .read(&mut buf)
                 .map_err(Error::local("cannot read the file"))?;
             if n == 0 {
-                return Ok(chunk.finalize().into());
+                return Ok(());
             }
-            chunk.update(&buf[..n]);
-            digest.update(&buf[..n]);
+            each(&buf[..n]);
         }
+    }
+
+    /// The MD5 of `start..end`, and `carry` (a whole-file MD5) carried
+    /// forward over it in the same read.
+    pub fn md5_of(&self, start: u64, end: u64, mut carry: Option<&mut Md5>) -> Result<[u8; 16]> {
+        let mut chunk = Md5::new();
+        self.feed(start, end, |bytes| {
+            chunk.update(bytes);
+            if let Some(carry) = carry.as_mut() {
+                carry.update(bytes);
+            }
+        })?;
+        Ok(chunk.finalize().into())
     }
 }
 
@@ -210,6 +221,22 @@ impl Read for Range<'_> {
     }
 }
 
+/// A reader that feeds what it reads through an MD5, if it has one.
+pub struct Hashing<'m, R> {
+    pub inner: R,
+    pub md5: Option<&'m mut Md5>,
+}
+
+impl<R: Read> Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(md5) = self.md5.as_mut() {
+            md5.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
 /// The MD5 of the whole source, computed up to the acknowledged offset.
 #[derive(Clone)]
 pub struct FileDigest {
@@ -241,7 +268,7 @@ impl FileDigest {
             *self = FileDigest::new();
         }
         let mut md5 = self.md5.clone();
-        source.md5_of(self.at, offset, &mut md5)?;
+        source.feed(self.at, offset, |bytes| md5.update(bytes))?;
         *self = FileDigest { md5, at: offset };
         Ok(())
     }

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::http::{resolve, Body, Reply};
 use crate::retry::Backoff;
-use crate::source::{FileDigest, Source};
+use crate::source::{FileDigest, Hashing, Source};
 use crate::state::{Saved, StateFile};
 use crate::{Counted, Outcome, Protocol, Run, Status};
 use md5::Md5;
@@ -105,6 +105,16 @@ struct Part<'u> {
     end: Option<u64>,
 }
 
+/// What a creation `POST` makes.
+enum Creation<'u> {
+    /// One upload of the whole source: its length, or `None` to tell it later.
+    Whole(Option<u64>),
+    /// A part of a parallel upload, of this length.
+    Part(u64),
+    /// The upload made of these parts.
+    Concatenation(&'u [String]),
+}
+
 /// An upload's state from `HEAD`.
 struct Head {
     offset: u64,
@@ -134,9 +144,8 @@ impl Tus<'_, '_> {
                 (url, head)
             }
             None => {
-                let metadata = self.metadata();
                 let url = run
-                    .retrying(backoff, || self.create(size, &[metadata.as_str()], ""))
+                    .retrying(backoff, || self.create(Creation::Whole(size)))
                     .and_then(|url| {
                         if let Some(state) = self.state {
                             state.save(&Saved {
@@ -201,9 +210,7 @@ impl Tus<'_, '_> {
             _ => {
                 let mut urls = Vec::new();
                 for (start, end) in &bounds {
-                    urls.push(
-                        run.retrying(backoff, || self.create(Some(end - start), &[], "partial"))?,
-                    );
+                    urls.push(run.retrying(backoff, || self.create(Creation::Part(end - start)))?);
                 }
                 if let Some(state) = self.state {
                     state.save(&Saved {
@@ -247,9 +254,7 @@ impl Tus<'_, '_> {
         for result in results {
             result?;
         }
-        let metadata = self.metadata();
-        let concat = format!("final;{}", urls.join(" "));
-        let url = run.retrying(backoff, || self.create(None, &[metadata.as_str()], &concat))?;
+        let url = run.retrying(backoff, || self.create(Creation::Concatenation(&urls)))?;
         if let Some(state) = self.state {
             state.save(&Saved {
                 uploads: urls.clone(),
@@ -273,25 +278,26 @@ impl Tus<'_, '_> {
         })
     }
 
-    fn metadata(&self) -> String {
-        format!("filename {}", base64(self.source.name().as_bytes()))
-    }
-
-    /// `POST` of a new upload: its length (`None`: told later), metadata and
-    /// `Upload-Concat` (empty for none); answers its URL.
-    fn create(&self, length: Option<u64>, metadata: &[&str], concat: &str) -> Result<String> {
-        let length_text = length.map(|l| l.to_string());
+    /// `POST` of a new upload; answers its URL.
+    fn create(&self, kind: Creation) -> Result<String> {
+        let metadata = format!("filename {}", base64(self.source.name().as_bytes()));
+        let (length, concat) = match &kind {
+            Creation::Whole(length) => (length.map(|l| l.to_string()), None),
+            Creation::Part(length) => (Some(length.to_string()), Some("partial".to_owned())),
+            Creation::Concatenation(parts) => (None, Some(format!("final;{}", parts.join(" ")))),
+        };
         let mut headers = vec![("Tus-Resumable", VERSION)];
-        match (&length_text, concat.starts_with("final")) {
-            (_, true) => {}
-            (Some(length), false) => headers.push(("Upload-Length", length)),
-            (None, false) => headers.push(("Upload-Defer-Length", "1")),
+        match (&length, &kind) {
+            (Some(length), _) => headers.push(("Upload-Length", length)),
+            (None, Creation::Whole(None)) => headers.push(("Upload-Defer-Length", "1")),
+            // A concatenation's length is the sum of its parts'.
+            (None, _) => {}
         }
-        if !concat.is_empty() {
+        if let Some(concat) = &concat {
             headers.push(("Upload-Concat", concat));
         }
-        let metadata = metadata.join(",");
-        if !metadata.is_empty() {
+        // The name goes with what the user sees: the upload, not its parts.
+        if !matches!(kind, Creation::Part(_)) {
             headers.push(("Upload-Metadata", &metadata));
         }
         let reply = self
@@ -305,12 +311,9 @@ impl Tus<'_, '_> {
                 })?;
                 Ok(resolve(self.endpoint, location))
             }
-            // No endpoint, or a part gone before the final POST.
-            404 | 410 if !concat.starts_with("final") => Err(Error::Rejected {
-                status: reply.status,
-                message: reply.message(),
-            }),
-            _ => Err(reply.error()),
+            // A part gone before the concatenation: start again.
+            _ if matches!(kind, Creation::Concatenation(_)) => Err(reply.error()),
+            _ => Err(reply.endpoint_error()),
         }
     }
 
@@ -369,17 +372,19 @@ impl Tus<'_, '_> {
                     part.url
                 )));
             }
+            // The whole-file MD5 goes on from the acknowledged offset (parts
+            // of a parallel upload have none).
             let mut md5 = match &mut digest {
                 Some(digest) => {
                     digest.advance_to(self.source, start)?;
-                    digest.state()
+                    Some(digest.state())
                 }
-                None => Md5::default(),
+                None => None,
             };
-            let answer = self.patch(part, head.offset, start, end, length, &mut md5);
+            let answer = self.patch(part, head.offset, start, end, length, md5.as_mut());
             match answer {
                 Ok(offset) => {
-                    if let Some(digest) = &mut digest {
+                    if let (Some(digest), Some(md5)) = (&mut digest, md5) {
                         if part.start + offset == end {
                             **digest = FileDigest::advanced(md5, end);
                         }
@@ -408,15 +413,17 @@ impl Tus<'_, '_> {
         start: u64,
         end: u64,
         length: Option<u64>,
-        md5: &mut Md5,
+        mut md5: Option<&mut Md5>,
     ) -> Result<u64> {
-        let checksum = if self.caps.md5_checksums {
-            let digest = self.source.md5_of(start, end, md5)?;
-            Some(format!("md5 {}", base64(&digest)))
-        } else {
-            // Without a checksum the bytes still go into the whole-file MD5.
-            self.source.md5_of(start, end, md5)?;
-            None
+        // A checksum goes in a header, before the body: the chunk is read
+        // once for it (carrying the whole-file MD5 along), then sent.
+        // Without one, the chunk is hashed as it is sent.
+        let checksum = match self.caps.md5_checksums {
+            true => {
+                let digest = self.source.md5_of(start, end, md5.take())?;
+                Some(format!("md5 {}", base64(&digest)))
+            }
+            false => None,
         };
         let offset_text = offset.to_string();
         let length_text = length.map(|l| l.to_string());
@@ -432,7 +439,10 @@ impl Tus<'_, '_> {
             headers.push(("Upload-Length", length));
         }
         let mut body = Counted {
-            inner: self.source.range(start, end),
+            inner: Hashing {
+                inner: self.source.range(start, end),
+                md5,
+            },
             run: self.run,
             part: part.index,
         };
