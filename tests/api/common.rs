@@ -265,10 +265,7 @@ impl Server {
 
     /// Peak resident memory of the server process, in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib * 1024
+        peak_rss_of(self.pid()).expect("the server's /proc status")
     }
 
     pub fn request(
@@ -764,6 +761,14 @@ impl CuttingProxy {
     pub fn cuts(&self) -> usize {
         self.cut.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Peak resident memory of a running process, in bytes (`None` once it is gone).
+pub fn peak_rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Polls until `check` holds or the time is up.
