@@ -129,12 +129,14 @@ fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
+/// The value of the option `--name`, in seconds, as a duration.
+fn seconds(name: &str, value: f64) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| Error::Usage(format!("--{name} must be a number of seconds")))
+}
+
 impl Common {
     fn options(&self) -> Result<Options, Error> {
-        let seconds = |name: &str, value: f64| {
-            Duration::try_from_secs_f64(value)
-                .map_err(|_| Error::Usage(format!("--{name} must be a number of seconds")))
-        };
         Ok(Options {
             protocol: match self.protocol {
                 ProtocolArg::Auto => Protocol::Auto,
@@ -227,9 +229,7 @@ fn run(command: &Command, common: &Common) -> Result<serde_json::Value, Error> {
             if let Some(name) = name {
                 source.rename(name);
             }
-            let interval = Duration::try_from_secs_f64(*progress_interval).map_err(|_| {
-                Error::Usage("--progress-interval must be a number of seconds".into())
-            })?;
+            let interval = seconds("progress-interval", *progress_interval)?;
             let display = Display::new(common, interval);
             let outcome = chunkup_client::push(&source, url, &options, &display);
             display.finish();
