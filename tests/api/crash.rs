@@ -10,9 +10,9 @@ use std::time::Duration;
 
 const FLAGS: &[&str] = &["--lease-time", "500ms", "--lock-timeout", "5s"];
 const TOTAL: usize = 160 << 20;
-/// Larger than the server's write batch (256 KiB): a kill mid-body
-/// leaves written but uncommitted bytes.
-const CHUNK: usize = 1 << 20;
+/// Twice the server's largest write batch (1 MiB): a kill in the second
+/// half of a body leaves written but uncommitted bytes.
+const CHUNK: usize = 2 << 20;
 
 /// One raw chunk; `paced`, it comes in pieces a few milliseconds apart, so
 /// that most kills land in the middle of a body.
@@ -34,7 +34,7 @@ fn try_put(
         &[("Authorization", auth), ("Content-Range", &range)],
         Some((end - start) as u64),
     ))?;
-    for piece in data[start..end].chunks(CHUNK / 16) {
+    for piece in data[start..end].chunks(CHUNK / 32) {
         stream.write_all(piece)?;
         if paced {
             std::thread::sleep(Duration::from_millis(10));
