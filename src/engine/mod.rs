@@ -33,7 +33,12 @@ where
 {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| EngineError::Internal(format!("blocking task failed: {e}")))?
+        .map_err(blocking_failed)?
+}
+
+/// A blocking job that panicked or was cancelled.
+fn blocking_failed(err: tokio::task::JoinError) -> EngineError {
+    EngineError::Internal(format!("blocking task failed: {err}"))
 }
 
 /// Runs clean-up work on the blocking pool without waiting for it (from

@@ -6,7 +6,7 @@
 use super::checksum::Hasher;
 use super::error::{EngineError, EngineResult};
 use super::lock::UploadLock;
-use super::{detach_blocking, run_blocking};
+use super::{blocking_failed, detach_blocking, run_blocking};
 use crate::storage::{PartKey, PartStore, PartWriter, ALIGN};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -289,7 +289,7 @@ impl Pipeline {
 
     async fn settle_hash(&mut self) -> EngineResult<()> {
         if let Some(hashing) = self.hashing.take() {
-            self.hasher = Some(hashing.await.map_err(joined)?);
+            self.hasher = Some(hashing.await.map_err(blocking_failed)?);
         }
         Ok(())
     }
@@ -300,7 +300,7 @@ impl Pipeline {
         if let Some((writing, batch)) = self.writing.pop_front() {
             let written = writing.await;
             self.spares.extend(Arc::try_unwrap(batch).ok());
-            written.map_err(joined)??;
+            written.map_err(blocking_failed)??;
         }
         Ok(())
     }
@@ -345,10 +345,6 @@ impl Pipeline {
         self.writing.push_back((writing, batch));
         Ok(())
     }
-}
-
-fn joined(err: tokio::task::JoinError) -> EngineError {
-    EngineError::Internal(err.to_string())
 }
 
 /// Streams `body` into the part file from `start`. On success every byte is
