@@ -203,7 +203,6 @@ struct Batch {
     /// How many bytes fit: up to the first aligned file position at least
     /// `size - ALIGN` bytes on.
     room: usize,
-    size: usize,
 }
 
 impl Batch {
@@ -214,8 +213,12 @@ impl Batch {
             skew: 0,
             len: 0,
             room: 0,
-            size,
         }
+    }
+
+    /// The batch's size: its buffer has `ALIGN` more, for the skew.
+    fn size(&self) -> usize {
+        self.mem.len() - ALIGN
     }
 
     /// Empties the batch for bytes that go to file position `pos`.
@@ -224,7 +227,7 @@ impl Batch {
         let addr = self.mem.as_ptr() as usize % ALIGN;
         self.skew = (in_block + ALIGN - addr) % ALIGN;
         self.len = 0;
-        self.room = self.size - in_block;
+        self.room = self.size() - in_block;
     }
 
     /// Copies in as much of `bytes` as fits; returns how much that was.
@@ -322,7 +325,7 @@ impl Pipeline {
         while self.writing.len() >= self.max_writing {
             self.settle_oldest_write().await?;
         }
-        let size = self.filling.size;
+        let size = self.filling.size();
         let mut next = self.spares.pop().unwrap_or_else(|| Batch::new(size));
         let at = self.pos;
         self.pos += self.filling.len as u64;
