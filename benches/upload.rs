@@ -24,7 +24,8 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
@@ -180,18 +181,133 @@ fn picked(var: &str, all: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a scenario runs against: a fresh server for each scenario.
+#[derive(Debug, Clone, Copy)]
+enum Subject<'a> {
+    Chunkd(Backend),
+    /// rustus 0.5, the tus server the tus target is set against: its binary.
+    Rustus(&'a Path),
+}
+
+impl Subject<'_> {
+    fn name(self) -> String {
+        match self {
+            Subject::Chunkd(backend) => format!("{backend:?}").to_lowercase(),
+            Subject::Rustus(_) => "rustus".into(),
+        }
+    }
+
+    /// The server's flags with and without fdatasync of every chunk.
+    fn sync_flags(self, sync: bool) -> &'static [&'static str] {
+        match (self, sync) {
+            (Subject::Chunkd(_), true) => &[],
+            (Subject::Chunkd(_), false) => &["--sync", "false"],
+            (Subject::Rustus(_), true) => &["--force-fsync", "true"],
+            (Subject::Rustus(_), false) => &[],
+        }
+    }
+
+    fn start(self, flags: &[&str]) -> Running {
+        match self {
+            Subject::Chunkd(backend) => {
+                let store = Store::new(backend);
+                let auth = format!("Token {}", store.token("bench"));
+                let server = Server::start(&store, flags);
+                Running {
+                    server,
+                    auth,
+                    files: Files::Chunkd(store),
+                }
+            }
+            Subject::Rustus(bin) => {
+                let dir = TempDir::new("rustus");
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .unwrap()
+                    .port();
+                let log = dir.0.join("rustus.log");
+                let child = Command::new(bin)
+                    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .arg("--data-dir")
+                    .arg(&dir.0)
+                    .arg("--info-dir")
+                    .arg(&dir.0)
+                    // Its PATCH handler buffers the whole body, up to this.
+                    .args(["--max-body-size", "16777216", "--workers", "2"])
+                    .args(["--log-level", "ERROR"])
+                    .args(flags)
+                    .stdout(File::create(&log).unwrap())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("the rustus binary");
+                let addr = format!("127.0.0.1:{port}");
+                eventually("rustus listening", || {
+                    std::net::TcpStream::connect(&addr).is_ok()
+                });
+                Running {
+                    server: Server::running(child, addr, log),
+                    auth: String::new(),
+                    files: Files::Rustus(dir),
+                }
+            }
+        }
+    }
+}
+
+/// A server started for one scenario.
+struct Running {
+    server: Server,
+    /// The Authorization header (rustus ignores it).
+    auth: String,
+    files: Files,
+}
+
+/// What a server keeps, removed after its scenario.
+enum Files {
+    /// The database and data directory.
+    Chunkd(Store),
+    /// The data directory.
+    Rustus(TempDir),
+}
+
+impl Running {
+    /// The MD5 of the bytes stored for an upload, read from its file.
+    fn stored_md5(&self, id: &str) -> String {
+        fn find(dir: &Path, id: &str) -> Option<std::path::PathBuf> {
+            std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+                let path = entry.path();
+                if path.is_dir() {
+                    find(&path, id)
+                } else {
+                    entry.file_name().to_str()?.starts_with(id).then_some(path)
+                }
+            })
+        }
+        let path = match &self.files {
+            // Under the day's folder, with the extension of a finished upload.
+            Files::Chunkd(store) => find(&store.data.0, id),
+            // Beside `{id}.info`.
+            Files::Rustus(dir) => Some(dir.0.join(id)),
+        };
+        md5sum(&path.expect("the stored file")).0
+    }
+}
+
 fn main() {
-    let backends: Vec<Backend> = picked("CHUNKD_BENCH_BACKENDS", "sqlite,postgres")
-        .iter()
-        .map(|b| match b.as_str() {
-            "sqlite" => Backend::Sqlite,
-            "postgres" => Backend::Postgres,
-            other => panic!("unknown backend {other}"),
-        })
-        .collect();
+    let backends = picked("CHUNKD_BENCH_BACKENDS", "sqlite,postgres");
     let protocols = picked("CHUNKD_BENCH_PROTOCOLS", "chunked,tus");
     let syncs = picked("CHUNKD_BENCH_SYNC", "on,off");
     let scenarios = picked("CHUNKD_BENCH_SCENARIOS", "a,b,c");
+    let rustus = std::env::var_os("CHUNKD_BENCH_RUSTUS").map(std::path::PathBuf::from);
+    let mut subjects: Vec<Subject> = backends
+        .iter()
+        .map(|b| match b.as_str() {
+            "sqlite" => Subject::Chunkd(Backend::Sqlite),
+            "postgres" => Subject::Chunkd(Backend::Postgres),
+            other => panic!("unknown backend {other}"),
+        })
+        .collect();
+    subjects.extend(rustus.as_deref().map(Subject::Rustus));
     let scratch = TempDir::new("bench");
     let source = scratch.0.join("source.bin");
     {
@@ -223,20 +339,19 @@ fn main() {
     );
 
     let file = File::open(&source).unwrap();
-    for backend in backends {
-        let name = format!("{backend:?}").to_lowercase();
+    for subject in subjects {
+        let name = subject.name();
         for protocol in [Protocol::Chunked, Protocol::Tus] {
             let protocol_name = format!("{protocol:?}").to_lowercase();
-            if !protocols.contains(&protocol_name) {
+            let speaks = protocol == Protocol::Tus || matches!(subject, Subject::Chunkd(_));
+            if !speaks || !protocols.contains(&protocol_name) {
                 continue;
             }
-            for (sync, flags, note) in [
-                ("on", &[][..], ""),
-                ("off", &["--sync", "false"][..], ", --sync false"),
-            ] {
+            for (sync, note) in [("on", ""), ("off", ", no fdatasync")] {
                 if !syncs.iter().any(|s| s == sync) {
                     continue;
                 }
+                let flags = subject.sync_flags(sync == "on");
                 let label = |text: &str| format!("{protocol_name} {text}{note}");
                 for (scenario, text, chunk) in [
                     ("a", "(a) 1 GiB in 8 MiB chunks", 8 * MIB),
@@ -246,7 +361,7 @@ fn main() {
                         continue;
                     }
                     let (mut row, completion) =
-                        sequential(backend, &file, &md5, (chunk, protocol), flags);
+                        sequential(subject, &file, &md5, (chunk, protocol), flags);
                     row.label = label(text);
                     print_row(&name, &mut row);
                     if let Some(completion) =
@@ -260,7 +375,7 @@ fn main() {
                     }
                 }
                 if scenarios.iter().any(|s| s == "c") {
-                    let mut row = concurrent(backend, &file, protocol, flags);
+                    let mut row = concurrent(subject, &file, protocol, flags);
                     row.label = label("(c) 64 x 16 MiB at once, 1 MiB chunks");
                     print_row(&name, &mut row);
                 }
@@ -273,17 +388,16 @@ fn main() {
 /// and, for the chunked protocol, the latency of the completion POST (a tus
 /// upload completes with its last PATCH).
 fn sequential(
-    backend: Backend,
+    subject: Subject,
     file: &File,
     md5: &str,
     (chunk, protocol): (u64, Protocol),
     flags: &[&str],
 ) -> (Row, Option<Duration>) {
-    let store = Store::new(backend);
-    let auth = format!("Token {}", store.token("bench"));
-    let server = Server::start(&store, flags);
+    let running = subject.start(flags);
+    let (server, auth) = (&running.server, running.auth.as_str());
     let began = Instant::now();
-    let (id, latencies) = upload(&server, &auth, file, (0, GIB, chunk), protocol);
+    let (id, latencies) = upload(server, auth, file, (0, GIB, chunk), protocol);
     let elapsed = began.elapsed();
     let completion = (protocol == Protocol::Chunked).then(|| {
         let started = Instant::now();
@@ -291,7 +405,7 @@ fn sequential(
             "POST",
             &format!("/upload/{id}/"),
             &[
-                ("Authorization", &auth),
+                ("Authorization", auth),
                 ("Content-Type", "application/x-www-form-urlencoded"),
             ],
             format!("md5={md5}").as_bytes(),
@@ -299,15 +413,11 @@ fn sequential(
         assert_eq!(resp.status, 200, "{}", resp.text());
         started.elapsed()
     });
-    let stored = server
-        .request(
-            "GET",
-            &format!("/upload/{id}/"),
-            &[("Authorization", &auth)],
-            b"",
-        )
-        .json();
-    assert_eq!(stored["md5"], md5, "the stored upload is the file");
+    assert_eq!(
+        running.stored_md5(&id),
+        md5,
+        "the stored upload is the file"
+    );
     let row = Row {
         label: String::new(),
         bytes: GIB,
@@ -319,15 +429,13 @@ fn sequential(
 }
 
 /// 64 uploads of 16 MiB at once, in 1 MiB chunks, on a fresh server.
-fn concurrent(backend: Backend, file: &File, protocol: Protocol, flags: &[&str]) -> Row {
-    let store = Store::new(backend);
-    let auth = format!("Token {}", store.token("bench"));
-    let server = Server::start(&store, flags);
+fn concurrent(subject: Subject, file: &File, protocol: Protocol, flags: &[&str]) -> Row {
+    let running = subject.start(flags);
+    let (server, auth) = (&running.server, running.auth.as_str());
     let began = Instant::now();
     let latencies: Vec<Duration> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..64u64)
             .map(|i| {
-                let (server, auth) = (&server, &auth);
                 scope.spawn(move || {
                     upload(server, auth, file, (i * 16 * MIB, 16 * MIB, MIB), protocol).1
                 })

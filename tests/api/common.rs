@@ -252,6 +252,12 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on it.
         std::thread::spawn(move || for _ in lines {});
+        Server::running(child, addr, log)
+    }
+
+    /// A server process already listening on `addr` (the benchmark also
+    /// runs another tus server), killed when dropped.
+    pub fn running(child: Child, addr: String, log: PathBuf) -> Server {
         Server { child, addr, log }
     }
 
