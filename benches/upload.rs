@@ -150,18 +150,33 @@ struct Row {
     elapsed: Duration,
     latencies: Vec<Duration>,
     peak_rss: u64,
+    /// CPU time the server spent (user and system, all threads): steadier
+    /// than throughput on a shared machine.
+    server_cpu: Duration,
 }
 
 fn print_row(backend: &str, row: &mut Row) {
     row.latencies.sort();
     println!(
-        "{backend:<9} {:<48} {:>6.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB",
+        "{backend:<9} {:<48} {:>6.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB  server CPU {:>4.2} s",
         row.label,
         mb_per_s(row.bytes, row.elapsed),
         percentile(&row.latencies, 0.5),
         percentile(&row.latencies, 0.99),
-        row.peak_rss >> 20
+        row.peak_rss >> 20,
+        row.server_cpu.as_secs_f64()
     );
+}
+
+/// The user and system CPU time of a process so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the server's stat");
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Duration::from_secs_f64(ticks as f64 / per_second)
 }
 
 fn md5sum(path: &std::path::Path) -> (String, Duration) {
@@ -424,6 +439,7 @@ fn sequential(
         elapsed,
         latencies,
         peak_rss: server.peak_rss(),
+        server_cpu: cpu_time(server.pid()),
     };
     (row, completion)
 }
@@ -452,5 +468,6 @@ fn concurrent(subject: Subject, file: &File, protocol: Protocol, flags: &[&str])
         elapsed: began.elapsed(),
         latencies,
         peak_rss: server.peak_rss(),
+        server_cpu: cpu_time(server.pid()),
     }
 }
