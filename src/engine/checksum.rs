@@ -1,8 +1,12 @@
 //! Running checksums whose state is saved with every committed offset, so
 //! that completion costs the same for 1 KB and 100 GB.
 
+use super::blocking_failed;
+use super::error::{EngineError, EngineResult};
+use super::md5::{hash_in_lanes, LaneJob, Md5, Shared};
 use digest::common::hazmat::{SerializableState, SerializedState};
 use digest::Digest;
+use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChecksumAlgo {
@@ -31,36 +35,33 @@ impl ChecksumAlgo {
     }
 }
 
-/// Leads every saved state: the layout of RustCrypto's 0.11 hashers. A
-/// state of another layout is not trusted; the part file is re-hashed.
+/// Leads every saved state: the layout of RustCrypto's 0.11 hashers (which
+/// `md5::Md5` keeps). A state of another layout is not trusted; the part
+/// file is re-hashed.
 const STATE_FORMAT: u8 = 1;
 
 #[derive(Clone)]
 pub enum Hasher {
-    Md5(md5::Md5),
+    Md5(Md5),
     Sha1(sha1::Sha1),
     Sha256(sha2::Sha256),
 }
 
-fn save_state<H: SerializableState>(hasher: &H) -> Vec<u8> {
+fn tagged(state: &[u8]) -> Vec<u8> {
     let mut out = vec![STATE_FORMAT];
-    out.extend_from_slice(&hasher.serialize());
+    out.extend_from_slice(state);
     out
 }
 
 fn restore_state<H: SerializableState>(state: &[u8]) -> Option<H> {
-    let (&format, body) = state.split_first()?;
-    if format != STATE_FORMAT {
-        return None;
-    }
-    let serialized = SerializedState::<H>::try_from(body).ok()?;
+    let serialized = SerializedState::<H>::try_from(state).ok()?;
     H::deserialize(&serialized).ok()
 }
 
 impl Hasher {
     pub fn new(algo: ChecksumAlgo) -> Self {
         match algo {
-            ChecksumAlgo::Md5 => Hasher::Md5(md5::Md5::new()),
+            ChecksumAlgo::Md5 => Hasher::Md5(Md5::new()),
             ChecksumAlgo::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
             ChecksumAlgo::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
         }
@@ -74,18 +75,39 @@ impl Hasher {
         }
     }
 
+    /// Adds `data` off the caller's thread: MD5 in the lane service, where
+    /// there is one, anything else on the blocking pool.
+    pub fn update_later(self, data: Shared) -> HashJob {
+        let hasher = match self {
+            Hasher::Md5(md5) => match hash_in_lanes(md5, data.clone()) {
+                Ok(job) => return HashJob::Lanes(job),
+                Err(md5) => Hasher::Md5(md5),
+            },
+            other => other,
+        };
+        HashJob::Blocking(tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            hasher.update((*data).as_ref());
+            hasher
+        }))
+    }
+
     pub fn save(&self) -> Vec<u8> {
         match self {
-            Hasher::Md5(h) => save_state(h),
-            Hasher::Sha1(h) => save_state(h),
-            Hasher::Sha256(h) => save_state(h),
+            Hasher::Md5(h) => tagged(&h.save()),
+            Hasher::Sha1(h) => tagged(&h.serialize()),
+            Hasher::Sha256(h) => tagged(&h.serialize()),
         }
     }
 
     /// None when the state is not one this build wrote.
     pub fn restore(algo: ChecksumAlgo, state: &[u8]) -> Option<Self> {
+        let state = match state.split_first() {
+            Some((&STATE_FORMAT, body)) => body,
+            _ => return None,
+        };
         match algo {
-            ChecksumAlgo::Md5 => restore_state(state).map(Hasher::Md5),
+            ChecksumAlgo::Md5 => Md5::restore(state).map(Hasher::Md5),
             ChecksumAlgo::Sha1 => restore_state(state).map(Hasher::Sha1),
             ChecksumAlgo::Sha256 => restore_state(state).map(Hasher::Sha256),
         }
@@ -103,6 +125,25 @@ impl Hasher {
     /// The lower-case hex digest of everything fed so far.
     pub fn hex(self) -> String {
         to_hex(&self.digest())
+    }
+}
+
+/// Bytes being hashed off the request's thread.
+pub enum HashJob {
+    Lanes(LaneJob),
+    Blocking(JoinHandle<Hasher>),
+}
+
+impl HashJob {
+    pub async fn wait(self) -> EngineResult<Hasher> {
+        match self {
+            HashJob::Lanes(job) => job
+                .wait()
+                .await
+                .map(Hasher::Md5)
+                .ok_or_else(|| EngineError::Internal("the MD5 lane service stopped".into())),
+            HashJob::Blocking(job) => job.await.map_err(blocking_failed),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod checksum;
 mod error;
 mod lock;
+mod md5;
 mod write;
 
 pub use checksum::ChecksumAlgo;
@@ -37,7 +38,7 @@ where
 }
 
 /// A blocking job that panicked or was cancelled.
-fn blocking_failed(err: tokio::task::JoinError) -> EngineError {
+pub(crate) fn blocking_failed(err: tokio::task::JoinError) -> EngineError {
     EngineError::Internal(format!("blocking task failed: {err}"))
 }
 

@@ -3,7 +3,7 @@
 //! next batch is read. Nothing is acknowledged here: the caller commits the
 //! new offset only after `pump` returned, i.e. after the bytes were synced.
 
-use super::checksum::Hasher;
+use super::checksum::{HashJob, Hasher};
 use super::error::{EngineError, EngineResult};
 use super::lock::UploadLock;
 use super::{blocking_failed, detach_blocking, run_blocking};
@@ -262,6 +262,12 @@ impl Batch {
     }
 }
 
+impl AsRef<[u8]> for Batch {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
 impl Drop for Batch {
     fn drop(&mut self) {
         let mut pool = BATCH_POOL.lock().unwrap_or_else(|e| e.into_inner());
@@ -279,8 +285,8 @@ struct Pipeline {
     filling: Batch,
     hasher: Option<Hasher>,
     /// The hash of the last batch handed over: batches are hashed one after
-    /// the other, on a blocking thread.
-    hashing: Option<JoinHandle<Hasher>>,
+    /// the other, off the request's thread.
+    hashing: Option<HashJob>,
     /// Writes under way, oldest first, each on a blocking thread: while the
     /// MD5 takes one core, the disk gets several direct writes at once.
     writing: VecDeque<JoinHandle<EngineResult<()>>>,
@@ -313,7 +319,7 @@ impl Pipeline {
 
     async fn settle_hash(&mut self) -> EngineResult<()> {
         if let Some(hashing) = self.hashing.take() {
-            self.hasher = Some(hashing.await.map_err(blocking_failed)?);
+            self.hasher = Some(hashing.wait().await?);
         }
         Ok(())
     }
@@ -348,14 +354,11 @@ impl Pipeline {
         self.pos += self.filling.len as u64;
         next.start_at(self.pos);
         let batch = Arc::new(std::mem::replace(&mut self.filling, next));
-        let mut hasher = self.hasher.take().ok_or_else(|| {
+        let hasher = self.hasher.take().ok_or_else(|| {
             EngineError::Internal("hasher missing from the write pipeline".into())
         })?;
-        let (hashed, written) = (batch.clone(), batch);
-        self.hashing = Some(tokio::task::spawn_blocking(move || {
-            hasher.update(hashed.bytes());
-            hasher
-        }));
+        let written = batch.clone();
+        self.hashing = Some(hasher.update_later(batch));
         let (writer, guard) = (self.writer.clone(), self.guard.clone());
         self.writing.push_back(tokio::task::spawn_blocking(move || {
             writer.write_at(written.bytes(), at)?;
