@@ -76,10 +76,11 @@ impl Hasher {
     }
 
     /// Adds `data` off the caller's thread: MD5 in the lane service, where
-    /// there is one, anything else on the blocking pool.
-    pub fn update_later(self, data: Shared) -> HashJob {
+    /// there is one, anything else on the blocking pool. `urgent`: the
+    /// caller is about to wait for it.
+    pub fn update_later(self, data: Shared, urgent: bool) -> HashJob {
         let hasher = match self {
-            Hasher::Md5(md5) => match hash_in_lanes(md5, data.clone()) {
+            Hasher::Md5(md5) => match hash_in_lanes(md5, data.clone(), urgent) {
                 Ok(job) => return HashJob::Lanes(job),
                 Err(md5) => Hasher::Md5(md5),
             },
@@ -135,6 +136,14 @@ pub enum HashJob {
 }
 
 impl HashJob {
+    /// Whether the hash is ready.
+    pub fn is_done(&self) -> bool {
+        match self {
+            HashJob::Lanes(job) => job.is_done(),
+            HashJob::Blocking(job) => job.is_finished(),
+        }
+    }
+
     pub async fn wait(self) -> EngineResult<Hasher> {
         match self {
             HashJob::Lanes(job) => job

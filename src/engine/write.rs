@@ -6,6 +6,8 @@
 use super::checksum::{HashJob, Hasher};
 use super::error::{EngineError, EngineResult};
 use super::lock::UploadLock;
+use super::md5::Streaming;
+use super::pages::Pages;
 use super::{blocking_failed, detach_blocking, run_blocking};
 use crate::storage::{PartKey, PartStore, PartWriter, ALIGN};
 use bytes::Bytes;
@@ -13,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 use std::collections::VecDeque;
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinHandle;
@@ -34,14 +36,6 @@ const LARGE_WRITES_IN_FLIGHT: usize = 2;
 /// however many uploads run at once (and many of them keep the disk busy
 /// anyway).
 static LARGE_BATCHES: Semaphore = Semaphore::const_new(LARGE_WRITES_IN_FLIGHT + 1);
-
-/// Batches that finished requests left for the next ones. A fresh batch
-/// costs an mmap, page faults that zero it as it fills, and an munmap that
-/// flushes every core's TLB: with 64 uploads at once, that was a third of
-/// the request threads' time. At most `POOLED_BATCHES` are kept, about
-/// 17 MiB, what 64 requests at once use anyway.
-static BATCH_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-const POOLED_BATCHES: usize = 128;
 
 /// Bytes a body must move within each read timeout: a client that sends
 /// nothing, or trickles a byte a second, is cut off.
@@ -204,7 +198,7 @@ pub struct Pumped {
 /// their place in the file (see `storage::ALIGN`), and ending on an aligned
 /// file position, so that the disk gets whole blocks straight from it.
 struct Batch {
-    mem: Vec<u8>,
+    mem: Pages,
     /// Where the bytes start in `mem`.
     skew: usize,
     len: usize,
@@ -214,16 +208,10 @@ struct Batch {
 }
 
 impl Batch {
-    /// `size`: a multiple of `ALIGN`. Its memory comes from the pool when
-    /// there is some of that size.
+    /// `size`: a multiple of `ALIGN`.
     fn new(size: usize) -> Self {
-        let mut pool = BATCH_POOL.lock().unwrap_or_else(|e| e.into_inner());
-        let mem = match pool.iter().position(|mem| mem.len() == size + ALIGN) {
-            Some(found) => pool.swap_remove(found),
-            None => vec![0; size + ALIGN],
-        };
         Batch {
-            mem,
+            mem: Pages::take(size + ALIGN),
             skew: 0,
             len: 0,
             room: 0,
@@ -268,15 +256,6 @@ impl AsRef<[u8]> for Batch {
     }
 }
 
-impl Drop for Batch {
-    fn drop(&mut self) {
-        let mut pool = BATCH_POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOLED_BATCHES {
-            pool.push(std::mem::take(&mut self.mem));
-        }
-    }
-}
-
 struct Pipeline {
     writer: Arc<dyn PartWriter>,
     guard: Arc<WriteGuard>,
@@ -293,6 +272,7 @@ struct Pipeline {
     max_writing: usize,
     /// Held while this request uses large batches.
     _large: Option<SemaphorePermit<'static>>,
+    _streaming: Streaming,
 }
 
 impl Pipeline {
@@ -314,6 +294,7 @@ impl Pipeline {
             writing: VecDeque::new(),
             max_writing,
             _large: large,
+            _streaming: Streaming::start(),
         }
     }
 
@@ -344,7 +325,12 @@ impl Pipeline {
     }
 
     /// Hands the filled batch to the disk and starts filling the next one.
-    async fn submit(&mut self) -> EngineResult<()> {
+    /// `last`: the body is over, and its response waits for this batch.
+    async fn submit(&mut self, last: bool) -> EngineResult<()> {
+        // A request still waiting for its previous hash is bound by hashing:
+        // its next one is urgent. Otherwise the lane service may hold it a
+        // moment to hash it beside other uploads' batches.
+        let urgent = last || self.hashing.as_ref().is_some_and(|job| !job.is_done());
         self.settle_hash().await?;
         while self.writing.len() >= self.max_writing {
             self.settle_oldest_write().await?;
@@ -358,7 +344,7 @@ impl Pipeline {
             EngineError::Internal("hasher missing from the write pipeline".into())
         })?;
         let written = batch.clone();
-        self.hashing = Some(hasher.update_later(batch));
+        self.hashing = Some(hasher.update_later(batch, urgent));
         let (writer, guard) = (self.writer.clone(), self.guard.clone());
         self.writing.push_back(tokio::task::spawn_blocking(move || {
             writer.write_at(written.bytes(), at)?;
@@ -423,7 +409,7 @@ where
                         break 'body Err(err);
                     }
                 }
-                if let Err(err) = pipeline.submit().await {
+                if let Err(err) = pipeline.submit(false).await {
                     break 'body Err(err);
                 }
             }
@@ -447,7 +433,7 @@ where
         lock.keep_alive().await?;
     }
     if pipeline.filling.len > 0 {
-        pipeline.submit().await?;
+        pipeline.submit(true).await?;
         pipeline.settle().await?;
     }
     if let Some(BodyCheck { hasher, digest }) = check {

@@ -4,11 +4,16 @@
 //! Eight chains cost about what one costs, so many concurrent uploads take
 //! a small part of a core for their checksums, where hashing each on its
 //! own thread would take a core per 1 GB/s.
+//!
+//! Jobs of many slow uploads rarely arrive together, so the service waits
+//! a little for them to gather (`GATHER`), unless a job is urgent: its
+//! upload is waiting for that hash (a fast upload, or the end of a body).
 
 use super::{avx512, Md5, BLOCK};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Bytes that a job shares with the service until it is hashed.
@@ -22,12 +27,39 @@ const SOLO_STEP: usize = 1024;
 /// Blocks hashed in every lane at a time when several jobs share the vector.
 const SHARED_STEP: usize = 256;
 
+/// How long jobs that nobody waits for yet may wait for others to share the
+/// vector with: far below the time a slow upload takes to fill its next
+/// batch, so it never stalls one.
+const GATHER: Duration = Duration::from_millis(2);
+
+/// Uploads streaming now, each with at most one job in the service: once
+/// each has one, there is nothing more to wait for.
+static STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts as a streaming upload while it lives.
+pub struct Streaming(());
+
+impl Streaming {
+    pub fn start() -> Streaming {
+        STREAMS.fetch_add(1, Ordering::Relaxed);
+        Streaming(())
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        STREAMS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What empty lanes hash: nothing anyone waits for.
 static IDLE_LANE: [[u8; BLOCK]; SHARED_STEP] = [[0; BLOCK]; SHARED_STEP];
 
 struct Job {
     hasher: Md5,
     data: Shared,
+    /// Its upload waits for it (or soon will): hash it now.
+    urgent: Arc<AtomicBool>,
     done: oneshot::Sender<Md5>,
 }
 
@@ -60,27 +92,51 @@ fn service() -> Option<&'static Service> {
 }
 
 /// A job handed to the service.
-pub struct LaneJob(oneshot::Receiver<Md5>);
+pub struct LaneJob {
+    result: oneshot::Receiver<Md5>,
+    urgent: Arc<AtomicBool>,
+}
 
 impl LaneJob {
     /// The hasher with the job's bytes added; None if the service failed.
+    /// A job still gathering is hashed at once.
     pub async fn wait(self) -> Option<Md5> {
-        self.0.await.ok()
+        if self.result.is_empty() && !self.urgent.swap(true, Ordering::AcqRel) {
+            if let Some(service) = service() {
+                // Through the lock, so that a service that just found
+                // nothing urgent is already waiting for this notice.
+                drop(service.jobs.lock().unwrap_or_else(|e| e.into_inner()));
+                service.ready.notify_one();
+            }
+        }
+        self.result.await.ok()
+    }
+
+    /// Whether the hash is ready.
+    pub fn is_done(&self) -> bool {
+        !self.result.is_empty()
     }
 }
 
-/// Adds `data` to `hasher` on the lane service. Without one (a CPU without
-/// AVX-512), the hasher comes back for the caller to use.
-pub fn hash_in_lanes(hasher: Md5, data: Shared) -> Result<LaneJob, Md5> {
+/// Adds `data` to `hasher` on the lane service; `urgent` when the caller is
+/// about to wait for it. Without a service (a CPU without AVX-512), the
+/// hasher comes back for the caller to use.
+pub fn hash_in_lanes(hasher: Md5, data: Shared, urgent: bool) -> Result<LaneJob, Md5> {
     let Some(service) = service().filter(|s| s.running.load(Ordering::Acquire)) else {
         return Err(hasher);
     };
     let (done, result) = oneshot::channel();
+    let urgent = Arc::new(AtomicBool::new(urgent));
     let mut jobs = service.jobs.lock().unwrap_or_else(|e| e.into_inner());
-    jobs.push_back(Job { hasher, data, done });
+    jobs.push_back(Job {
+        hasher,
+        data,
+        urgent: urgent.clone(),
+        done,
+    });
     drop(jobs);
     service.ready.notify_one();
-    Ok(LaneJob(result))
+    Ok(LaneJob { result, urgent })
 }
 
 /// A job in a lane: its whole blocks from `at` to `end` are still to hash.
@@ -118,6 +174,7 @@ impl Lane {
             mut hasher,
             data,
             done,
+            ..
         } = self.job;
         hasher.keep_tail(&(*data).as_ref()[self.end..]);
         // The caller may have gone (its request was dropped): nothing to do.
@@ -150,6 +207,9 @@ fn run(service: &'static Service) {
             while lanes.is_empty() && jobs.is_empty() {
                 jobs = service.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
             }
+            if lanes.is_empty() {
+                jobs = gather(service, jobs);
+            }
             let taken = (LANES - lanes.len()).min(jobs.len());
             arrived.extend(jobs.drain(..taken));
         }
@@ -173,6 +233,31 @@ fn run(service: &'static Service) {
                 i += 1;
             }
         }
+    }
+}
+
+/// Before a round: waits up to `GATHER` while the jobs at hand are fewer
+/// than the lanes and the uploads that may send one, and none is urgent.
+fn gather<'a>(
+    service: &'a Service,
+    mut jobs: MutexGuard<'a, VecDeque<Job>>,
+) -> MutexGuard<'a, VecDeque<Job>> {
+    let deadline = Instant::now() + GATHER;
+    loop {
+        let streams = STREAMS.load(Ordering::Relaxed);
+        let wanted = streams.min(LANES);
+        let hurried = streams < LANES && jobs.iter().any(|job| job.urgent.load(Ordering::Acquire));
+        if jobs.len() >= wanted || hurried {
+            return jobs;
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return jobs;
+        };
+        jobs = service
+            .ready
+            .wait_timeout(jobs, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 
@@ -217,7 +302,7 @@ mod tests {
                 let mut pieces = data[5..].chunks(9_999 + n as usize * 101);
                 let shared = |piece: &[u8]| -> Shared { Arc::new(piece.to_vec()) };
                 for piece in pieces.by_ref() {
-                    hasher = match hash_in_lanes(hasher, shared(piece)) {
+                    hasher = match hash_in_lanes(hasher, shared(piece), n % 2 == 0) {
                         Ok(job) => job.wait().await.expect("the service hashes"),
                         Err(mut back) => {
                             back.update(piece);

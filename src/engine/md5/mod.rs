@@ -13,7 +13,7 @@
 mod avx512;
 mod lanes;
 
-pub use lanes::{hash_in_lanes, LaneJob, Shared};
+pub use lanes::{hash_in_lanes, LaneJob, Shared, Streaming};
 
 /// On other CPUs the kernels are never available, and MD5 runs on the
 /// scalar code of `md-5`.
