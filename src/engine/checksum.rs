@@ -3,7 +3,7 @@
 
 use super::blocking_failed;
 use super::error::{EngineError, EngineResult};
-use super::md5::{hash_in_lanes, LaneJob, Md5, Shared};
+use super::md5::{Feed, Md5, Shared};
 use digest::common::hazmat::{SerializableState, SerializedState};
 use digest::Digest;
 use tokio::task::JoinHandle;
@@ -75,24 +75,6 @@ impl Hasher {
         }
     }
 
-    /// Adds `data` off the caller's thread: MD5 in the lane service, where
-    /// there is one, anything else on the blocking pool. `urgent`: the
-    /// caller is about to wait for it.
-    pub fn update_later(self, data: Shared, urgent: bool) -> HashJob {
-        let hasher = match self {
-            Hasher::Md5(md5) => match hash_in_lanes(md5, data.clone(), urgent) {
-                Ok(job) => return HashJob::Lanes(job),
-                Err(md5) => Hasher::Md5(md5),
-            },
-            other => other,
-        };
-        HashJob::Blocking(tokio::task::spawn_blocking(move || {
-            let mut hasher = hasher;
-            hasher.update((*data).as_ref());
-            hasher
-        }))
-    }
-
     pub fn save(&self) -> Vec<u8> {
         match self {
             Hasher::Md5(h) => tagged(&h.save()),
@@ -129,29 +111,72 @@ impl Hasher {
     }
 }
 
-/// Bytes being hashed off the request's thread.
-pub enum HashJob {
-    Lanes(LaneJob),
-    Blocking(JoinHandle<Hasher>),
+/// A checksum fed piece by piece off the request's thread: MD5 in the lane
+/// service, where there is one; otherwise one piece at a time on the
+/// blocking pool.
+pub enum HashFeed {
+    Lanes(Feed),
+    Pool {
+        /// None while `job` runs.
+        hasher: Option<Hasher>,
+        job: Option<JoinHandle<Hasher>>,
+    },
 }
 
-impl HashJob {
-    /// Whether the hash is ready.
-    pub fn is_done(&self) -> bool {
-        match self {
-            HashJob::Lanes(job) => job.is_done(),
-            HashJob::Blocking(job) => job.is_finished(),
+fn lanes_stopped() -> EngineError {
+    EngineError::Internal("the MD5 lane service stopped".into())
+}
+
+impl HashFeed {
+    pub fn open(hasher: Hasher) -> HashFeed {
+        let hasher = match hasher {
+            Hasher::Md5(md5) => match Feed::open(md5) {
+                Ok(feed) => return HashFeed::Lanes(feed),
+                Err(md5) => Hasher::Md5(md5),
+            },
+            other => other,
+        };
+        HashFeed::Pool {
+            hasher: Some(hasher),
+            job: None,
         }
     }
 
-    pub async fn wait(self) -> EngineResult<Hasher> {
+    /// Adds the next piece; on the pool, once the previous one is hashed.
+    pub async fn push(&mut self, piece: Shared) -> EngineResult<()> {
         match self {
-            HashJob::Lanes(job) => job
-                .wait()
-                .await
-                .map(Hasher::Md5)
-                .ok_or_else(|| EngineError::Internal("the MD5 lane service stopped".into())),
-            HashJob::Blocking(job) => job.await.map_err(blocking_failed),
+            HashFeed::Lanes(feed) => feed.push(piece),
+            HashFeed::Pool { hasher, job } => {
+                let mut ready = match job.take() {
+                    Some(running) => running.await.map_err(blocking_failed)?,
+                    None => hasher.take().ok_or_else(|| {
+                        EngineError::Internal("hasher missing from its feed".into())
+                    })?,
+                };
+                *job = Some(tokio::task::spawn_blocking(move || {
+                    ready.update((*piece).as_ref());
+                    ready
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the lane service whether the request waits for its pieces.
+    pub fn set_waiting(&self, waiting: bool) {
+        if let HashFeed::Lanes(feed) = self {
+            feed.set_waiting(waiting);
+        }
+    }
+
+    /// The hasher, once every piece is in.
+    pub async fn finish(self) -> EngineResult<Hasher> {
+        match self {
+            HashFeed::Lanes(feed) => feed.finish().await.map(Hasher::Md5).map_err(|_| lanes_stopped()),
+            HashFeed::Pool { hasher, job } => match job {
+                Some(running) => running.await.map_err(blocking_failed),
+                None => hasher.ok_or_else(|| EngineError::Internal("hasher missing from its feed".into())),
+            },
         }
     }
 }

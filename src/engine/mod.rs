@@ -7,6 +7,7 @@ pub mod checksum;
 mod error;
 mod lock;
 mod md5;
+mod pages;
 mod write;
 
 pub use checksum::ChecksumAlgo;
@@ -627,7 +628,7 @@ impl Engine {
                         return Err(StorageError::Missing.into());
                     }
                     hasher.update(&buf[..got]);
-                    writer.write_at(&buf[..got], pos)?;
+                    writer.write_at(&[&buf[..got]], pos)?;
                     (read, pos) = (read + got as u64, pos + got as u64);
                 }
             }

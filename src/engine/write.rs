@@ -1,12 +1,13 @@
-//! The one write path: a body stream goes into a part file at an offset,
-//! hashed as it passes, in batches written on the blocking pool while the
-//! next batch is read. Nothing is acknowledged here: the caller commits the
-//! new offset only after `pump` returned, i.e. after the bytes were synced.
+//! The one write path: a body stream goes into a part file at an offset.
+//! The body is gathered into segments; each full segment goes at once to
+//! the hasher (the MD5 lane service) and, alone or with the next few, to a
+//! write on the blocking pool, while the next segment fills. Nothing is
+//! acknowledged here: the caller commits the new offset only after `pump`
+//! returned, i.e. after the bytes were synced.
 
-use super::checksum::{HashJob, Hasher};
+use super::checksum::{HashFeed, Hasher};
 use super::error::{EngineError, EngineResult};
 use super::lock::UploadLock;
-use super::md5::Streaming;
 use super::pages::Pages;
 use super::{blocking_failed, detach_blocking, run_blocking};
 use crate::storage::{PartKey, PartStore, PartWriter, ALIGN};
@@ -17,25 +18,43 @@ use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tokio::task::JoinHandle;
 
-/// Bytes gathered before one write to disk: large enough to keep the
-/// syscall and thread-hop cost negligible, small enough that many
-/// concurrent uploads keep memory flat (two buffers per request).
-const BATCH: usize = 128 * 1024;
+/// Bytes of one segment: the hasher starts on a body after this many, and
+/// each request holds at least two (one filling, one being hashed and
+/// written), so many concurrent uploads keep memory flat.
+const SEGMENT: usize = 128 * 1024;
 
-/// The batches of a request that holds the large-batch budget: direct
-/// writes of 1 MiB, two at once, keep the disk's queue full where single
-/// 128 KiB ones leave it waiting (one 1 GiB PATCH with sync on, here:
-/// about 245 MB/s against 175).
-const LARGE_BATCH: usize = 1024 * 1024;
-const LARGE_WRITES_IN_FLIGHT: usize = 2;
+/// How a request's segments go to the disk.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// Segments written together, with one `pwritev`.
+    per_write: usize,
+    /// Segments a request may hold at once: filling, being hashed, being
+    /// written.
+    held: usize,
+}
 
-/// Large batches for one request at a time, so that memory stays flat
+/// Most requests: each segment written alone, two held.
+const SMALL: Shape = Shape {
+    per_write: 1,
+    held: 2,
+};
+
+/// The request that holds the large-write budget: direct writes of 1 MiB,
+/// two under way while a third fills, keep the disk's queue full where
+/// single 128 KiB ones leave it waiting (one 1 GiB PATCH with sync on:
+/// about 245 MB/s against 175, on a slower day of this machine's disk).
+const LARGE: Shape = Shape {
+    per_write: 8,
+    held: 24,
+};
+
+/// Large writes for one request at a time, so that memory stays flat
 /// however many uploads run at once (and many of them keep the disk busy
 /// anyway).
-static LARGE_BATCHES: Semaphore = Semaphore::const_new(LARGE_WRITES_IN_FLIGHT + 1);
+static LARGE_WRITES: Semaphore = Semaphore::const_new(1);
 
 /// Bytes a body must move within each read timeout: a client that sends
 /// nothing, or trickles a byte a second, is cut off.
@@ -194,42 +213,35 @@ pub struct Pumped {
     pub hasher: Hasher,
 }
 
-/// One batch of body bytes, laid out in memory at the same alignment as
+/// One segment of body bytes, laid out in memory at the same alignment as
 /// their place in the file (see `storage::ALIGN`), and ending on an aligned
 /// file position, so that the disk gets whole blocks straight from it.
-struct Batch {
+struct Segment {
     mem: Pages,
     /// Where the bytes start in `mem`.
     skew: usize,
     len: usize,
     /// How many bytes fit: up to the first aligned file position at least
-    /// `size - ALIGN` bytes on.
+    /// `SEGMENT - ALIGN` bytes on.
     room: usize,
+    /// The request's hold on it, given back when the segment is hashed and
+    /// written.
+    _held: OwnedSemaphorePermit,
 }
 
-impl Batch {
-    /// `size`: a multiple of `ALIGN`.
-    fn new(size: usize) -> Self {
-        Batch {
-            mem: Pages::take(size + ALIGN),
-            skew: 0,
-            len: 0,
-            room: 0,
-        }
-    }
-
-    /// The batch's size: its buffer has `ALIGN` more, for the skew.
-    fn size(&self) -> usize {
-        self.mem.len() - ALIGN
-    }
-
-    /// Empties the batch for bytes that go to file position `pos`.
-    fn start_at(&mut self, pos: u64) {
+impl Segment {
+    /// An empty segment for bytes that go to file position `pos`.
+    fn new(pos: u64, held: OwnedSemaphorePermit) -> Self {
+        let mem = Pages::take(SEGMENT + ALIGN);
         let in_block = (pos % ALIGN as u64) as usize;
-        let addr = self.mem.as_ptr() as usize % ALIGN;
-        self.skew = (in_block + ALIGN - addr) % ALIGN;
-        self.len = 0;
-        self.room = self.size() - in_block;
+        let addr = mem.as_ptr() as usize % ALIGN;
+        Segment {
+            mem,
+            skew: (in_block + ALIGN - addr) % ALIGN,
+            len: 0,
+            room: SEGMENT - in_block,
+            _held: held,
+        }
     }
 
     /// Copies in as much of `bytes` as fits; returns how much that was.
@@ -250,7 +262,7 @@ impl Batch {
     }
 }
 
-impl AsRef<[u8]> for Batch {
+impl AsRef<[u8]> for Segment {
     fn as_ref(&self) -> &[u8] {
         self.bytes()
     }
@@ -259,99 +271,111 @@ impl AsRef<[u8]> for Batch {
 struct Pipeline {
     writer: Arc<dyn PartWriter>,
     guard: Arc<WriteGuard>,
-    /// File position of the batch being filled.
+    shape: Shape,
+    /// Segments the request may still take.
+    held: Arc<Semaphore>,
+    /// File position of the next byte of the body.
     pos: u64,
-    filling: Batch,
-    hasher: Option<Hasher>,
-    /// The hash of the last batch handed over: batches are hashed one after
-    /// the other, off the request's thread.
-    hashing: Option<HashJob>,
-    /// Writes under way, oldest first, each on a blocking thread: while the
-    /// MD5 takes one core, the disk gets several direct writes at once.
+    /// The segment being filled, once taken.
+    filling: Option<Segment>,
+    hashing: HashFeed,
+    /// Full segments waiting to be written together, and where they go.
+    group: Vec<Arc<Segment>>,
+    group_at: u64,
+    /// Writes under way, oldest first, each on a blocking thread.
     writing: VecDeque<JoinHandle<EngineResult<()>>>,
-    max_writing: usize,
-    /// Held while this request uses large batches.
+    /// Held while this request writes large.
     _large: Option<SemaphorePermit<'static>>,
-    _streaming: Streaming,
 }
 
 impl Pipeline {
     fn new(writer: Arc<dyn PartWriter>, guard: Arc<WriteGuard>, pos: u64, hasher: Hasher) -> Self {
-        let wanted = (LARGE_WRITES_IN_FLIGHT + 1) as u32;
-        let (size, max_writing, large) = match LARGE_BATCHES.try_acquire_many(wanted) {
-            Ok(permit) => (LARGE_BATCH, LARGE_WRITES_IN_FLIGHT, Some(permit)),
-            Err(_) => (BATCH, 1, None),
+        let (shape, large) = match LARGE_WRITES.try_acquire() {
+            Ok(permit) => (LARGE, Some(permit)),
+            Err(_) => (SMALL, None),
         };
-        let mut filling = Batch::new(size);
-        filling.start_at(pos);
         Pipeline {
             writer,
             guard,
+            shape,
+            held: Arc::new(Semaphore::new(shape.held)),
             pos,
-            filling,
-            hasher: Some(hasher),
-            hashing: None,
+            filling: None,
+            hashing: HashFeed::open(hasher),
+            group: Vec::with_capacity(shape.per_write),
+            group_at: pos,
             writing: VecDeque::new(),
-            max_writing,
             _large: large,
-            _streaming: Streaming::start(),
         }
     }
 
-    async fn settle_hash(&mut self) -> EngineResult<()> {
-        if let Some(hashing) = self.hashing.take() {
-            self.hasher = Some(hashing.wait().await?);
+    /// The segment to fill, taken once the request may hold one more: when
+    /// it already holds its share, it waits for the hasher and the disk to
+    /// give one back.
+    async fn filling(&mut self) -> EngineResult<&mut Segment> {
+        if self.filling.is_none() {
+            let held = match self.held.clone().try_acquire_owned() {
+                Ok(held) => held,
+                Err(_) => {
+                    self.hashing.set_waiting(true);
+                    let held = self.held.clone().acquire_owned().await;
+                    self.hashing.set_waiting(false);
+                    held.map_err(|_| EngineError::Internal("segment budget closed".into()))?
+                }
+            };
+            self.filling = Some(Segment::new(self.pos, held));
         }
-        Ok(())
+        Ok(self.filling.as_mut().expect("taken above"))
     }
 
-    /// Waits for the oldest write.
-    async fn settle_oldest_write(&mut self) -> EngineResult<()> {
-        if let Some(writing) = self.writing.pop_front() {
-            writing.await.map_err(blocking_failed)??;
-        }
-        Ok(())
-    }
-
-    /// Waits for every job; the first error, once all of them are over, so
-    /// that no disk job outlives the request's rollback.
-    async fn settle(&mut self) -> EngineResult<()> {
-        let mut result = self.settle_hash().await;
-        while !self.writing.is_empty() {
-            let written = self.settle_oldest_write().await;
-            result = result.and(written);
-        }
-        result
-    }
-
-    /// Hands the filled batch to the disk and starts filling the next one.
-    /// `last`: the body is over, and its response waits for this batch.
+    /// Hands the filled segment to the hasher and into the write group; the
+    /// group is written once complete. `last`: the body is over, write what
+    /// there is now.
     async fn submit(&mut self, last: bool) -> EngineResult<()> {
-        // A request still waiting for its previous hash is bound by hashing:
-        // its next one is urgent. Otherwise the lane service may hold it a
-        // moment to hash it beside other uploads' batches.
-        let urgent = last || self.hashing.as_ref().is_some_and(|job| !job.is_done());
-        self.settle_hash().await?;
-        while self.writing.len() >= self.max_writing {
-            self.settle_oldest_write().await?;
+        if let Some(full) = self.filling.take().filter(|segment| segment.len > 0) {
+            self.pos += full.len as u64;
+            let full = Arc::new(full);
+            self.hashing.push(full.clone()).await?;
+            self.group.push(full);
         }
-        let mut next = Batch::new(self.filling.size());
-        let at = self.pos;
-        self.pos += self.filling.len as u64;
-        next.start_at(self.pos);
-        let batch = Arc::new(std::mem::replace(&mut self.filling, next));
-        let hasher = self.hasher.take().ok_or_else(|| {
-            EngineError::Internal("hasher missing from the write pipeline".into())
-        })?;
-        let written = batch.clone();
-        self.hashing = Some(hasher.update_later(batch, urgent));
+        if self.group.len() == self.shape.per_write || (last && !self.group.is_empty()) {
+            self.write_group()?;
+        }
+        Ok(())
+    }
+
+    fn write_group(&mut self) -> EngineResult<()> {
+        // A write that already failed fails the request now.
+        while self.writing.front().is_some_and(|w| w.is_finished()) {
+            let finished = self.writing.pop_front().expect("checked above");
+            if let Some(Ok(Err(err))) = futures_util::FutureExt::now_or_never(finished) {
+                return Err(err);
+            }
+        }
+        let group = std::mem::replace(&mut self.group, Vec::with_capacity(self.shape.per_write));
+        let at = std::mem::replace(&mut self.group_at, self.pos);
         let (writer, guard) = (self.writer.clone(), self.guard.clone());
         self.writing.push_back(tokio::task::spawn_blocking(move || {
-            writer.write_at(written.bytes(), at)?;
+            let bufs: Vec<&[u8]> = group.iter().map(|segment| segment.bytes()).collect();
+            writer.write_at(&bufs, at)?;
             drop(guard);
             Ok(())
         }));
         Ok(())
+    }
+
+    /// Waits for every write; the first error, once all of them are over,
+    /// so that no disk job outlives the request's rollback.
+    async fn settle_writes(&mut self) -> EngineResult<()> {
+        let mut result = Ok(());
+        while let Some(writing) = self.writing.pop_front() {
+            let written = match writing.await {
+                Ok(written) => written,
+                Err(err) => Err(blocking_failed(err)),
+            };
+            result = result.and(written);
+        }
+        result
     }
 }
 
@@ -402,8 +426,12 @@ where
         }
         let mut rest = &next[..];
         while !rest.is_empty() {
-            rest = &rest[pipeline.filling.fill(rest)..];
-            if pipeline.filling.is_full() {
+            let segment = match pipeline.filling().await {
+                Ok(segment) => segment,
+                Err(err) => break 'body Err(err),
+            };
+            rest = &rest[segment.fill(rest)..];
+            if segment.is_full() {
                 if let Some(lock) = guard.lock() {
                     if let Err(err) = lock.keep_alive().await {
                         break 'body Err(err);
@@ -417,7 +445,7 @@ where
     };
     // Never leave a disk job running past this point on a failure either:
     // the caller's rollback must come after the last write.
-    let settled = pipeline.settle().await;
+    let settled = pipeline.settle_writes().await;
     let broke_off = matches!(result, Err(EngineError::Body(_) | EngineError::ReadTimeout));
     if !(keep_partial && broke_off) {
         result?;
@@ -432,19 +460,14 @@ where
     if let Some(lock) = guard.lock() {
         lock.keep_alive().await?;
     }
-    if pipeline.filling.len > 0 {
-        pipeline.submit(true).await?;
-        pipeline.settle().await?;
-    }
+    pipeline.submit(true).await?;
+    pipeline.settle_writes().await?;
     if let Some(BodyCheck { hasher, digest }) = check {
         if hasher.digest() != digest {
             return Err(EngineError::BodyChecksumMismatch);
         }
     }
-    let hasher = pipeline
-        .hasher
-        .take()
-        .ok_or_else(|| EngineError::Internal("hasher missing after the write".into()))?;
+    let hasher = pipeline.hashing.finish().await?;
     run_blocking(move || Ok(writer.sync()?)).await?;
     Ok(Pumped { len: seen, hasher })
 }

@@ -45,17 +45,18 @@ impl From<io::Error> for StorageError {
 }
 
 /// Block alignment for direct writes: a `PartWriter` may send the whole
-/// `ALIGN`-sized blocks of a large write straight to the disk when the buffer's
-/// memory and its file position agree modulo `ALIGN`, so writers that care
-/// about speed lay out their buffers that way.
+/// `ALIGN`-sized blocks of a large write straight to the disk when the
+/// buffers' memory and their file positions agree modulo `ALIGN`, so writers
+/// that care about speed lay out their buffers that way.
 pub const ALIGN: usize = 4096;
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
 /// An open part file being written.
 pub trait PartWriter: Send + Sync {
-    /// Writes all of `buf` at byte `pos` (no shared cursor).
-    fn write_at(&self, buf: &[u8], pos: u64) -> StorageResult<()>;
+    /// Writes all of `bufs`, one after the other, from byte `pos` (no
+    /// shared cursor).
+    fn write_at(&self, bufs: &[&[u8]], pos: u64) -> StorageResult<()>;
     /// Makes every byte written so far durable (fdatasync).
     fn sync(&self) -> StorageResult<()>;
     /// Cuts the file back to `len` bytes and syncs.

@@ -1,74 +1,80 @@
-//! The lane service: one thread that hashes the batches of every upload in
+//! The lane service: one thread that computes the MD5 of every upload in
 //! progress, up to eight at once in the lanes of one vector
 //! (`avx512::compress_eight`), or one alone with the single-chain kernel.
 //! Eight chains cost about what one costs, so many concurrent uploads take
 //! a small part of a core for their checksums, where hashing each on its
 //! own thread would take a core per 1 GB/s.
 //!
-//! Jobs of many slow uploads rarely arrive together, so the service waits
-//! a little for them to gather (`GATHER`), unless a job is urgent: its
-//! upload is waiting for that hash (a fast upload, or the end of a body).
+//! An upload opens a `Feed` and pushes its body into it piece by piece as
+//! the pieces fill; its hasher stays in the service, which hashes the
+//! pieces in order as soon as it can, with no hand-over between them. When
+//! only a few uploads are hashing but many more fed bytes lately, the
+//! service waits a moment (`GATHER`) for them to fill its lanes, unless an
+//! upload that it would hold back is waiting for its hash.
 
 use super::{avx512, Md5, BLOCK};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// Bytes that a job shares with the service until it is hashed.
+/// Bytes that a feed shares with the service until they are hashed.
 pub type Shared = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 const LANES: usize = 8;
 
-/// Blocks hashed for a lone job before the service looks for new ones
+/// Blocks hashed for a lone upload before the service looks for others
 /// (64 KiB: tens of microseconds).
 const SOLO_STEP: usize = 1024;
-/// Blocks hashed in every lane at a time when several jobs share the vector.
+/// Blocks hashed in every lane at a time when several uploads share the
+/// vector.
 const SHARED_STEP: usize = 256;
 
-/// How long jobs that nobody waits for yet may wait for others to share the
-/// vector with: far below the time a slow upload takes to fill its next
-/// batch, so it never stalls one.
+/// The longest the service holds bytes back to hash them beside others':
+/// far below the time a slow upload takes to fill its next piece.
 const GATHER: Duration = Duration::from_millis(2);
-
-/// Uploads streaming now, each with at most one job in the service: once
-/// each has one, there is nothing more to wait for.
-static STREAMS: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts as a streaming upload while it lives.
-pub struct Streaming(());
-
-impl Streaming {
-    pub fn start() -> Streaming {
-        STREAMS.fetch_add(1, Ordering::Relaxed);
-        Streaming(())
-    }
-}
-
-impl Drop for Streaming {
-    fn drop(&mut self) {
-        STREAMS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+/// An upload that fed bytes within this time counts as one that may bring
+/// more soon.
+const RECENT: Duration = Duration::from_millis(20);
 
 /// What empty lanes hash: nothing anyone waits for.
 static IDLE_LANE: [[u8; BLOCK]; SHARED_STEP] = [[0; BLOCK]; SHARED_STEP];
 
-struct Job {
-    hasher: Md5,
-    data: Shared,
-    /// Its upload waits for it (or soon will): hash it now.
-    urgent: Arc<AtomicBool>,
-    done: oneshot::Sender<Md5>,
+/// One upload's place in the service.
+struct Stream {
+    /// Fed and not yet taken into a lane.
+    pieces: VecDeque<Shared>,
+    /// The hasher, while no lane holds it.
+    hasher: Option<Md5>,
+    /// Pieces fed and not yet fully hashed.
+    backlog: usize,
+    fed_at: Instant,
+    /// The feeder waits for the hash: do not hold it back.
+    waiting: bool,
+    /// Set once the feeder has fed everything: the hasher goes there.
+    finished: Option<oneshot::Sender<Md5>>,
+    /// The feeder is gone without finishing: drop everything.
+    abandoned: bool,
+}
+
+struct State {
+    streams: HashMap<u64, Stream>,
+    next_id: u64,
 }
 
 struct Service {
-    jobs: Mutex<VecDeque<Job>>,
+    state: Mutex<State>,
     ready: Condvar,
-    /// Cleared if the service thread ever ends (a panic): jobs then go
-    /// back to their callers instead of waiting forever.
+    /// Cleared if the service thread ever ends (a panic): feeds then fail
+    /// instead of waiting forever.
     running: AtomicBool,
+}
+
+impl Service {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The service, started on first use; None on a CPU without the kernels.
@@ -79,7 +85,10 @@ fn service() -> Option<&'static Service> {
             return None;
         }
         let service: &'static Service = Box::leak(Box::new(Service {
-            jobs: Mutex::new(VecDeque::new()),
+            state: Mutex::new(State {
+                streams: HashMap::new(),
+                next_id: 0,
+            }),
             ready: Condvar::new(),
             running: AtomicBool::new(true),
         }));
@@ -91,68 +100,151 @@ fn service() -> Option<&'static Service> {
     })
 }
 
-/// A job handed to the service.
-pub struct LaneJob {
-    result: oneshot::Receiver<Md5>,
-    urgent: Arc<AtomicBool>,
+/// One upload's MD5, computed by the service from the pieces fed to it.
+pub struct Feed {
+    service: &'static Service,
+    id: u64,
+    finished: bool,
 }
 
-impl LaneJob {
-    /// The hasher with the job's bytes added; None if the service failed.
-    /// A job still gathering is hashed at once.
-    pub async fn wait(self) -> Option<Md5> {
-        if self.result.is_empty() && !self.urgent.swap(true, Ordering::AcqRel) {
-            if let Some(service) = service() {
-                // Through the lock, so that a service that just found
-                // nothing urgent is already waiting for this notice.
-                drop(service.jobs.lock().unwrap_or_else(|e| e.into_inner()));
-                service.ready.notify_one();
-            }
+/// The service failed (its thread ended).
+#[derive(Debug)]
+pub struct Stopped;
+
+impl Feed {
+    /// Hands `hasher` to the service; without one (a CPU without AVX-512)
+    /// it comes back for the caller to use.
+    pub fn open(hasher: Md5) -> Result<Feed, Md5> {
+        let Some(service) = service().filter(|s| s.running.load(Ordering::Acquire)) else {
+            return Err(hasher);
+        };
+        let mut state = service.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.streams.insert(
+            id,
+            Stream {
+                pieces: VecDeque::new(),
+                hasher: Some(hasher),
+                backlog: 0,
+                fed_at: Instant::now(),
+                waiting: false,
+                finished: None,
+                abandoned: false,
+            },
+        );
+        Ok(Feed {
+            service,
+            id,
+            finished: false,
+        })
+    }
+
+    /// Queues the next bytes of the upload.
+    pub fn push(&self, piece: Shared) {
+        let mut state = self.service.lock();
+        if let Some(stream) = state.streams.get_mut(&self.id) {
+            stream.pieces.push_back(piece);
+            stream.backlog += 1;
+            stream.fed_at = Instant::now();
         }
-        self.result.await.ok()
+        drop(state);
+        self.service.ready.notify_one();
     }
 
-    /// Whether the hash is ready.
-    pub fn is_done(&self) -> bool {
-        !self.result.is_empty()
+    /// Says whether the feeder is waiting for its pieces to be hashed (or
+    /// written): the service then does not hold them back.
+    pub fn set_waiting(&self, waiting: bool) {
+        let mut state = self.service.lock();
+        if let Some(stream) = state.streams.get_mut(&self.id) {
+            stream.waiting = waiting;
+        }
+        drop(state);
+        if waiting {
+            self.service.ready.notify_one();
+        }
+    }
+
+    /// The hasher, once every piece fed is hashed.
+    pub async fn finish(mut self) -> Result<Md5, Stopped> {
+        self.finished = true;
+        let (done, result) = oneshot::channel();
+        {
+            let mut state = self.service.lock();
+            let stream = state.streams.get_mut(&self.id).ok_or(Stopped)?;
+            if stream.backlog == 0 {
+                let hasher = stream.hasher.take();
+                state.streams.remove(&self.id);
+                return hasher.ok_or(Stopped);
+            }
+            stream.waiting = true;
+            stream.finished = Some(done);
+        }
+        self.service.ready.notify_one();
+        result.await.map_err(|_| Stopped)
     }
 }
 
-/// Adds `data` to `hasher` on the lane service; `urgent` when the caller is
-/// about to wait for it. Without a service (a CPU without AVX-512), the
-/// hasher comes back for the caller to use.
-pub fn hash_in_lanes(hasher: Md5, data: Shared, urgent: bool) -> Result<LaneJob, Md5> {
-    let Some(service) = service().filter(|s| s.running.load(Ordering::Acquire)) else {
-        return Err(hasher);
-    };
-    let (done, result) = oneshot::channel();
-    let urgent = Arc::new(AtomicBool::new(urgent));
-    let mut jobs = service.jobs.lock().unwrap_or_else(|e| e.into_inner());
-    jobs.push_back(Job {
-        hasher,
-        data,
-        urgent: urgent.clone(),
-        done,
-    });
-    drop(jobs);
-    service.ready.notify_one();
-    Ok(LaneJob { result, urgent })
+impl Drop for Feed {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut state = self.service.lock();
+        let in_lane = match state.streams.get_mut(&self.id) {
+            Some(stream) => {
+                stream.pieces.clear();
+                stream.abandoned = true;
+                stream.hasher.is_none()
+            }
+            None => return,
+        };
+        if !in_lane {
+            state.streams.remove(&self.id);
+        }
+    }
 }
 
-/// A job in a lane: its whole blocks from `at` to `end` are still to hash.
+/// A stream in a lane: its hasher and the piece being hashed, whose whole
+/// blocks from `at` to `end` are still to do.
 struct Lane {
-    job: Job,
+    id: u64,
+    hasher: Md5,
+    piece: Shared,
     at: usize,
     end: usize,
 }
 
 impl Lane {
-    fn start(mut job: Job) -> Lane {
-        let bytes = (*job.data).as_ref();
-        let rest = job.hasher.complete_pending(bytes);
+    /// Starts on `piece`: tops up the hasher's pending block first.
+    fn new(id: u64, mut hasher: Md5, piece: Shared) -> Lane {
+        let (at, end) = Self::blocks_of(&mut hasher, &piece);
+        Lane {
+            id,
+            hasher,
+            piece,
+            at,
+            end,
+        }
+    }
+
+    fn blocks_of(hasher: &mut Md5, piece: &Shared) -> (usize, usize) {
+        let bytes = (**piece).as_ref();
+        let rest = hasher.complete_pending(bytes);
         let at = bytes.len() - rest.len();
-        let end = at + rest.len() / BLOCK * BLOCK;
-        Lane { job, at, end }
+        (at, at + rest.len() / BLOCK * BLOCK)
+    }
+
+    /// Keeps the piece's last partial block and moves on to `next`.
+    fn next_piece(&mut self, next: Shared) {
+        self.keep_tail();
+        (self.at, self.end) = Self::blocks_of(&mut self.hasher, &next);
+        self.piece = next;
+    }
+
+    fn keep_tail(&mut self) {
+        let tail = &(*self.piece).as_ref()[self.end..];
+        self.hasher.keep_tail(tail);
     }
 
     fn blocks_left(&self) -> usize {
@@ -160,104 +252,138 @@ impl Lane {
     }
 
     fn next_blocks(&self, count: usize) -> &[[u8; BLOCK]] {
-        let bytes = &(*self.job.data).as_ref()[self.at..self.at + count * BLOCK];
+        let bytes = &(*self.piece).as_ref()[self.at..self.at + count * BLOCK];
         bytes.as_chunks::<BLOCK>().0
     }
 
     fn advance(&mut self, count: usize) {
         self.at += count * BLOCK;
-        self.job.hasher.blocks = self.job.hasher.blocks.wrapping_add(count as u64);
-    }
-
-    fn finish(self) {
-        let Job {
-            mut hasher,
-            data,
-            done,
-            ..
-        } = self.job;
-        hasher.keep_tail(&(*data).as_ref()[self.end..]);
-        // The caller may have gone (its request was dropped): nothing to do.
-        let _ = done.send(hasher);
+        self.hasher.blocks = self.hasher.blocks.wrapping_add(count as u64);
     }
 }
 
-/// Marks the service stopped and hands back waiting jobs if its thread
-/// ends.
-struct Stopped(&'static Service);
+/// Marks the service stopped if its thread ends, and fails every feed that
+/// waits for its hasher.
+struct StopGuard(&'static Service);
 
-impl Drop for Stopped {
+impl Drop for StopGuard {
     fn drop(&mut self) {
         self.0.running.store(false, Ordering::Release);
-        self.0
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.0.lock().streams.clear();
     }
 }
 
 fn run(service: &'static Service) {
-    let _stopped = Stopped(service);
+    let _stop = StopGuard(service);
     let mut lanes: Vec<Lane> = Vec::with_capacity(LANES);
-    let mut arrived = Vec::with_capacity(LANES);
     loop {
-        {
-            let mut jobs = service.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            while lanes.is_empty() && jobs.is_empty() {
-                jobs = service.ready.wait(jobs).unwrap_or_else(|e| e.into_inner());
-            }
-            if lanes.is_empty() {
-                jobs = gather(service, jobs);
-            }
-            let taken = (LANES - lanes.len()).min(jobs.len());
-            arrived.extend(jobs.drain(..taken));
+        let mut state = service.lock();
+        settle_lanes(&mut state, &mut lanes);
+        let fresh = lanes.is_empty();
+        admit(&mut state, &mut lanes);
+        while lanes.is_empty() {
+            state = service.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            admit(&mut state, &mut lanes);
         }
-        lanes.extend(arrived.drain(..).map(Lane::start));
+        // Between rounds only, never with lanes half done.
+        if fresh {
+            let deadline = Instant::now() + GATHER;
+            while lanes.len() < LANES && worth_gathering(&state, &lanes) {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                state = service
+                    .ready
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                admit(&mut state, &mut lanes);
+            }
+        }
+        drop(state);
         match lanes.as_mut_slice() {
-            [] => {}
             [lane] => {
                 let count = lane.blocks_left().min(SOLO_STEP);
-                let mut state = lane.job.hasher.state;
+                let mut state = lane.hasher.state;
                 super::compress(&mut state, lane.next_blocks(count));
-                lane.job.hasher.state = state;
+                lane.hasher.state = state;
                 lane.advance(count);
             }
             many => hash_side_by_side(many),
         }
-        let mut i = 0;
-        while i < lanes.len() {
-            if lanes[i].blocks_left() == 0 {
-                lanes.swap_remove(i).finish();
-            } else {
-                i += 1;
-            }
+    }
+}
+
+/// Takes streams with pieces into free lanes.
+fn admit(state: &mut State, lanes: &mut Vec<Lane>) {
+    for (&id, stream) in state.streams.iter_mut() {
+        if lanes.len() == LANES {
+            return;
+        }
+        if stream.hasher.is_none() {
+            continue;
+        }
+        if let Some(piece) = stream.pieces.pop_front() {
+            let hasher = stream.hasher.take().expect("checked above");
+            lanes.push(Lane::new(id, hasher, piece));
         }
     }
 }
 
-/// Before a round: waits up to `GATHER` while the jobs at hand are fewer
-/// than the lanes and the uploads that may send one, and none is urgent.
-fn gather<'a>(
-    service: &'a Service,
-    mut jobs: MutexGuard<'a, VecDeque<Job>>,
-) -> MutexGuard<'a, VecDeque<Job>> {
-    let deadline = Instant::now() + GATHER;
-    loop {
-        let streams = STREAMS.load(Ordering::Relaxed);
-        let wanted = streams.min(LANES);
-        let hurried = streams < LANES && jobs.iter().any(|job| job.urgent.load(Ordering::Acquire));
-        if jobs.len() >= wanted || hurried {
-            return jobs;
+/// Whether to wait before hashing the lanes at hand: more uploads fed bytes
+/// lately than have some to hash, and none of those at hand waits for its
+/// hash (unless so many are feeding that the machine is busy anyway).
+fn worth_gathering(state: &State, lanes: &[Lane]) -> bool {
+    let now = Instant::now();
+    let recent = state
+        .streams
+        .values()
+        .filter(|s| now.duration_since(s.fed_at) < RECENT)
+        .count();
+    if lanes.len() >= recent.min(LANES) {
+        return false;
+    }
+    let waited_for = lanes
+        .iter()
+        .any(|lane| state.streams.get(&lane.id).is_some_and(|s| s.waiting));
+    !waited_for || recent >= 2 * LANES
+}
+
+/// After a step: lanes whose piece is done move to the stream's next piece,
+/// or give the hasher back (to the feeder, if it finished).
+fn settle_lanes(state: &mut State, lanes: &mut Vec<Lane>) {
+    let mut i = 0;
+    while i < lanes.len() {
+        if lanes[i].blocks_left() > 0 {
+            i += 1;
+            continue;
         }
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            return jobs;
+        let id = lanes[i].id;
+        let Some(stream) = state.streams.get_mut(&id) else {
+            lanes.swap_remove(i);
+            continue;
         };
-        jobs = service
-            .ready
-            .wait_timeout(jobs, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        stream.backlog = stream.backlog.saturating_sub(1);
+        if stream.abandoned {
+            state.streams.remove(&id);
+            lanes.swap_remove(i);
+            continue;
+        }
+        if let Some(next) = stream.pieces.pop_front() {
+            lanes[i].next_piece(next);
+            i += 1;
+            continue;
+        }
+        let mut lane = lanes.swap_remove(i);
+        lane.keep_tail();
+        match stream.finished.take() {
+            Some(done) => {
+                // The feeder may have gone since: nothing to do then.
+                let _ = done.send(lane.hasher);
+                state.streams.remove(&id);
+            }
+            None => stream.hasher = Some(lane.hasher),
+        }
     }
 }
 
@@ -272,13 +398,13 @@ fn hash_side_by_side(lanes: &mut [Lane]) {
     let mut states = [[0u32; 4]; LANES];
     let mut inputs: [&[[u8; BLOCK]]; LANES] = [&IDLE_LANE; LANES];
     for (n, lane) in lanes.iter().enumerate() {
-        states[n] = lane.job.hasher.state;
+        states[n] = lane.hasher.state;
         inputs[n] = lane.next_blocks(count);
     }
     // SAFETY: the service runs only where `avx512::available()`.
     unsafe { avx512::compress_eight(&mut states, inputs, count) };
     for (lane, state) in lanes.iter_mut().zip(states) {
-        lane.job.hasher.state = state;
+        lane.hasher.state = state;
         lane.advance(count);
     }
 }
@@ -289,36 +415,53 @@ mod tests {
     use super::*;
     use digest::Digest;
 
-    /// Many jobs at once, of lengths that leave partial blocks on both
-    /// sides, each continuing a hasher that already holds a partial block.
+    /// Many feeds at once, of pieces that leave partial blocks on both
+    /// sides, each continuing a hasher that already holds a partial block;
+    /// some say they wait for their hashes, some do not.
     #[tokio::test]
-    async fn concurrent_jobs_match_md5_crate() {
+    async fn concurrent_feeds_match_md5_crate() {
         let mut tasks = Vec::new();
         for n in 0..40u32 {
             tasks.push(tokio::spawn(async move {
                 let data = sample(5 + 70_001 * (n as usize % 7), n);
                 let mut hasher = Md5::new();
                 hasher.update(&data[..5]);
-                let mut pieces = data[5..].chunks(9_999 + n as usize * 101);
-                let shared = |piece: &[u8]| -> Shared { Arc::new(piece.to_vec()) };
-                for piece in pieces.by_ref() {
-                    hasher = match hash_in_lanes(hasher, shared(piece), n % 2 == 0) {
-                        Ok(job) => job.wait().await.expect("the service hashes"),
-                        Err(mut back) => {
-                            back.update(piece);
-                            back
+                let pieces = data[5..].chunks(9_999 + n as usize * 101);
+                let hasher = match Feed::open(hasher) {
+                    Ok(feed) => {
+                        feed.set_waiting(n % 3 == 0);
+                        for piece in pieces {
+                            feed.push(Arc::new(piece.to_vec()));
+                            tokio::task::yield_now().await;
                         }
-                    };
-                }
-                assert_eq!(
-                    hasher.finalize()[..],
-                    ::md5::Md5::digest(&data)[..],
-                    "job {n}"
-                );
+                        feed.finish().await.expect("the service hashes")
+                    }
+                    Err(mut back) => {
+                        pieces.for_each(|piece| back.update(piece));
+                        back
+                    }
+                };
+                assert_eq!(hasher.finalize()[..], ::md5::Md5::digest(&data)[..], "feed {n}");
             }));
         }
         for task in tasks {
             task.await.unwrap();
         }
+    }
+
+    /// A feed dropped midway leaves nothing behind, and others go on.
+    #[tokio::test]
+    async fn abandoned_feed_is_forgotten() {
+        let data = sample(300_000, 9);
+        if let Ok(feed) = Feed::open(Md5::new()) {
+            feed.push(Arc::new(data.clone()));
+            drop(feed);
+        }
+        let Ok(feed) = Feed::open(Md5::new()) else {
+            return;
+        };
+        feed.push(Arc::new(data.clone()));
+        let hasher = feed.finish().await.expect("the service hashes");
+        assert_eq!(hasher.finalize()[..], ::md5::Md5::digest(&data)[..]);
     }
 }

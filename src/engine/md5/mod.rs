@@ -13,7 +13,7 @@
 mod avx512;
 mod lanes;
 
-pub use lanes::{hash_in_lanes, LaneJob, Shared, Streaming};
+pub use lanes::{Feed, Shared};
 
 /// On other CPUs the kernels are never available, and MD5 runs on the
 /// scalar code of `md-5`.
