@@ -9,7 +9,7 @@
 
 use super::error::{EngineError, EngineResult};
 use super::run_blocking;
-use crate::meta::{LeaseOutcome, MetaStore};
+use crate::meta::{LeaseOutcome, MetaStore, UploadRecord, Viewer};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,6 +50,24 @@ impl Locks {
         map.entry(id).or_default().clone()
     }
 
+    /// The in-process mutex of an upload, if nobody holds it.
+    pub fn try_local(&self, id: Uuid) -> Option<OwnedMutexGuard<()>> {
+        let local = self.entry(id).try_lock_owned().ok();
+        if local.is_none() {
+            self.prune(id);
+        }
+        local
+    }
+
+    /// The in-process mutex of an upload, waiting for it up to `deadline`.
+    pub async fn local(&self, id: Uuid, deadline: tokio::time::Instant) -> Option<OwnedMutexGuard<()>> {
+        let local = tokio::time::timeout_at(deadline, self.entry(id).lock_owned()).await.ok();
+        if local.is_none() {
+            self.prune(id);
+        }
+        local
+    }
+
     /// Forgets the mutex of an upload nobody holds or waits for.
     fn prune(&self, id: Uuid) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,19 +92,40 @@ pub struct UploadLock {
     last_renewal: Mutex<Instant>,
 }
 
+/// What trying to take an upload's lease came to.
+pub enum Leased<T> {
+    /// The locks, the row under them, and what the job run under them gave.
+    Held(UploadLock, UploadRecord, EngineResult<T>),
+    /// Another process holds the lease.
+    Busy,
+    /// No such upload, or none the viewer may see.
+    Missing,
+}
+
+/// One try: the job comes back unless the lease was taken.
+enum Attempt<F, T> {
+    Taken(Box<UploadRecord>, EngineResult<T>),
+    Busy(F),
+    Missing,
+}
+
 impl UploadLock {
-    /// Takes both locks, waiting up to `wait`. `Ok(None)`: still busy.
-    pub async fn acquire(
+    /// Takes the lease of an upload `viewer` may see, holding its local
+    /// mutex, trying until `deadline`. `then` runs on the row under the
+    /// lease in the same blocking job, so that whatever a request needs
+    /// before its body (the part file, say) costs no second hand-over.
+    pub async fn lease<T, F>(
         id: Uuid,
-        wait: Duration,
+        viewer: Viewer,
+        local: OwnedMutexGuard<()>,
+        deadline: tokio::time::Instant,
         locks: &Arc<Locks>,
-    ) -> EngineResult<Option<UploadLock>> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let Ok(local) = tokio::time::timeout_at(deadline, locks.entry(id).lock_owned()).await
-        else {
-            locks.prune(id);
-            return Ok(None);
-        };
+        then: F,
+    ) -> EngineResult<Leased<T>>
+    where
+        F: FnOnce(&UploadRecord) -> EngineResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let mut lock = UploadLock {
             id,
             token: new_token(),
@@ -95,28 +134,42 @@ impl UploadLock {
             lease_held: false,
             last_renewal: Mutex::new(Instant::now()),
         };
+        let viewer = Arc::new(viewer);
+        let mut then = Some(then);
         let mut poll = POLL_MIN;
         loop {
             let started = Instant::now();
-            let (locks, token) = (locks.clone(), lock.token.clone());
-            let outcome = run_blocking(move || {
+            let (locks, token, viewer, job) =
+                (locks.clone(), lock.token.clone(), viewer.clone(), then.take());
+            // Released on drop even if this request is dropped mid-try (a
+            // release of a lease not taken changes nothing).
+            lock.lease_held = true;
+            let attempt = run_blocking(move || {
                 let now = Utc::now();
-                Ok(locks
-                    .meta
-                    .try_lease(id, &token, now, now + locks.lease_delta())?)
+                let until = now + locks.lease_delta();
+                Ok(match locks.meta.try_lease(id, &viewer, &token, now, until)? {
+                    LeaseOutcome::Acquired(upload) => {
+                        let job = job.expect("kept until the lease is taken");
+                        let done = job(&upload);
+                        Attempt::Taken(upload, done)
+                    }
+                    LeaseOutcome::Busy => Attempt::Busy(job),
+                    LeaseOutcome::Missing => Attempt::Missing,
+                })
             })
-            .await?;
-            match outcome {
-                LeaseOutcome::Acquired => {
-                    lock.lease_held = true;
+            .await;
+            lock.lease_held = matches!(attempt, Ok(Attempt::Taken(..)));
+            match attempt? {
+                Attempt::Taken(upload, done) => {
                     lock.last_renewal = Mutex::new(started);
-                    return Ok(Some(lock));
+                    return Ok(Leased::Held(lock, *upload, done));
                 }
-                LeaseOutcome::Missing => return Err(EngineError::NotFound),
-                LeaseOutcome::Busy if tokio::time::Instant::now() + poll > deadline => {
-                    return Ok(None)
+                Attempt::Missing => return Ok(Leased::Missing),
+                Attempt::Busy(_) if tokio::time::Instant::now() + poll > deadline => {
+                    return Ok(Leased::Busy)
                 }
-                LeaseOutcome::Busy => {
+                Attempt::Busy(job) => {
+                    then = job;
                     tokio::time::sleep(poll).await;
                     poll = (poll * 2).min(POLL_MAX);
                 }

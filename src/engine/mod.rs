@@ -13,13 +13,13 @@ mod write;
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
 
-use crate::meta::{ListQuery, MetaStore, UploadRecord};
+use crate::meta::{ListQuery, MetaStore, UploadRecord, Viewer};
 use crate::storage::{PartKey, PartReader, PartStore, PartWriter, StorageError};
 use bytes::Bytes;
 use checksum::Hasher;
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::Stream;
-use lock::{Locks, UploadLock};
+use lock::{Leased, Locks, UploadLock};
 use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
@@ -321,23 +321,63 @@ impl Engine {
         run_blocking(move || Ok(meta.list_uploads(&query)?)).await
     }
 
-    /// Takes the locks of a visible upload and reloads it under them.
-    async fn lock(
+    /// Whose uploads `caller` may see.
+    fn viewer(&self, caller: &Caller) -> Viewer {
+        match caller {
+            _ if !self.settings.owner_restricted => Viewer::Anyone,
+            Caller::Owner(name) => Viewer::Owner(Some(name.clone())),
+            Caller::Anonymous => Viewer::Owner(None),
+        }
+    }
+
+    /// Takes the locks of a visible upload, waiting up to the lock timeout,
+    /// and reads it under them.
+    async fn lock(&self, caller: &Caller, id: Uuid) -> EngineResult<(UploadLock, UploadRecord)> {
+        let (lock, upload, done) = self.lock_then(caller, id, |_| Ok(())).await?;
+        done?;
+        Ok((lock, upload))
+    }
+
+    /// `lock`, running `then` on the row under the lease in the same
+    /// blocking job; its result comes with the locks.
+    async fn lock_then<T, F>(
         &self,
         caller: &Caller,
         id: Uuid,
-        wait: Duration,
-    ) -> EngineResult<(UploadLock, UploadRecord)> {
-        let seen = self.find(caller, id).await?;
-        let Some(lock) = UploadLock::acquire(id, wait, &self.locks).await? else {
-            let offset = self
-                .find(caller, id)
-                .await
-                .map_or(seen.offset, |u| u.offset);
-            return Err(EngineError::Busy { offset });
+        then: F,
+    ) -> EngineResult<(UploadLock, UploadRecord, EngineResult<T>)>
+    where
+        F: FnOnce(&UploadRecord) -> EngineResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let deadline = tokio::time::Instant::now() + self.settings.lock_timeout;
+        let local = match self.locks.try_local(id) {
+            Some(local) => local,
+            None => {
+                // Another request of this process holds it. A caller who may
+                // not see the upload learns nothing and waits for nothing.
+                self.find(caller, id).await?;
+                match self.locks.local(id, deadline).await {
+                    Some(local) => local,
+                    None => return Err(self.busy(caller, id).await),
+                }
+            }
         };
-        let upload = self.find(caller, id).await?;
-        Ok((lock, upload))
+        match UploadLock::lease(id, self.viewer(caller), local, deadline, &self.locks, then).await? {
+            Leased::Held(lock, upload, done) => Ok((lock, upload, done)),
+            Leased::Missing => Err(EngineError::NotFound),
+            Leased::Busy => Err(self.busy(caller, id).await),
+        }
+    }
+
+    /// The refusal of a request that could not take the upload in time.
+    async fn busy(&self, caller: &Caller, id: Uuid) -> EngineError {
+        match self.find(caller, id).await {
+            Ok(upload) => EngineError::Busy {
+                offset: upload.offset,
+            },
+            Err(err) => err,
+        }
     }
 
     /// Turns the loss of an upload's stored bytes into a failure recorded in
@@ -525,6 +565,7 @@ impl Engine {
         let record = self.new_record(&staged, caller, new);
         let (meta, guard, row) = (self.meta.clone(), staged.guard, record.clone());
         run_blocking(move || {
+            guard.sync()?;
             meta.insert_upload(&row)?;
             guard.mark_committed();
             Ok(())
@@ -577,6 +618,7 @@ impl Engine {
             record.clone(),
         );
         run_blocking(move || {
+            guard.sync()?;
             storage.finalize(&key)?;
             meta.insert_upload(&row)?;
             guard.mark_committed();
@@ -632,7 +674,6 @@ impl Engine {
                     (read, pos) = (read + got as u64, pos + got as u64);
                 }
             }
-            writer.sync()?;
             drop(job_guard);
             Ok(hasher)
         })
@@ -660,7 +701,19 @@ impl Engine {
         start: u64,
         total: Option<u64>,
     ) -> EngineResult<AppendSession<'_>> {
-        let (lock, upload) = self.lock(caller, id, self.settings.lock_timeout).await?;
+        // The part file opens under the lease, in the same job: bytes past
+        // the committed offset (a chunk cut by a crash) are cut off there.
+        let storage = self.storage.clone();
+        let (lock, upload, opened) = self
+            .lock_then(caller, id, move |upload| {
+                if upload.complete || upload.failed {
+                    return Ok(None);
+                }
+                let writer: Arc<dyn PartWriter> =
+                    Arc::from(storage.open_at(&Self::key(upload), upload.offset)?);
+                Ok(Some(writer))
+            })
+            .await?;
         if upload.complete {
             return Err(EngineError::AlreadyComplete);
         }
@@ -704,6 +757,7 @@ impl Engine {
             engine: self,
             upload,
             lock,
+            opened,
         })
     }
 
@@ -747,7 +801,7 @@ impl Engine {
         if seen.complete {
             return already(seen);
         }
-        let (lock, mut upload) = self.lock(caller, id, self.settings.lock_timeout).await?;
+        let (lock, mut upload) = self.lock(caller, id).await?;
         if upload.complete {
             return already(upload);
         }
@@ -795,7 +849,7 @@ impl Engine {
 
     /// Removes an upload, row and bytes.
     pub async fn abort(&self, caller: &Caller, id: Uuid) -> EngineResult<()> {
-        let (lock, upload) = self.lock(caller, id, self.settings.lock_timeout).await?;
+        let (lock, upload) = self.lock(caller, id).await?;
         self.remove_locked(lock, &upload).await
     }
 
@@ -851,14 +905,21 @@ impl Engine {
         let mut removed = Vec::new();
         for candidate in expired {
             let id = candidate.id;
-            let Some(lock) = UploadLock::acquire(id, Duration::ZERO, &self.locks).await? else {
-                log::info!("upload {id}: expired but busy, left for the next clean-up");
+            let busy = || log::info!("upload {id}: expired but busy, left for the next clean-up");
+            let Some(local) = self.locks.try_local(id) else {
+                busy();
                 continue;
             };
-            let meta = self.meta.clone();
-            let Some(upload) = run_blocking(move || Ok(meta.get_upload(id)?)).await? else {
-                continue;
-            };
+            let now = tokio::time::Instant::now();
+            let (lock, upload) =
+                match UploadLock::lease(id, Viewer::Anyone, local, now, &self.locks, |_| Ok(())).await? {
+                    Leased::Held(lock, upload, _) => (lock, upload),
+                    Leased::Busy => {
+                        busy();
+                        continue;
+                    }
+                    Leased::Missing => continue,
+                };
             if upload.complete || upload.expires_at > Utc::now() {
                 continue;
             }
@@ -874,6 +935,9 @@ pub struct AppendSession<'a> {
     engine: &'a Engine,
     upload: UploadRecord,
     lock: UploadLock,
+    /// Its part file, opened under the lease (Some for an upload that is
+    /// neither complete nor failed).
+    opened: EngineResult<Option<Arc<dyn PartWriter>>>,
 }
 
 impl AppendSession<'_> {
@@ -891,16 +955,14 @@ impl AppendSession<'_> {
             engine,
             mut upload,
             lock,
+            opened,
         } = self;
         let hashed = engine.hasher_of(&upload).await;
         let hasher = engine.record_loss(&lock, upload.id, hashed).await?;
-        let (storage, key, from) = (engine.storage.clone(), Engine::key(&upload), upload.offset);
-        let open_key = key.clone();
-        let opened = run_blocking(move || {
-            let writer: Arc<dyn PartWriter> = Arc::from(storage.open_at(&open_key, from)?);
-            Ok(writer)
-        })
-        .await;
+        let (key, from) = (Engine::key(&upload), upload.offset);
+        let opened = opened.and_then(|writer| {
+            writer.ok_or_else(|| EngineError::Internal("no part file was opened".into()))
+        });
         let writer = engine.record_loss(&lock, upload.id, opened).await?;
         let token = lock.token().to_owned();
         let guard = WriteGuard::new(
@@ -916,6 +978,7 @@ impl AppendSession<'_> {
         let state = pumped.hasher.save();
         let (meta, id, saved) = (engine.meta.clone(), upload.id, state.clone());
         let committed = run_blocking(move || {
+            guard.sync()?;
             let committed = meta.commit_chunk(id, &token, from, to, &saved)?;
             if committed {
                 guard.mark_committed();

@@ -9,7 +9,7 @@ use super::checksum::{HashFeed, Hasher};
 use super::error::{EngineError, EngineResult};
 use super::lock::UploadLock;
 use super::pages::Pages;
-use super::{blocking_failed, detach_blocking, run_blocking};
+use super::{blocking_failed, detach_blocking};
 use crate::storage::{PartKey, PartStore, PartWriter, ALIGN};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -148,6 +148,11 @@ impl WriteGuard {
 
     pub fn lock(&self) -> Option<&UploadLock> {
         self.lock.as_ref()
+    }
+
+    /// Makes the bytes written durable, before they are committed.
+    pub fn sync(&self) -> EngineResult<()> {
+        Ok(self.writer.sync()?)
     }
 }
 
@@ -380,7 +385,8 @@ impl Pipeline {
 }
 
 /// Streams `body` into the part file from `start`. On success every byte is
-/// durable (synced) and the returned hasher covers them.
+/// written and the returned hasher covers them; the caller syncs them
+/// (`WriteGuard::sync`) in the job that commits them.
 pub async fn pump<S, E>(
     writer: Arc<dyn PartWriter>,
     guard: Arc<WriteGuard>,
@@ -468,6 +474,5 @@ where
         }
     }
     let hasher = pipeline.hashing.finish().await?;
-    run_blocking(move || Ok(writer.sync()?)).await?;
     Ok(Pumped { len: seen, hasher })
 }

@@ -2,13 +2,16 @@
 //! through `#[derive(MultiConnection)]`, pooled with r2d2.
 
 use super::schema::{tokens, uploads};
-use super::{LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, TokenRecord, UploadRecord};
+use super::{
+    LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, TokenRecord, UploadRecord, Viewer,
+};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -23,9 +26,19 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 
 /// WAL lets readers run beside the writer; FULL sync makes a committed
 /// offset survive a power loss, not just a crash; the busy timeout makes
-/// concurrent writers (several workers) wait instead of failing.
+/// writers of other processes wait instead of failing.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                               PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;";
+
+/// For leases, which need not survive a power loss: a commit is then not
+/// synced (in WAL mode the database stays consistent, and the next FULL
+/// commit syncs it along).
+const SQLITE_LEASE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                    PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;";
+
+/// The same for PostgreSQL: a lease's commit does not wait for its WAL
+/// flush; the next durable commit flushes it along.
+const PG_LEASE_SETTINGS: &str = "SET synchronous_commit = off";
 
 /// Serializes migrations of processes that start together on one database.
 const PG_MIGRATION_LOCK: &str = "SELECT pg_advisory_lock(727274)";
@@ -77,22 +90,40 @@ impl DatabaseUrl {
     }
 }
 
-struct Manager(DatabaseUrl);
+/// Opens connections; `durable: false` for the pool that takes and gives
+/// back leases.
+struct Manager {
+    url: DatabaseUrl,
+    durable: bool,
+}
 
 impl ManageConnection for Manager {
     type Connection = AnyConnection;
     type Error = ConnectionError;
 
     fn connect(&self) -> Result<AnyConnection, ConnectionError> {
-        match &self.0 {
+        let setup = |conn: &mut AnyConnection, settings: &str| {
+            conn.batch_execute(settings)
+                .map_err(ConnectionError::CouldntSetupConfiguration)
+        };
+        match &self.url {
             DatabaseUrl::Postgres(url) => {
-                diesel::PgConnection::establish(url).map(AnyConnection::Postgresql)
+                let mut conn = diesel::PgConnection::establish(url).map(AnyConnection::Postgresql)?;
+                if !self.durable {
+                    setup(&mut conn, PG_LEASE_SETTINGS)?;
+                }
+                Ok(conn)
             }
             DatabaseUrl::Sqlite(path) => {
-                let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())?;
-                conn.batch_execute(SQLITE_PRAGMAS)
-                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
-                Ok(AnyConnection::Sqlite(conn))
+                let conn = diesel::SqliteConnection::establish(&path.to_string_lossy())?;
+                let mut conn = AnyConnection::Sqlite(conn);
+                let pragmas = if self.durable {
+                    SQLITE_PRAGMAS
+                } else {
+                    SQLITE_LEASE_PRAGMAS
+                };
+                setup(&mut conn, pragmas)?;
+                Ok(conn)
             }
         }
     }
@@ -109,7 +140,13 @@ impl ManageConnection for Manager {
 
 pub struct DieselStore {
     pool: Pool<Manager>,
+    /// Connections whose commits need not be durable: leases.
+    lease_pool: Pool<Manager>,
     url: DatabaseUrl,
+    /// SQLite takes one writer at a time; writers of this process queue
+    /// here instead of in SQLite's busy handler, which sleeps a millisecond
+    /// and more between tries.
+    sqlite_writer: Option<Mutex<()>>,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -234,16 +271,23 @@ impl DieselStore {
                 })?;
             }
         }
-        let pool = Pool::builder()
-            .max_size(16)
-            .connection_timeout(Duration::from_secs(10))
-            .build(Manager(url.clone()))
-            .map_err(|e| {
-                MetaError::Connection(format!("cannot connect to {}: {e}", url.describe()))
-            })?;
+        let pool = |size, durable| {
+            Pool::builder()
+                .max_size(size)
+                .connection_timeout(Duration::from_secs(10))
+                .build(Manager {
+                    url: url.clone(),
+                    durable,
+                })
+                .map_err(|e| {
+                    MetaError::Connection(format!("cannot connect to {}: {e}", url.describe()))
+                })
+        };
         Ok(DieselStore {
-            pool,
+            pool: pool(16, true)?,
+            lease_pool: pool(4, false)?,
             url: url.clone(),
+            sqlite_writer: matches!(url, DatabaseUrl::Sqlite(_)).then(|| Mutex::new(())),
         })
     }
 
@@ -255,6 +299,22 @@ impl DieselStore {
         self.pool
             .get()
             .map_err(|e| MetaError::Connection(e.to_string()))
+    }
+
+    /// A connection for a write, with this process's turn to write (SQLite).
+    fn writer(&self, durable: bool) -> MetaResult<(PooledConnection<Manager>, Option<MutexGuard<'_, ()>>)> {
+        let pool = if durable { &self.pool } else { &self.lease_pool };
+        let conn = pool.get().map_err(|e| MetaError::Connection(e.to_string()))?;
+        let turn = self
+            .sqlite_writer
+            .as_ref()
+            .map(|writer| writer.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok((conn, turn))
+    }
+
+    /// A connection for a durable write.
+    fn durable(&self) -> MetaResult<(PooledConnection<Manager>, Option<MutexGuard<'_, ()>>)> {
+        self.writer(true)
     }
 
     /// Applies the migrations not yet applied; returns their versions.
@@ -282,9 +342,10 @@ impl DieselStore {
 
 impl MetaStore for DieselStore {
     fn insert_upload(&self, upload: &UploadRecord) -> MetaResult<()> {
+        let (mut conn, _turn) = self.durable()?;
         diesel::insert_into(uploads::table)
             .values(UploadRow::from_record(upload))
-            .execute(&mut *self.conn()?)?;
+            .execute(&mut *conn)?;
         Ok(())
     }
 
@@ -335,29 +396,50 @@ impl MetaStore for DieselStore {
     fn try_lease(
         &self,
         id: Uuid,
+        viewer: &Viewer,
         token: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> MetaResult<LeaseOutcome> {
-        let mut conn = self.conn()?;
+        use diesel::sql_types::Bool;
+        use diesel::IntoSql;
+        let (everyone, owner) = match viewer {
+            Viewer::Anyone => (true, ""),
+            // Owners are never empty: "" matches ownerless uploads only.
+            Viewer::Owner(owner) => (false, owner.as_deref().unwrap_or("")),
+        };
         let id = id.to_string();
+        let visible = uploads::owner
+            .is_null()
+            .or(uploads::owner.eq(owner))
+            .or(everyone.into_sql::<Bool>());
+        let (mut conn, turn) = self.writer(false)?;
         let taken = diesel::update(
-            uploads::table.filter(uploads::id.eq(&id)).filter(
-                uploads::lock_token
-                    .is_null()
-                    .or(uploads::lock_until.lt(naive(now))),
-            ),
+            uploads::table
+                .filter(uploads::id.eq(&id))
+                .filter(visible)
+                .filter(
+                    uploads::lock_token
+                        .is_null()
+                        .or(uploads::lock_until.lt(naive(now))),
+                ),
         )
         .set((
             uploads::lock_token.eq(token),
             uploads::lock_until.eq(naive(until)),
         ))
-        .execute(&mut *conn)?;
-        if taken == 1 {
-            return Ok(LeaseOutcome::Acquired);
+        // All columns, in the order of `UploadRow`'s fields (`as_returning`
+        // does not work over a MultiConnection).
+        .returning(uploads::all_columns)
+        .get_result::<UploadRow>(&mut *conn)
+        .optional()?;
+        drop(turn);
+        if let Some(row) = taken {
+            return Ok(LeaseOutcome::Acquired(Box::new(row.into_record()?)));
         }
         let exists: i64 = uploads::table
             .filter(uploads::id.eq(&id))
+            .filter(visible)
             .count()
             .get_result(&mut *conn)?;
         Ok(if exists == 0 {
@@ -368,19 +450,21 @@ impl MetaStore for DieselStore {
     }
 
     fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool> {
+        let (mut conn, _turn) = self.writer(false)?;
         let renewed = diesel::update(held(id, token))
             .set(uploads::lock_until.eq(naive(until)))
-            .execute(&mut *self.conn()?)?;
+            .execute(&mut *conn)?;
         Ok(renewed == 1)
     }
 
     fn release_lease(&self, id: Uuid, token: &str) -> MetaResult<()> {
+        let (mut conn, _turn) = self.writer(false)?;
         diesel::update(held(id, token))
             .set((
                 uploads::lock_token.eq(None::<String>),
                 uploads::lock_until.eq(None::<NaiveDateTime>),
             ))
-            .execute(&mut *self.conn()?)?;
+            .execute(&mut *conn)?;
         Ok(())
     }
 
@@ -392,6 +476,7 @@ impl MetaStore for DieselStore {
         to: u64,
         hash_state: &[u8],
     ) -> MetaResult<bool> {
+        let (mut conn, _turn) = self.durable()?;
         let committed = diesel::update(
             held(id, token)
                 .filter(uploads::upload_offset.eq(to_db(from)))
@@ -403,7 +488,7 @@ impl MetaStore for DieselStore {
             uploads::lock_token.eq(None::<String>),
             uploads::lock_until.eq(None::<NaiveDateTime>),
         ))
-        .execute(&mut *self.conn()?)?;
+        .execute(&mut *conn)?;
         Ok(committed == 1)
     }
 
@@ -414,6 +499,7 @@ impl MetaStore for DieselStore {
         checksum: &str,
         completed_at: DateTime<Utc>,
     ) -> MetaResult<bool> {
+        let (mut conn, _turn) = self.durable()?;
         let marked = diesel::update(held(id, token))
             .set((
                 uploads::status.eq(STATUS_COMPLETE),
@@ -422,33 +508,37 @@ impl MetaStore for DieselStore {
                 uploads::lock_token.eq(None::<String>),
                 uploads::lock_until.eq(None::<NaiveDateTime>),
             ))
-            .execute(&mut *self.conn()?)?;
+            .execute(&mut *conn)?;
         Ok(marked == 1)
     }
 
     fn set_total(&self, id: Uuid, token: &str, total: u64) -> MetaResult<bool> {
+        let (mut conn, _turn) = self.durable()?;
         let set = diesel::update(held(id, token).filter(uploads::length_deferred.eq(true)))
             .set((
                 uploads::total.eq(to_db(total)),
                 uploads::length_deferred.eq(false),
             ))
-            .execute(&mut *self.conn()?)?;
+            .execute(&mut *conn)?;
         Ok(set == 1)
     }
 
     fn mark_failed(&self, id: Uuid, token: &str) -> MetaResult<bool> {
+        let (mut conn, _turn) = self.durable()?;
         let marked = diesel::update(held(id, token))
             .set(uploads::status.eq(STATUS_FAILED))
-            .execute(&mut *self.conn()?)?;
+            .execute(&mut *conn)?;
         Ok(marked == 1)
     }
 
     fn delete_upload(&self, id: Uuid, token: &str) -> MetaResult<bool> {
-        let deleted = diesel::delete(held(id, token)).execute(&mut *self.conn()?)?;
+        let (mut conn, _turn) = self.durable()?;
+        let deleted = diesel::delete(held(id, token)).execute(&mut *conn)?;
         Ok(deleted == 1)
     }
 
     fn insert_token(&self, token: &TokenRecord) -> MetaResult<()> {
+        let (mut conn, _turn) = self.durable()?;
         diesel::insert_into(tokens::table)
             .values(TokenRow {
                 id: token.id.clone(),
@@ -456,7 +546,7 @@ impl MetaStore for DieselStore {
                 token_hash: token.token_hash.clone(),
                 created_at: naive(token.created_at),
             })
-            .execute(&mut *self.conn()?)?;
+            .execute(&mut *conn)?;
         Ok(())
     }
 
@@ -484,8 +574,9 @@ impl MetaStore for DieselStore {
     }
 
     fn delete_token(&self, id: &str) -> MetaResult<bool> {
+        let (mut conn, _turn) = self.durable()?;
         let deleted =
-            diesel::delete(tokens::table.filter(tokens::id.eq(id))).execute(&mut *self.conn()?)?;
+            diesel::delete(tokens::table.filter(tokens::id.eq(id))).execute(&mut *conn)?;
         Ok(deleted == 1)
     }
 

@@ -69,11 +69,23 @@ pub struct ListQuery {
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LeaseOutcome {
-    Acquired,
+    /// The lease is ours; the row as it is under it.
+    Acquired(Box<UploadRecord>),
     Busy,
+    /// No such upload, or none the viewer may see.
     Missing,
+}
+
+/// Whose uploads a lookup may return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    /// Everyone's (owners are not restricted).
+    Anyone,
+    /// Uploads without an owner, and this owner's (None: an anonymous
+    /// caller, who sees ownerless uploads only).
+    Owner(Option<String>),
 }
 
 /// A lease is the cross-process lock on one upload: a token and an expiry
@@ -88,10 +100,14 @@ pub trait MetaStore: Send + Sync {
     /// Incomplete uploads whose expiry time is at or before `now`.
     fn expired_uploads(&self, now: DateTime<Utc>) -> MetaResult<Vec<UploadRecord>>;
 
-    /// Takes the lease if it is free or its holder let it run out.
+    /// Takes the lease of an upload `viewer` may see, if it is free or its
+    /// holder let it run out, and reads the row in the same statement.
+    /// Leases need not survive a power loss (everything they guard is
+    /// committed durably), so taking one does not wait for the disk.
     fn try_lease(
         &self,
         id: Uuid,
+        viewer: &Viewer,
         token: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
