@@ -274,6 +274,9 @@ impl DieselStore {
         let pool = |size, durable| {
             Pool::builder()
                 .max_size(size)
+                // No ping before every use: a connection that broke is
+                // dropped when a query fails on it (`has_broken`).
+                .test_on_check_out(false)
                 .connection_timeout(Duration::from_secs(10))
                 .build(Manager {
                     url: url.clone(),
