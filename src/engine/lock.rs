@@ -109,6 +109,24 @@ enum Attempt<F, T> {
     Missing,
 }
 
+impl<F, T> Attempt<F, T>
+where
+    F: FnOnce(&UploadRecord) -> EngineResult<T>,
+{
+    /// Runs the job once the lease is taken.
+    fn of(outcome: LeaseOutcome, job: Option<F>) -> Self {
+        match outcome {
+            LeaseOutcome::Acquired(upload) => {
+                let job = job.expect("kept until the lease is taken");
+                let done = job(&upload);
+                Attempt::Taken(upload, done)
+            }
+            LeaseOutcome::Busy => Attempt::Busy(job.expect("kept until the lease is taken")),
+            LeaseOutcome::Missing => Attempt::Missing,
+        }
+    }
+}
+
 impl UploadLock {
     /// Takes the lease of an upload `viewer` may see, holding its local
     /// mutex, trying until `deadline`. `then` runs on the row under the
@@ -144,20 +162,24 @@ impl UploadLock {
             // Released on drop even if this request is dropped mid-try (a
             // release of a lease not taken changes nothing).
             lock.lease_held = true;
-            let attempt = run_blocking(move || {
+            let attempt = {
                 let now = Utc::now();
                 let until = now + locks.lease_delta();
-                Ok(match locks.meta.try_lease(id, &viewer, &token, now, until)? {
-                    LeaseOutcome::Acquired(upload) => {
-                        let job = job.expect("kept until the lease is taken");
-                        let done = job(&upload);
-                        Attempt::Taken(upload, done)
+                // In place when the database can take it at once: a hand-over
+                // to another thread costs more than the work.
+                match locks.meta.try_lease_now(id, &viewer, &token, now, until) {
+                    Some(outcome) => outcome
+                        .map_err(EngineError::from)
+                        .map(|outcome| Attempt::of(outcome, job)),
+                    None => {
+                        run_blocking(move || {
+                            let outcome = locks.meta.try_lease(id, &viewer, &token, now, until)?;
+                            Ok(Attempt::of(outcome, job))
+                        })
+                        .await
                     }
-                    LeaseOutcome::Busy => Attempt::Busy(job),
-                    LeaseOutcome::Missing => Attempt::Missing,
-                })
-            })
-            .await;
+                }
+            };
             lock.lease_held = matches!(attempt, Ok(Attempt::Taken(..)));
             match attempt? {
                 Attempt::Taken(upload, done) => {
@@ -169,7 +191,7 @@ impl UploadLock {
                     return Ok(Leased::Busy)
                 }
                 Attempt::Busy(job) => {
-                    then = job;
+                    then = Some(job);
                     tokio::time::sleep(poll).await;
                     poll = (poll * 2).min(POLL_MAX);
                 }

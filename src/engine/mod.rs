@@ -13,7 +13,7 @@ mod write;
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
 
-use crate::meta::{ListQuery, MetaStore, UploadRecord, Viewer};
+use crate::meta::{ListQuery, MetaResult, MetaStore, UploadRecord, Viewer};
 use crate::storage::{PartKey, PartReader, PartStore, PartWriter, StorageError};
 use bytes::Bytes;
 use checksum::Hasher;
@@ -288,9 +288,22 @@ impl Engine {
         Ok(())
     }
 
-    async fn find(&self, caller: &Caller, id: Uuid) -> EngineResult<UploadRecord> {
+    /// Runs a read of the metadata: in place where the database is
+    /// in-process, else on the blocking pool.
+    pub async fn read_meta<T, F>(&self, read: F) -> EngineResult<T>
+    where
+        F: FnOnce(&dyn MetaStore) -> MetaResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.meta.reads_in_place() {
+            return Ok(read(self.meta.as_ref())?);
+        }
         let meta = self.meta.clone();
-        let upload = run_blocking(move || Ok(meta.get_upload(id)?)).await?;
+        run_blocking(move || Ok(read(meta.as_ref())?)).await
+    }
+
+    async fn find(&self, caller: &Caller, id: Uuid) -> EngineResult<UploadRecord> {
+        let upload = self.read_meta(move |meta| meta.get_upload(id)).await?;
         upload
             .filter(|u| self.visible(u, caller))
             .ok_or(EngineError::NotFound)

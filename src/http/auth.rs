@@ -2,7 +2,7 @@
 
 use super::error::{ApiResult, RequestError};
 use super::AppState;
-use crate::engine::{run_blocking, Caller};
+use crate::engine::Caller;
 use crate::tokens::hash_token;
 use actix_web::http::header;
 use actix_web::HttpRequest;
@@ -24,8 +24,10 @@ pub async fn caller(req: &HttpRequest, state: &AppState) -> ApiResult<Caller> {
         return Err(RequestError::InvalidToken.into());
     }
     let token_hash = hash_token(token.trim());
-    let meta = state.engine.meta().clone();
-    let owner = run_blocking(move || Ok(meta.token_owner(&token_hash)?)).await?;
+    let owner = state
+        .engine
+        .read_meta(move |meta| meta.token_owner(&token_hash))
+        .await?;
     owner
         .map(Caller::Owner)
         .ok_or_else(|| RequestError::InvalidToken.into())

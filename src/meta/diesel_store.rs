@@ -315,6 +315,63 @@ impl DieselStore {
         Ok((conn, turn))
     }
 
+    /// Takes the lease on `conn`, during this process's turn to write.
+    fn lease_on(
+        &self,
+        mut conn: PooledConnection<Manager>,
+        turn: Option<MutexGuard<'_, ()>>,
+        (id, viewer, token): (Uuid, &Viewer, &str),
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> MetaResult<LeaseOutcome> {
+        use diesel::sql_types::Bool;
+        use diesel::IntoSql;
+        let (everyone, owner) = match viewer {
+            Viewer::Anyone => (true, ""),
+            // Owners are never empty: "" matches ownerless uploads only.
+            Viewer::Owner(owner) => (false, owner.as_deref().unwrap_or("")),
+        };
+        let id = id.to_string();
+        let visible = uploads::owner
+            .is_null()
+            .or(uploads::owner.eq(owner))
+            .or(everyone.into_sql::<Bool>());
+        let taken = diesel::update(
+            uploads::table
+                .filter(uploads::id.eq(&id))
+                .filter(visible)
+                .filter(
+                    uploads::lock_token
+                        .is_null()
+                        .or(uploads::lock_until.lt(naive(now))),
+                ),
+        )
+        .set((
+            uploads::lock_token.eq(token),
+            uploads::lock_until.eq(naive(until)),
+        ))
+        // All columns, in the order of `UploadRow`'s fields (`as_returning`
+        // does not work over a MultiConnection).
+        .returning(uploads::all_columns)
+        .get_result::<UploadRow>(&mut *conn)
+        .optional()?;
+        drop(turn);
+        if let Some(row) = taken {
+            return Ok(LeaseOutcome::Acquired(Box::new(row.into_record()?)));
+        }
+        let exists: i64 = uploads::table
+            .filter(uploads::id.eq(&id))
+            .filter(visible)
+            .count()
+            .get_result(&mut *conn)?;
+        Ok(if exists == 0 {
+            LeaseOutcome::Missing
+        } else {
+            LeaseOutcome::Busy
+        })
+    }
+
+
     /// A connection for a durable write.
     fn durable(&self) -> MetaResult<(PooledConnection<Manager>, Option<MutexGuard<'_, ()>>)> {
         self.writer(true)
@@ -404,52 +461,28 @@ impl MetaStore for DieselStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> MetaResult<LeaseOutcome> {
-        use diesel::sql_types::Bool;
-        use diesel::IntoSql;
-        let (everyone, owner) = match viewer {
-            Viewer::Anyone => (true, ""),
-            // Owners are never empty: "" matches ownerless uploads only.
-            Viewer::Owner(owner) => (false, owner.as_deref().unwrap_or("")),
+        let (conn, turn) = self.writer(false)?;
+        self.lease_on(conn, turn, (id, viewer, token), now, until)
+    }
+
+    fn try_lease_now(
+        &self,
+        id: Uuid,
+        viewer: &Viewer,
+        token: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Option<MetaResult<LeaseOutcome>> {
+        let turn = self.sqlite_writer.as_ref()?.try_lock().ok()?;
+        let conn = match self.lease_pool.get() {
+            Ok(conn) => conn,
+            Err(err) => return Some(Err(MetaError::Connection(err.to_string()))),
         };
-        let id = id.to_string();
-        let visible = uploads::owner
-            .is_null()
-            .or(uploads::owner.eq(owner))
-            .or(everyone.into_sql::<Bool>());
-        let (mut conn, turn) = self.writer(false)?;
-        let taken = diesel::update(
-            uploads::table
-                .filter(uploads::id.eq(&id))
-                .filter(visible)
-                .filter(
-                    uploads::lock_token
-                        .is_null()
-                        .or(uploads::lock_until.lt(naive(now))),
-                ),
-        )
-        .set((
-            uploads::lock_token.eq(token),
-            uploads::lock_until.eq(naive(until)),
-        ))
-        // All columns, in the order of `UploadRow`'s fields (`as_returning`
-        // does not work over a MultiConnection).
-        .returning(uploads::all_columns)
-        .get_result::<UploadRow>(&mut *conn)
-        .optional()?;
-        drop(turn);
-        if let Some(row) = taken {
-            return Ok(LeaseOutcome::Acquired(Box::new(row.into_record()?)));
-        }
-        let exists: i64 = uploads::table
-            .filter(uploads::id.eq(&id))
-            .filter(visible)
-            .count()
-            .get_result(&mut *conn)?;
-        Ok(if exists == 0 {
-            LeaseOutcome::Missing
-        } else {
-            LeaseOutcome::Busy
-        })
+        Some(self.lease_on(conn, Some(turn), (id, viewer, token), now, until))
+    }
+
+    fn reads_in_place(&self) -> bool {
+        matches!(self.url, DatabaseUrl::Sqlite(_))
     }
 
     fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool> {

@@ -1,7 +1,9 @@
 //! Upload rows and tokens: a small trait, implemented with diesel over
 //! PostgreSQL (production) and SQLite (the zero-setup default).
 //!
-//! The trait is synchronous: the engine calls it on the blocking thread pool.
+//! The trait is synchronous: the engine calls it on the blocking thread pool,
+//! except what an in-process database does in microseconds
+//! (`reads_in_place`, `try_lease_now`).
 
 mod diesel_store;
 mod schema;
@@ -112,6 +114,24 @@ pub trait MetaStore: Send + Sync {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> MetaResult<LeaseOutcome>;
+    /// `try_lease`, if that takes no waiting here and now: an in-process
+    /// database whose writer is free. None otherwise (the caller then runs
+    /// `try_lease` off its thread).
+    fn try_lease_now(
+        &self,
+        _id: Uuid,
+        _viewer: &Viewer,
+        _token: &str,
+        _now: DateTime<Utc>,
+        _until: DateTime<Utc>,
+    ) -> Option<MetaResult<LeaseOutcome>> {
+        None
+    }
+    /// Whether reads are in-process and take microseconds, so that running
+    /// them on the caller's thread costs less than handing them to another.
+    fn reads_in_place(&self) -> bool {
+        false
+    }
     /// Extends a lease still held; false if it was lost.
     fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool>;
     fn release_lease(&self, id: Uuid, token: &str) -> MetaResult<()>;
