@@ -473,11 +473,9 @@ impl MetaStore for DieselStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Option<MetaResult<LeaseOutcome>> {
+        // Connection first, then the turn, as every writer takes them.
+        let conn = self.lease_pool.try_get()?;
         let turn = self.sqlite_writer.as_ref()?.try_lock().ok()?;
-        let conn = match self.lease_pool.get() {
-            Ok(conn) => conn,
-            Err(err) => return Some(Err(MetaError::Connection(err.to_string()))),
-        };
         Some(self.lease_on(conn, Some(turn), (id, viewer, token), now, until))
     }
 
