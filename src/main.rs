@@ -3,22 +3,25 @@ use chunkd::meta::MetaStore;
 use clap::Parser;
 use std::process::ExitCode;
 
-/// Buffers larger than the engine's 128 KiB write batches (actix read
-/// buffers that grew) come from mmap and go back to the system when freed.
-/// By default glibc raises this threshold as large buffers are freed and
-/// then keeps them in per-thread arenas: with 64 concurrent uploads that
-/// held tens of MiB. The batches themselves stay below it, so that they are
-/// reused without page faults.
-fn return_large_buffers_to_the_system() {
+/// Tunes glibc's allocator for many concurrent uploads. The read buffers of
+/// a connection whose body waits for the disk or the hasher grow past
+/// 128 KiB; from mmap (glibc's default for them) each one cost page faults
+/// to fill and an unmapping that flushes every core's TLB, about a fifth of
+/// the server's CPU time with 64 uploads at once. From the heap instead
+/// they are reused; four arenas keep what the heap holds near what is in
+/// use (64 uploads at once: about 56 MiB of RSS, against 62 with one arena
+/// per thread). The engine's own write buffers do not come from malloc.
+fn tune_the_allocator() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets an allocator parameter, before any thread starts.
+    // SAFETY: mallopt only sets allocator parameters, before any thread starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024 + 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }
 
 fn main() -> ExitCode {
-    return_large_buffers_to_the_system();
+    tune_the_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -39,7 +39,7 @@ struct Shape {
 /// Most requests: each segment written alone, two held.
 const SMALL: Shape = Shape {
     per_write: 1,
-    held: 2,
+    held: 3,
 };
 
 /// The request that holds the large-write budget: direct writes of 1 MiB,
