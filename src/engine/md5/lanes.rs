@@ -213,6 +213,8 @@ struct Lane {
     piece: Shared,
     at: usize,
     end: usize,
+    /// When the piece came into the lane.
+    taken_at: Instant,
 }
 
 impl Lane {
@@ -225,6 +227,7 @@ impl Lane {
             piece,
             at,
             end,
+            taken_at: Instant::now(),
         }
     }
 
@@ -240,6 +243,7 @@ impl Lane {
         self.keep_tail();
         (self.at, self.end) = Self::blocks_of(&mut self.hasher, &next);
         self.piece = next;
+        self.taken_at = Instant::now();
     }
 
     fn keep_tail(&mut self) {
@@ -279,26 +283,25 @@ fn run(service: &'static Service) {
     loop {
         let mut state = service.lock();
         settle_lanes(&mut state, &mut lanes);
-        let fresh = lanes.is_empty();
         admit(&mut state, &mut lanes);
         while lanes.is_empty() {
             state = service.ready.wait(state).unwrap_or_else(|e| e.into_inner());
             admit(&mut state, &mut lanes);
         }
-        // Between rounds only, never with lanes half done.
-        if fresh {
-            let deadline = Instant::now() + GATHER;
-            while lanes.len() < LANES && worth_gathering(&state, &lanes) {
-                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                    break;
-                };
-                state = service
-                    .ready
-                    .wait_timeout(state, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                admit(&mut state, &mut lanes);
-            }
+        // Lanes left free while more uploads may bring pieces soon: wait
+        // for them, but hold no piece back longer than `GATHER` in all.
+        while lanes.len() < LANES && worth_gathering(&state, &lanes) {
+            let oldest = lanes.iter().map(|lane| lane.taken_at).min();
+            let left = oldest.and_then(|at| (at + GATHER).checked_duration_since(Instant::now()));
+            let Some(left) = left else {
+                break;
+            };
+            state = service
+                .ready
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            admit(&mut state, &mut lanes);
         }
         drop(state);
         match lanes.as_mut_slice() {
