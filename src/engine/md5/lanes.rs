@@ -1,9 +1,10 @@
 //! The lane service: one thread that computes the MD5 of every upload in
-//! progress, up to eight at once in the lanes of one vector
-//! (`avx512::compress_eight`), or one alone with the single-chain kernel.
-//! Eight chains cost about what one costs, so many concurrent uploads take
-//! a small part of a core for their checksums, where hashing each on its
-//! own thread would take a core per 1 GB/s.
+//! progress, up to sixteen at once in the lanes of one vector
+//! (`avx512::compress_sixteen`, `compress_eight`), or one alone with the
+//! single-chain kernel. Sixteen chains cost about 1.5 times what one costs,
+//! so many concurrent uploads take a small part of a core for their
+//! checksums, where hashing each on its own thread would take a core per
+//! 1 GB/s.
 //!
 //! An upload opens a `Feed` and pushes its body into it piece by piece as
 //! the pieces fill; its hasher stays in the service, which hashes the
@@ -22,7 +23,9 @@ use tokio::sync::oneshot;
 /// Bytes that a feed shares with the service until they are hashed.
 pub type Shared = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
-const LANES: usize = 8;
+/// Uploads hashed at once: sixteen in 512-bit vectors, eight or fewer in
+/// 256-bit ones (the same time per block for half the lanes).
+const LANES: usize = 16;
 
 /// Blocks hashed for a lone upload before the service looks for others
 /// (64 KiB: tens of microseconds).
@@ -34,9 +37,8 @@ const SHARED_STEP: usize = 256;
 /// The longest the service holds bytes back to hash them beside others':
 /// far below the time a slow upload takes to fill its next piece.
 const GATHER: Duration = Duration::from_millis(2);
-/// An upload that fed bytes within this time counts as one that may bring
-/// more soon.
-const RECENT: Duration = Duration::from_millis(20);
+/// Uploads streaming at once from which the machine counts as busy.
+const BUSY: usize = LANES;
 
 /// What empty lanes hash: nothing anyone waits for.
 static IDLE_LANE: [[u8; BLOCK]; SHARED_STEP] = [[0; BLOCK]; SHARED_STEP];
@@ -49,7 +51,6 @@ struct Stream {
     hasher: Option<Md5>,
     /// Pieces fed and not yet fully hashed.
     backlog: usize,
-    fed_at: Instant,
     /// The feeder waits for the hash: do not hold it back.
     waiting: bool,
     /// Set once the feeder has fed everything: the hasher goes there.
@@ -127,7 +128,6 @@ impl Feed {
                 pieces: VecDeque::new(),
                 hasher: Some(hasher),
                 backlog: 0,
-                fed_at: Instant::now(),
                 waiting: false,
                 finished: None,
                 abandoned: false,
@@ -146,7 +146,6 @@ impl Feed {
         if let Some(stream) = state.streams.get_mut(&self.id) {
             stream.pieces.push_back(piece);
             stream.backlog += 1;
-            stream.fed_at = Instant::now();
         }
         drop(state);
         self.service.ready.notify_one();
@@ -333,23 +332,19 @@ fn admit(state: &mut State, lanes: &mut Vec<Lane>) {
     }
 }
 
-/// Whether to wait before hashing the lanes at hand: more uploads fed bytes
-/// lately than have some to hash, and none of those at hand waits for its
-/// hash (unless so many are feeding that the machine is busy anyway).
+/// Whether to wait before hashing the lanes at hand: more uploads are
+/// streaming than have pieces in the lanes, and none of those waits for its
+/// hash, unless so many stream that the machine is busy anyway and hashing
+/// them side by side matters more than a moment's wait.
 fn worth_gathering(state: &State, lanes: &[Lane]) -> bool {
-    let now = Instant::now();
-    let recent = state
-        .streams
-        .values()
-        .filter(|s| now.duration_since(s.fed_at) < RECENT)
-        .count();
-    if lanes.len() >= recent.min(LANES) {
+    let streaming = state.streams.len();
+    if lanes.len() >= streaming.min(LANES) {
         return false;
     }
     let waited_for = lanes
         .iter()
         .any(|lane| state.streams.get(&lane.id).is_some_and(|s| s.waiting));
-    !waited_for || recent >= 2 * LANES
+    !waited_for || streaming >= BUSY
 }
 
 /// After a step: lanes whose piece is done move to the stream's next piece,
@@ -392,20 +387,30 @@ fn settle_lanes(state: &mut State, lanes: &mut Vec<Lane>) {
 
 /// Hashes the same number of blocks of every lane, in one vector.
 fn hash_side_by_side(lanes: &mut [Lane]) {
+    if lanes.len() <= 8 {
+        side_by_side::<8>(lanes, avx512::compress_eight);
+    } else {
+        side_by_side::<16>(lanes, avx512::compress_sixteen);
+    }
+}
+
+type Kernel<const N: usize> = unsafe fn(&mut [[u32; 4]; N], [&[[u8; BLOCK]]; N], usize);
+
+fn side_by_side<const N: usize>(lanes: &mut [Lane], kernel: Kernel<N>) {
     let count = lanes
         .iter()
         .map(Lane::blocks_left)
         .min()
         .unwrap_or(0)
         .min(SHARED_STEP);
-    let mut states = [[0u32; 4]; LANES];
-    let mut inputs: [&[[u8; BLOCK]]; LANES] = [&IDLE_LANE; LANES];
+    let mut states = [[0u32; 4]; N];
+    let mut inputs: [&[[u8; BLOCK]]; N] = [&IDLE_LANE; N];
     for (n, lane) in lanes.iter().enumerate() {
         states[n] = lane.hasher.state;
         inputs[n] = lane.next_blocks(count);
     }
     // SAFETY: the service runs only where `avx512::available()`.
-    unsafe { avx512::compress_eight(&mut states, inputs, count) };
+    unsafe { kernel(&mut states, inputs, count) };
     for (lane, state) in lanes.iter_mut().zip(states) {
         lane.hasher.state = state;
         lane.advance(count);

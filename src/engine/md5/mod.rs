@@ -4,7 +4,7 @@
 //! is four one-cycle instructions (`vpternlogd` computes the round function
 //! in one), about 40 % faster than the scalar code of the `md-5` crate. And
 //! since many uploads at once are independent chains, the lane service
-//! (`lanes.rs`) runs up to eight of them side by side in one vector.
+//! (`lanes.rs`) runs up to sixteen of them side by side in one vector.
 //!
 //! The state saves to the same 88 bytes as `md-5` 0.11's `Md5`, so states
 //! saved by earlier builds keep working.
@@ -30,6 +30,10 @@ mod avx512 {
     }
 
     pub unsafe fn compress_eight(_: &mut [[u32; 4]; 8], _: [&[[u8; BLOCK]]; 8], _: usize) {
+        unreachable!("no AVX-512 kernels on this CPU")
+    }
+
+    pub unsafe fn compress_sixteen(_: &mut [[u32; 4]; 16], _: [&[[u8; BLOCK]]; 16], _: usize) {
         unreachable!("no AVX-512 kernels on this CPU")
     }
 }
