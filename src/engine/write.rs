@@ -38,7 +38,7 @@ struct Shape {
 
 /// Most requests: each segment written alone, two held.
 const SMALL: Shape = Shape {
-    per_write: 1,
+    per_write: 2,
     held: 3,
 };
 
