@@ -62,6 +62,39 @@ struct Stream {
 struct State {
     streams: HashMap<u64, Stream>,
     next_id: u64,
+    /// What the service waits for: feeders wake it only when that may
+    /// have come (each wake-up is a system call, and a context switch).
+    sleep: Sleep,
+    /// Pieces fed while it gathers.
+    arrivals: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Sleep {
+    Awake,
+    /// Nothing to hash: any piece.
+    Idle,
+    /// Waiting for pieces to fill `free` lanes, or for a feeder to wait.
+    Gathering { free: usize },
+}
+
+impl State {
+    /// Counts a piece fed; whether to wake the service for it.
+    fn piece_fed(&mut self) -> bool {
+        match self.sleep {
+            Sleep::Awake => false,
+            Sleep::Idle => true,
+            Sleep::Gathering { free } => {
+                self.arrivals += 1;
+                self.arrivals >= free
+            }
+        }
+    }
+
+    /// Whether to wake the service for a feeder that now waits.
+    fn feeder_waits(&self) -> bool {
+        matches!(self.sleep, Sleep::Gathering { .. })
+    }
 }
 
 struct Service {
@@ -89,6 +122,8 @@ fn service() -> Option<&'static Service> {
             state: Mutex::new(State {
                 streams: HashMap::new(),
                 next_id: 0,
+                sleep: Sleep::Awake,
+                arrivals: 0,
             }),
             ready: Condvar::new(),
             running: AtomicBool::new(true),
@@ -147,8 +182,11 @@ impl Feed {
             stream.pieces.push_back(piece);
             stream.backlog += 1;
         }
+        let wake = state.piece_fed();
         drop(state);
-        self.service.ready.notify_one();
+        if wake {
+            self.service.ready.notify_one();
+        }
     }
 
     /// Says whether the feeder is waiting for its pieces to be hashed (or
@@ -158,8 +196,9 @@ impl Feed {
         if let Some(stream) = state.streams.get_mut(&self.id) {
             stream.waiting = waiting;
         }
+        let wake = waiting && state.feeder_waits();
         drop(state);
-        if waiting {
+        if wake {
             self.service.ready.notify_one();
         }
     }
@@ -168,7 +207,7 @@ impl Feed {
     pub async fn finish(mut self) -> Result<Md5, Stopped> {
         self.finished = true;
         let (done, result) = oneshot::channel();
-        {
+        let wake = {
             let mut state = self.service.lock();
             let stream = state.streams.get_mut(&self.id).ok_or(Stopped)?;
             if stream.backlog == 0 {
@@ -178,8 +217,11 @@ impl Feed {
             }
             stream.waiting = true;
             stream.finished = Some(done);
+            state.feeder_waits()
+        };
+        if wake {
+            self.service.ready.notify_one();
         }
-        self.service.ready.notify_one();
         result.await.map_err(|_| Stopped)
     }
 }
@@ -284,7 +326,9 @@ fn run(service: &'static Service) {
         settle_lanes(&mut state, &mut lanes);
         admit(&mut state, &mut lanes);
         while lanes.is_empty() {
+            state.sleep = Sleep::Idle;
             state = service.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.sleep = Sleep::Awake;
             admit(&mut state, &mut lanes);
         }
         // Lanes left free while more uploads may bring pieces soon: wait
@@ -295,11 +339,16 @@ fn run(service: &'static Service) {
             let Some(left) = left else {
                 break;
             };
+            state.sleep = Sleep::Gathering {
+                free: LANES - lanes.len(),
+            };
+            state.arrivals = 0;
             state = service
                 .ready
                 .wait_timeout(state, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            state.sleep = Sleep::Awake;
             admit(&mut state, &mut lanes);
         }
         drop(state);
