@@ -3,7 +3,7 @@
 
 use super::blocking_failed;
 use super::error::{EngineError, EngineResult};
-use super::md5::{Feed, Md5, Shared};
+use chunkd_md5::{Feed, Md5, Shared};
 use digest::common::hazmat::{SerializableState, SerializedState};
 use digest::Digest;
 use tokio::task::JoinHandle;

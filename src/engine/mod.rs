@@ -6,7 +6,6 @@
 pub mod checksum;
 mod error;
 mod lock;
-mod md5;
 mod pages;
 mod write;
 

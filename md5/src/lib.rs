@@ -11,9 +11,11 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(feature = "lanes")]
 mod lanes;
 
-pub use lanes::{Feed, Shared};
+#[cfg(feature = "lanes")]
+pub use lanes::{Feed, Shared, Stopped};
 
 /// On other CPUs the kernels are never available, and MD5 runs on the
 /// scalar code of `md-5`.
