@@ -20,10 +20,11 @@ use storage::LocalDisk;
 
 const BLOCKING_THREADS_PER_WORKER: usize = 16;
 
-/// Opens the database of the settings and brings its schema up to date.
-pub fn open_store(store: &StoreArgs) -> anyhow::Result<Arc<DieselStore>> {
+/// Opens the database of the settings and brings its schema up to date;
+/// `durable`: commits wait for the disk (`--sync`).
+pub fn open_store(store: &StoreArgs, durable: bool) -> anyhow::Result<Arc<DieselStore>> {
     let url = store.database().map_err(anyhow::Error::msg)?;
-    let meta = DieselStore::open(&url).with_context(|| url.describe())?;
+    let meta = DieselStore::open(&url, durable).with_context(|| url.describe())?;
     let applied = meta.migrate().context("applying migrations")?;
     for version in applied {
         log::info!("applied migration {version}");
@@ -73,7 +74,7 @@ async fn remove_expired_every(state: actix_web::web::Data<http::AppState>, every
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
-    let meta = open_store(&args.store)?;
+    let meta = open_store(&args.store, args.sync)?;
     log::info!("metadata in {}", meta.url().describe());
     ensure_a_token(meta.as_ref())?;
     let engine = build_engine(&args, meta);

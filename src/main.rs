@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run_async(chunkd::serve(*cli.serve)),
         Some(Command::Serve(args)) => run_async(chunkd::serve(*args)),
-        Some(Command::Migrate(store)) => chunkd::open_store(&store).map(|_| {
+        Some(Command::Migrate(store)) => chunkd::open_store(&store, true).map(|_| {
             println!("database is up to date");
             ExitCode::SUCCESS
         }),
@@ -55,7 +55,7 @@ fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
         TokenAction::Create { owner, store } => {
             let owner = owner.trim();
             anyhow::ensure!(!owner.is_empty(), "--owner must not be empty");
-            let meta = chunkd::open_store(&store)?;
+            let meta = chunkd::open_store(&store, true)?;
             let (record, token) = chunkd::tokens::create_token(meta.as_ref(), owner)?;
             eprintln!(
                 "token {} for owner {} (shown only now):",
@@ -65,7 +65,7 @@ fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TokenAction::List(store) => {
-            let meta = chunkd::open_store(&store)?;
+            let meta = chunkd::open_store(&store, true)?;
             for record in meta.list_tokens()? {
                 println!(
                     "{}\t{}\t{}",
@@ -77,7 +77,7 @@ fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TokenAction::Revoke { id, store } => {
-            let meta = chunkd::open_store(&store)?;
+            let meta = chunkd::open_store(&store, true)?;
             if meta.delete_token(&id)? {
                 println!("revoked token {id}");
                 Ok(ExitCode::SUCCESS)
@@ -93,7 +93,7 @@ fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
 /// and file extensions.
 async fn cleanup(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
-    let meta = chunkd::open_store(&args.store)?;
+    let meta = chunkd::open_store(&args.store, args.sync)?;
     let engine = chunkd::build_engine(&args, meta);
     let removed = engine.remove_expired().await?;
     for upload in &removed {

@@ -75,7 +75,9 @@ enum Sleep {
     /// Nothing to hash: any piece.
     Idle,
     /// Waiting for pieces to fill `free` lanes, or for a feeder to wait.
-    Gathering { free: usize },
+    Gathering {
+        free: usize,
+    },
 }
 
 impl State {
@@ -498,7 +500,11 @@ mod tests {
                         back
                     }
                 };
-                assert_eq!(hasher.finalize()[..], ::md5::Md5::digest(&data)[..], "feed {n}");
+                assert_eq!(
+                    hasher.finalize()[..],
+                    ::md5::Md5::digest(&data)[..],
+                    "feed {n}"
+                );
             }));
         }
         for task in tasks {

@@ -172,10 +172,15 @@ impl HashFeed {
     /// The hasher, once every piece is in.
     pub async fn finish(self) -> EngineResult<Hasher> {
         match self {
-            HashFeed::Lanes(feed) => feed.finish().await.map(Hasher::Md5).map_err(|_| lanes_stopped()),
+            HashFeed::Lanes(feed) => feed
+                .finish()
+                .await
+                .map(Hasher::Md5)
+                .map_err(|_| lanes_stopped()),
             HashFeed::Pool { hasher, job } => match job {
                 Some(running) => running.await.map_err(blocking_failed),
-                None => hasher.ok_or_else(|| EngineError::Internal("hasher missing from its feed".into())),
+                None => hasher
+                    .ok_or_else(|| EngineError::Internal("hasher missing from its feed".into())),
             },
         }
     }

@@ -60,8 +60,14 @@ impl Locks {
     }
 
     /// The in-process mutex of an upload, waiting for it up to `deadline`.
-    pub async fn local(&self, id: Uuid, deadline: tokio::time::Instant) -> Option<OwnedMutexGuard<()>> {
-        let local = tokio::time::timeout_at(deadline, self.entry(id).lock_owned()).await.ok();
+    pub async fn local(
+        &self,
+        id: Uuid,
+        deadline: tokio::time::Instant,
+    ) -> Option<OwnedMutexGuard<()>> {
+        let local = tokio::time::timeout_at(deadline, self.entry(id).lock_owned())
+            .await
+            .ok();
         if local.is_none() {
             self.prune(id);
         }
@@ -157,8 +163,12 @@ impl UploadLock {
         let mut poll = POLL_MIN;
         loop {
             let started = Instant::now();
-            let (locks, token, viewer, job) =
-                (locks.clone(), lock.token.clone(), viewer.clone(), then.take());
+            let (locks, token, viewer, job) = (
+                locks.clone(),
+                lock.token.clone(),
+                viewer.clone(),
+                then.take(),
+            );
             // Released on drop even if this request is dropped mid-try (a
             // release of a lease not taken changes nothing).
             lock.lease_held = true;

@@ -375,7 +375,8 @@ impl Engine {
                 }
             }
         };
-        match UploadLock::lease(id, self.viewer(caller), local, deadline, &self.locks, then).await? {
+        match UploadLock::lease(id, self.viewer(caller), local, deadline, &self.locks, then).await?
+        {
             Leased::Held(lock, upload, done) => Ok((lock, upload, done)),
             Leased::Missing => Err(EngineError::NotFound),
             Leased::Busy => Err(self.busy(caller, id).await),
@@ -924,7 +925,9 @@ impl Engine {
             };
             let now = tokio::time::Instant::now();
             let (lock, upload) =
-                match UploadLock::lease(id, Viewer::Anyone, local, now, &self.locks, |_| Ok(())).await? {
+                match UploadLock::lease(id, Viewer::Anyone, local, now, &self.locks, |_| Ok(()))
+                    .await?
+                {
                     Leased::Held(lock, upload, _) => (lock, upload),
                     Leased::Busy => {
                         busy();

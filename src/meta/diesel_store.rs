@@ -108,7 +108,8 @@ impl ManageConnection for Manager {
         };
         match &self.url {
             DatabaseUrl::Postgres(url) => {
-                let mut conn = diesel::PgConnection::establish(url).map(AnyConnection::Postgresql)?;
+                let mut conn =
+                    diesel::PgConnection::establish(url).map(AnyConnection::Postgresql)?;
                 if !self.durable {
                     setup(&mut conn, PG_LEASE_SETTINGS)?;
                 }
@@ -263,7 +264,9 @@ impl UploadRow {
 
 impl DieselStore {
     /// Opens a pool on the database; the SQLite file is created if needed.
-    pub fn open(url: &DatabaseUrl) -> MetaResult<Self> {
+    /// `durable`: commits wait until they are on the disk (not only for a
+    /// crash of this process, also of the machine).
+    pub fn open(url: &DatabaseUrl, durable: bool) -> MetaResult<Self> {
         if let DatabaseUrl::Sqlite(path) = url {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -287,7 +290,7 @@ impl DieselStore {
                 })
         };
         Ok(DieselStore {
-            pool: pool(16, true)?,
+            pool: pool(16, durable)?,
             lease_pool: pool(4, false)?,
             url: url.clone(),
             sqlite_writer: matches!(url, DatabaseUrl::Sqlite(_)).then(|| Mutex::new(())),
@@ -305,9 +308,18 @@ impl DieselStore {
     }
 
     /// A connection for a write, with this process's turn to write (SQLite).
-    fn writer(&self, durable: bool) -> MetaResult<(PooledConnection<Manager>, Option<MutexGuard<'_, ()>>)> {
-        let pool = if durable { &self.pool } else { &self.lease_pool };
-        let conn = pool.get().map_err(|e| MetaError::Connection(e.to_string()))?;
+    fn writer(
+        &self,
+        durable: bool,
+    ) -> MetaResult<(PooledConnection<Manager>, Option<MutexGuard<'_, ()>>)> {
+        let pool = if durable {
+            &self.pool
+        } else {
+            &self.lease_pool
+        };
+        let conn = pool
+            .get()
+            .map_err(|e| MetaError::Connection(e.to_string()))?;
         let turn = self
             .sqlite_writer
             .as_ref()
@@ -370,7 +382,6 @@ impl DieselStore {
             LeaseOutcome::Busy
         })
     }
-
 
     /// A connection for a durable write.
     fn durable(&self) -> MetaResult<(PooledConnection<Manager>, Option<MutexGuard<'_, ()>>)> {

@@ -143,7 +143,12 @@ fn aligned_blocks<'b>(bufs: &[&'b [u8]], pos: u64) -> Option<(u64, u64, Vec<&'b 
 
 /// Calls `write` with the bytes of `bufs` that fall in the file range
 /// `[from, to)`, where `bufs` start at file position `pos`.
-fn for_range(bufs: &[&[u8]], pos: u64, (from, to): (u64, u64), mut write: impl FnMut(&[u8], u64) -> io::Result<()>) -> io::Result<()> {
+fn for_range(
+    bufs: &[&[u8]],
+    pos: u64,
+    (from, to): (u64, u64),
+    mut write: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
     let mut at = pos;
     for buf in bufs {
         let (lo, hi) = (at.max(from), (at + buf.len() as u64).min(to));
@@ -248,11 +253,15 @@ impl PartWriter for LocalFile {
             .filter(|_| total >= DIRECT_MIN as u64)
             .and_then(|direct| Some((direct, aligned_blocks(bufs, pos)?)));
         let Some((direct, (start, stop, pieces))) = direct else {
-            return Ok(for_range(bufs, pos, (pos, end), |b, at| self.write_buffered(b, at))?);
+            return Ok(for_range(bufs, pos, (pos, end), |b, at| {
+                self.write_buffered(b, at)
+            })?);
         };
         for_range(bufs, pos, (pos, start), |b, at| self.write_buffered(b, at))?;
         let went = write_vectored_direct(direct, &pieces, start)?;
-        for_range(bufs, pos, (start + went, stop), |b, at| self.write_buffered(b, at))?;
+        for_range(bufs, pos, (start + went, stop), |b, at| {
+            self.write_buffered(b, at)
+        })?;
         for_range(bufs, pos, (stop, end), |b, at| self.write_buffered(b, at))?;
         Ok(())
     }
@@ -379,7 +388,10 @@ mod tests {
         // Shorter than the way to the next boundary.
         assert!(aligned_blocks(&[&buf[..10]], 100).is_none());
         // Two pieces meeting on a boundary: both in the direct range.
-        let (a, b) = (&mem[skew..skew + 2 * ALIGN], &mem[skew + 3 * ALIGN..skew + 5 * ALIGN + 9]);
+        let (a, b) = (
+            &mem[skew..skew + 2 * ALIGN],
+            &mem[skew + 3 * ALIGN..skew + 5 * ALIGN + 9],
+        );
         let (start, end, pieces) = aligned_blocks(&[a, b], 0).expect("aligned");
         assert_eq!((start, end, pieces.len()), (0, 4 * ALIGN as u64, 2));
     }
