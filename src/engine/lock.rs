@@ -101,7 +101,7 @@ pub struct UploadLock {
 /// What trying to take an upload's lease came to.
 pub enum Leased<T> {
     /// The locks, the row under them, and what the job run under them gave.
-    Held(UploadLock, UploadRecord, EngineResult<T>),
+    Held(UploadLock, Box<UploadRecord>, EngineResult<T>),
     /// Another process holds the lease.
     Busy,
     /// No such upload, or none the viewer may see.
@@ -194,7 +194,7 @@ impl UploadLock {
             match attempt? {
                 Attempt::Taken(upload, done) => {
                     lock.last_renewal = Mutex::new(started);
-                    return Ok(Leased::Held(lock, *upload, done));
+                    return Ok(Leased::Held(lock, upload, done));
                 }
                 Attempt::Missing => return Ok(Leased::Missing),
                 Attempt::Busy(_) if tokio::time::Instant::now() + poll > deadline => {

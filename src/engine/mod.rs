@@ -377,7 +377,7 @@ impl Engine {
         };
         match UploadLock::lease(id, self.viewer(caller), local, deadline, &self.locks, then).await?
         {
-            Leased::Held(lock, upload, done) => Ok((lock, upload, done)),
+            Leased::Held(lock, upload, done) => Ok((lock, *upload, done)),
             Leased::Missing => Err(EngineError::NotFound),
             Leased::Busy => Err(self.busy(caller, id).await),
         }
@@ -928,7 +928,7 @@ impl Engine {
                 match UploadLock::lease(id, Viewer::Anyone, local, now, &self.locks, |_| Ok(()))
                     .await?
                 {
-                    Leased::Held(lock, upload, _) => (lock, upload),
+                    Leased::Held(lock, upload, _) => (lock, *upload),
                     Leased::Busy => {
                         busy();
                         continue;

@@ -143,6 +143,10 @@ pub struct DieselStore {
     pool: Pool<Manager>,
     /// Connections whose commits need not be durable: leases.
     lease_pool: Pool<Manager>,
+    /// SQLite: connections for the lookups a request makes first (its
+    /// token, its upload), answered on the request's own thread: apart from
+    /// the others, so that they never wait for one a commit holds.
+    lookup_pool: Option<Pool<Manager>>,
     url: DatabaseUrl,
     /// SQLite takes one writer at a time; writers of this process queue
     /// here instead of in SQLite's busy handler, which sleeps a millisecond
@@ -292,6 +296,10 @@ impl DieselStore {
         Ok(DieselStore {
             pool: pool(16, durable)?,
             lease_pool: pool(4, false)?,
+            lookup_pool: match url {
+                DatabaseUrl::Sqlite(_) => Some(pool(8, false)?),
+                DatabaseUrl::Postgres(_) => None,
+            },
             url: url.clone(),
             sqlite_writer: matches!(url, DatabaseUrl::Sqlite(_)).then(|| Mutex::new(())),
         })
@@ -303,6 +311,14 @@ impl DieselStore {
 
     fn conn(&self) -> MetaResult<PooledConnection<Manager>> {
         self.pool
+            .get()
+            .map_err(|e| MetaError::Connection(e.to_string()))
+    }
+
+    fn lookup(&self) -> MetaResult<PooledConnection<Manager>> {
+        self.lookup_pool
+            .as_ref()
+            .unwrap_or(&self.pool)
             .get()
             .map_err(|e| MetaError::Connection(e.to_string()))
     }
@@ -424,7 +440,7 @@ impl MetaStore for DieselStore {
         uploads::table
             .find(id.to_string())
             .select(UploadRow::as_select())
-            .first(&mut *self.conn()?)
+            .first(&mut *self.lookup()?)
             .optional()?
             .map(UploadRow::into_record)
             .transpose()
@@ -599,7 +615,7 @@ impl MetaStore for DieselStore {
         Ok(tokens::table
             .filter(tokens::token_hash.eq(token_hash))
             .select(tokens::owner)
-            .first(&mut *self.conn()?)
+            .first(&mut *self.lookup()?)
             .optional()?)
     }
 
