@@ -61,6 +61,9 @@ struct Stream {
 
 struct State {
     streams: HashMap<u64, Stream>,
+    /// Streams whose pieces wait for a lane, in the order they came: lanes
+    /// go to them first come, first served.
+    ready: VecDeque<u64>,
     next_id: u64,
     /// What the service waits for: feeders wake it only when that may
     /// have come (each wake-up is a system call, and a context switch).
@@ -123,6 +126,7 @@ fn service() -> Option<&'static Service> {
         let service: &'static Service = Box::leak(Box::new(Service {
             state: Mutex::new(State {
                 streams: HashMap::new(),
+                ready: VecDeque::new(),
                 next_id: 0,
                 sleep: Sleep::Awake,
                 arrivals: 0,
@@ -183,6 +187,10 @@ impl Feed {
         if let Some(stream) = state.streams.get_mut(&self.id) {
             stream.pieces.push_back(piece);
             stream.backlog += 1;
+            // Out of the lanes and with nothing queued before: it waits now.
+            if stream.hasher.is_some() && stream.pieces.len() == 1 {
+                state.ready.push_back(self.id);
+            }
         }
         let wake = state.piece_fed();
         drop(state);
@@ -369,16 +377,20 @@ fn run(service: &'static Service) {
 
 /// Takes streams with pieces into free lanes.
 fn admit(state: &mut State, lanes: &mut Vec<Lane>) {
-    for (&id, stream) in state.streams.iter_mut() {
-        if lanes.len() == LANES {
+    while lanes.len() < LANES {
+        let Some(id) = state.ready.pop_front() else {
             return;
-        }
-        if stream.hasher.is_none() {
+        };
+        // Gone, or in a lane already (fed again after its lane emptied).
+        let Some(stream) = state.streams.get_mut(&id) else {
             continue;
-        }
-        if let Some(piece) = stream.pieces.pop_front() {
-            let hasher = stream.hasher.take().expect("checked above");
-            lanes.push(Lane::new(id, hasher, piece));
+        };
+        let Some(hasher) = stream.hasher.take() else {
+            continue;
+        };
+        match stream.pieces.pop_front() {
+            Some(piece) => lanes.push(Lane::new(id, hasher, piece)),
+            None => stream.hasher = Some(hasher),
         }
     }
 }

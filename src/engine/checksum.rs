@@ -36,8 +36,8 @@ impl ChecksumAlgo {
 }
 
 /// Leads every saved state: the layout of RustCrypto's 0.11 hashers (which
-/// `md5::Md5` keeps). A state of another layout is not trusted; the part
-/// file is re-hashed.
+/// `chunkd_md5::Md5` keeps). A state of another layout is not trusted; the
+/// part file is re-hashed.
 const STATE_FORMAT: u8 = 1;
 
 #[derive(Clone)]

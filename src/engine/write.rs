@@ -22,8 +22,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tokio::task::JoinHandle;
 
 /// Bytes of one segment: the hasher starts on a body after this many, and
-/// each request holds at least two (one filling, one being hashed and
-/// written), so many concurrent uploads keep memory flat.
+/// a request holds only a few at once, so many concurrent uploads keep
+/// memory flat. A request may hold more than it writes together (`Shape`),
+/// so that one segment always fills while the others are written.
 const SEGMENT: usize = 128 * 1024;
 
 /// How a request's segments go to the disk.
@@ -36,7 +37,9 @@ struct Shape {
     held: usize,
 }
 
-/// Most requests: each segment written alone, two held.
+/// Most requests: two segments written together, three held (64 uploads
+/// at once then keep under 64 MiB, and write half as often as one segment
+/// at a time would).
 const SMALL: Shape = Shape {
     per_write: 2,
     held: 3,
@@ -353,8 +356,8 @@ impl Pipeline {
         // A write that already failed fails the request now.
         while self.writing.front().is_some_and(|w| w.is_finished()) {
             let finished = self.writing.pop_front().expect("checked above");
-            if let Some(Ok(Err(err))) = futures_util::FutureExt::now_or_never(finished) {
-                return Err(err);
+            if let Some(written) = futures_util::FutureExt::now_or_never(finished) {
+                written.map_err(blocking_failed)??;
             }
         }
         let group = std::mem::replace(&mut self.group, Vec::with_capacity(self.shape.per_write));
