@@ -396,6 +396,57 @@ mod tests {
         assert_eq!((start, end, pieces.len()), (0, 4 * ALIGN as u64, 2));
     }
 
+    /// Memory holding `bytes` at the same alignment as file position `pos`,
+    /// plus `off` bytes (off 0: fit for direct writes).
+    fn laid_out(bytes: &[u8], pos: u64, off: usize) -> (Vec<u8>, usize) {
+        let mut mem = vec![0u8; bytes.len() + 2 * ALIGN];
+        let base = (ALIGN - mem.as_ptr() as usize % ALIGN) % ALIGN;
+        let at = base + (pos % ALIGN as u64) as usize + off;
+        mem[at..at + bytes.len()].copy_from_slice(bytes);
+        (mem, at)
+    }
+
+    /// A group of segments written with one call: a first one that starts
+    /// mid-block, whole middle ones, a last one that ends mid-block; and
+    /// the same with a middle one whose memory is a byte off (all of it
+    /// then goes through the page cache). Both land exactly.
+    #[test]
+    fn segment_groups_land_exactly() {
+        let root = std::env::temp_dir().join(format!("chunkd-local-{}", Uuid::new_v4()));
+        let disk = LocalDisk::new(root.clone(), 0o600, ".part", ".done", true);
+        for misaligned in [0, 1] {
+            let key = PartKey {
+                dir: "t".into(),
+                id: Uuid::new_v4(),
+            };
+            let writer = disk.create(&key).unwrap();
+            let start = 1000u64;
+            let segment = 32 * ALIGN;
+            let cuts = [start, 8 * ALIGN as u64, (8 * ALIGN + segment) as u64];
+            let end = cuts[2] + segment as u64 + 777;
+            let expected: Vec<u8> = (0..end).map(|i| (i * 7 % 253) as u8).collect();
+            let bounds = [cuts[0], cuts[1], cuts[2], end];
+            let laid: Vec<(Vec<u8>, usize, usize)> = bounds
+                .windows(2)
+                .enumerate()
+                .map(|(n, w)| {
+                    let bytes = &expected[w[0] as usize..w[1] as usize];
+                    let off = if n == 1 { misaligned } else { 0 };
+                    let (mem, at) = laid_out(bytes, w[0], off);
+                    (mem, at, bytes.len())
+                })
+                .collect();
+            let bufs: Vec<&[u8]> = laid.iter().map(|(m, at, len)| &m[*at..at + len]).collect();
+            writer.write_at(&[&expected[..start as usize]], 0).unwrap();
+            writer.write_at(&bufs, start).unwrap();
+            writer.sync().unwrap();
+            let stored = fs::read(disk.part_path(&key)).unwrap();
+            assert_eq!(stored.len() as u64, end);
+            assert!(stored == expected, "stored bytes differ ({misaligned})");
+        }
+        fs::remove_dir_all(root).unwrap();
+    }
+
     /// Writes of every alignment, through the direct and the buffered path,
     /// leave exactly the bytes written, on a real file.
     #[test]
