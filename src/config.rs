@@ -258,8 +258,9 @@ pub struct ServeArgs {
     /// How long the lock of a crashed server process outlives it.
     #[arg(long, env = "CHUNKD_LEASE_TIME", default_value = "10s")]
     pub lease_time: Span,
-    /// fdatasync part files before acknowledging an offset (off: faster, but
-    /// an acknowledged offset may be lost in a power failure).
+    /// Sync part files and database commits to the disk before
+    /// acknowledging an offset (off: faster; an acknowledged offset still
+    /// survives a crash of chunkd, but may be lost in a power failure).
     #[arg(long, env = "CHUNKD_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pub sync: bool,
     /// Requests served at once; more get 503 (Retry-After: 1).

@@ -8,8 +8,8 @@
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
-/// Buffers kept for reuse: at most what 64 concurrent requests hold
-/// (two 132 KiB batches each), about 17 MiB.
+/// Buffers kept for reuse, about 17 MiB of 132 KiB segments: what most of
+/// 64 concurrent requests hold. Beyond it, a freed buffer is unmapped.
 const POOLED: usize = 128;
 
 static POOL: Mutex<Vec<Mapping>> = Mutex::new(Vec::new());
