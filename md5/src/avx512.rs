@@ -18,6 +18,10 @@ const SHIFTS: [[i32; 4]; 4] = [
     [6, 10, 15, 21],
 ];
 
+/// A kernel hashing `N` chains side by side (`compress_eight`,
+/// `compress_sixteen`).
+pub type Kernel<const N: usize> = unsafe fn(&mut [[u32; 4]; N], [&[[u8; BLOCK]]; N], usize);
+
 /// Whether this CPU runs the kernels here.
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
@@ -323,55 +327,39 @@ mod tests {
         assert_eq!(state, scalar(blocks));
     }
 
-    #[test]
-    fn eight_chains_match_the_scalar_kernel_each() {
-        if !available() {
-            eprintln!("no AVX-512 here: nothing to compare");
-            return;
-        }
-        let data: Vec<Vec<u8>> = (0..8)
-            .map(|lane| sample((40 + lane) * BLOCK, 20 + lane as u32))
+    /// `N` chains at once, one of which starts from a state of its own,
+    /// against the scalar kernel chain by chain.
+    fn chains_match_the_scalar_kernel<const N: usize>(kernel: Kernel<N>) {
+        let count = 30;
+        let data: Vec<Vec<u8>> = (0..N)
+            .map(|lane| sample((count + lane) * BLOCK, (N + lane) as u32))
             .collect();
-        let lanes: [&[[u8; BLOCK]]; 8] =
+        let lanes: [&[[u8; BLOCK]]; N] =
             std::array::from_fn(|lane| data[lane].as_chunks::<BLOCK>().0);
-        let mut states = [super::super::INIT; 8];
-        states[3] = [1, 2, 3, 4];
-        // SAFETY: checked above.
-        unsafe { compress_eight(&mut states, lanes, 40) };
-        for (lane, state) in states.iter().enumerate() {
-            let mut expected = if lane == 3 {
-                [1, 2, 3, 4]
+        let start = |lane: usize| {
+            if lane == N / 2 {
+                [5, 6, 7, 8]
             } else {
                 super::super::INIT
-            };
-            ::md5::block_api::compress(&mut expected, &lanes[lane][..40]);
-            assert_eq!(*state, expected, "lane {lane}");
+            }
+        };
+        let mut states: [[u32; 4]; N] = std::array::from_fn(start);
+        // SAFETY: the callers check `available()` first.
+        unsafe { kernel(&mut states, lanes, count) };
+        for (lane, state) in states.iter().enumerate() {
+            let mut expected = start(lane);
+            ::md5::block_api::compress(&mut expected, &lanes[lane][..count]);
+            assert_eq!(*state, expected, "lane {lane} of {N}");
         }
     }
 
     #[test]
-    fn sixteen_chains_match_the_scalar_kernel_each() {
+    fn eight_and_sixteen_chains_match_the_scalar_kernel_each() {
         if !available() {
             eprintln!("no AVX-512 here: nothing to compare");
             return;
         }
-        let data: Vec<Vec<u8>> = (0..16)
-            .map(|lane| sample((30 + lane) * BLOCK, 40 + lane as u32))
-            .collect();
-        let lanes: [&[[u8; BLOCK]]; 16] =
-            std::array::from_fn(|lane| data[lane].as_chunks::<BLOCK>().0);
-        let mut states = [super::super::INIT; 16];
-        states[11] = [5, 6, 7, 8];
-        // SAFETY: checked above.
-        unsafe { compress_sixteen(&mut states, lanes, 30) };
-        for (lane, state) in states.iter().enumerate() {
-            let mut expected = if lane == 11 {
-                [5, 6, 7, 8]
-            } else {
-                super::super::INIT
-            };
-            ::md5::block_api::compress(&mut expected, &lanes[lane][..30]);
-            assert_eq!(*state, expected, "lane {lane}");
-        }
+        chains_match_the_scalar_kernel::<8>(compress_eight);
+        chains_match_the_scalar_kernel::<16>(compress_sixteen);
     }
 }

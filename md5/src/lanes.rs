@@ -457,9 +457,7 @@ fn hash_side_by_side(lanes: &mut [Lane]) {
     }
 }
 
-type Kernel<const N: usize> = unsafe fn(&mut [[u32; 4]; N], [&[[u8; BLOCK]]; N], usize);
-
-fn side_by_side<const N: usize>(lanes: &mut [Lane], kernel: Kernel<N>) {
+fn side_by_side<const N: usize>(lanes: &mut [Lane], kernel: avx512::Kernel<N>) {
     let count = lanes
         .iter()
         .map(Lane::blocks_left)

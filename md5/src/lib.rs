@@ -23,6 +23,8 @@ pub use lanes::{Feed, Shared, Stopped};
 mod avx512 {
     use super::BLOCK;
 
+    pub type Kernel<const N: usize> = unsafe fn(&mut [[u32; 4]; N], [&[[u8; BLOCK]]; N], usize);
+
     pub fn available() -> bool {
         false
     }
