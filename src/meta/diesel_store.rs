@@ -24,21 +24,22 @@ pub enum AnyConnection {
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// WAL lets readers run beside the writer; FULL sync makes a committed
-/// offset survive a power loss, not just a crash; the busy timeout makes
-/// writers of other processes wait instead of failing.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                              PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;";
+/// WAL lets readers run beside the writer; the busy timeout makes writers of
+/// other processes wait instead of failing.
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;";
 
-/// For leases, which need not survive a power loss: a commit is then not
-/// synced (in WAL mode the database stays consistent, and the next FULL
-/// commit syncs it along).
-const SQLITE_LEASE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                    PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;";
+/// Durable commits: a committed offset survives a power loss, not just a
+/// crash.
+const SQLITE_DURABLE: &str = "PRAGMA synchronous = FULL";
 
-/// The same for PostgreSQL: a lease's commit does not wait for its WAL
-/// flush; the next durable commit flushes it along.
-const PG_LEASE_SETTINGS: &str = "SET synchronous_commit = off";
+/// Commits that need not survive a power loss (leases, and everything with
+/// `--sync false`) are not synced; in WAL mode the database stays
+/// consistent, and the next durable commit syncs them along.
+const SQLITE_NOT_DURABLE: &str = "PRAGMA synchronous = NORMAL";
+
+/// The same for PostgreSQL: such a commit does not wait for its WAL flush.
+const PG_NOT_DURABLE: &str = "SET synchronous_commit = off";
 
 /// Serializes migrations of processes that start together on one database.
 const PG_MIGRATION_LOCK: &str = "SELECT pg_advisory_lock(727274)";
@@ -90,8 +91,8 @@ impl DatabaseUrl {
     }
 }
 
-/// Opens connections; `durable: false` for the pool that takes and gives
-/// back leases.
+/// Opens connections; `durable: false`: their commits do not wait for the
+/// disk (the lease and lookup pools, and every pool with `--sync false`).
 struct Manager {
     url: DatabaseUrl,
     durable: bool,
@@ -111,19 +112,20 @@ impl ManageConnection for Manager {
                 let mut conn =
                     diesel::PgConnection::establish(url).map(AnyConnection::Postgresql)?;
                 if !self.durable {
-                    setup(&mut conn, PG_LEASE_SETTINGS)?;
+                    setup(&mut conn, PG_NOT_DURABLE)?;
                 }
                 Ok(conn)
             }
             DatabaseUrl::Sqlite(path) => {
                 let conn = diesel::SqliteConnection::establish(&path.to_string_lossy())?;
                 let mut conn = AnyConnection::Sqlite(conn);
-                let pragmas = if self.durable {
-                    SQLITE_PRAGMAS
+                setup(&mut conn, SQLITE_PRAGMAS)?;
+                let durability = if self.durable {
+                    SQLITE_DURABLE
                 } else {
-                    SQLITE_LEASE_PRAGMAS
+                    SQLITE_NOT_DURABLE
                 };
-                setup(&mut conn, pragmas)?;
+                setup(&mut conn, durability)?;
                 Ok(conn)
             }
         }
@@ -266,6 +268,66 @@ impl UploadRow {
     }
 }
 
+/// A connection from `pool`.
+fn checkout(pool: &Pool<Manager>) -> MetaResult<PooledConnection<Manager>> {
+    pool.get().map_err(|e| MetaError::Connection(e.to_string()))
+}
+
+/// Takes the lease on `conn`, during this process's turn to write.
+fn lease_on(
+    mut conn: PooledConnection<Manager>,
+    turn: Option<MutexGuard<'_, ()>>,
+    (id, viewer, token): (Uuid, &Viewer, &str),
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> MetaResult<LeaseOutcome> {
+    use diesel::sql_types::Bool;
+    use diesel::IntoSql;
+    let (everyone, owner) = match viewer {
+        Viewer::Anyone => (true, ""),
+        // Owners are never empty: "" matches ownerless uploads only.
+        Viewer::Owner(owner) => (false, owner.as_deref().unwrap_or("")),
+    };
+    let id = id.to_string();
+    let visible = uploads::owner
+        .is_null()
+        .or(uploads::owner.eq(owner))
+        .or(everyone.into_sql::<Bool>());
+    let taken = diesel::update(
+        uploads::table
+            .filter(uploads::id.eq(&id))
+            .filter(visible)
+            .filter(
+                uploads::lock_token
+                    .is_null()
+                    .or(uploads::lock_until.lt(naive(now))),
+            ),
+    )
+    .set((
+        uploads::lock_token.eq(token),
+        uploads::lock_until.eq(naive(until)),
+    ))
+    // All columns, in the order of `UploadRow`'s fields (`as_returning`
+    // does not work over a MultiConnection).
+    .returning(uploads::all_columns)
+    .get_result::<UploadRow>(&mut *conn)
+    .optional()?;
+    drop(turn);
+    if let Some(row) = taken {
+        return Ok(LeaseOutcome::Acquired(Box::new(row.into_record()?)));
+    }
+    let exists: i64 = uploads::table
+        .filter(uploads::id.eq(&id))
+        .filter(visible)
+        .count()
+        .get_result(&mut *conn)?;
+    Ok(if exists == 0 {
+        LeaseOutcome::Missing
+    } else {
+        LeaseOutcome::Busy
+    })
+}
+
 impl DieselStore {
     /// Opens a pool on the database; the SQLite file is created if needed.
     /// `durable`: commits wait until they are on the disk (not only for a
@@ -310,17 +372,11 @@ impl DieselStore {
     }
 
     fn conn(&self) -> MetaResult<PooledConnection<Manager>> {
-        self.pool
-            .get()
-            .map_err(|e| MetaError::Connection(e.to_string()))
+        checkout(&self.pool)
     }
 
     fn lookup(&self) -> MetaResult<PooledConnection<Manager>> {
-        self.lookup_pool
-            .as_ref()
-            .unwrap_or(&self.pool)
-            .get()
-            .map_err(|e| MetaError::Connection(e.to_string()))
+        checkout(self.lookup_pool.as_ref().unwrap_or(&self.pool))
     }
 
     /// A connection for a write, with this process's turn to write (SQLite).
@@ -333,70 +389,12 @@ impl DieselStore {
         } else {
             &self.lease_pool
         };
-        let conn = pool
-            .get()
-            .map_err(|e| MetaError::Connection(e.to_string()))?;
+        let conn = checkout(pool)?;
         let turn = self
             .sqlite_writer
             .as_ref()
             .map(|writer| writer.lock().unwrap_or_else(|e| e.into_inner()));
         Ok((conn, turn))
-    }
-
-    /// Takes the lease on `conn`, during this process's turn to write.
-    fn lease_on(
-        &self,
-        mut conn: PooledConnection<Manager>,
-        turn: Option<MutexGuard<'_, ()>>,
-        (id, viewer, token): (Uuid, &Viewer, &str),
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> MetaResult<LeaseOutcome> {
-        use diesel::sql_types::Bool;
-        use diesel::IntoSql;
-        let (everyone, owner) = match viewer {
-            Viewer::Anyone => (true, ""),
-            // Owners are never empty: "" matches ownerless uploads only.
-            Viewer::Owner(owner) => (false, owner.as_deref().unwrap_or("")),
-        };
-        let id = id.to_string();
-        let visible = uploads::owner
-            .is_null()
-            .or(uploads::owner.eq(owner))
-            .or(everyone.into_sql::<Bool>());
-        let taken = diesel::update(
-            uploads::table
-                .filter(uploads::id.eq(&id))
-                .filter(visible)
-                .filter(
-                    uploads::lock_token
-                        .is_null()
-                        .or(uploads::lock_until.lt(naive(now))),
-                ),
-        )
-        .set((
-            uploads::lock_token.eq(token),
-            uploads::lock_until.eq(naive(until)),
-        ))
-        // All columns, in the order of `UploadRow`'s fields (`as_returning`
-        // does not work over a MultiConnection).
-        .returning(uploads::all_columns)
-        .get_result::<UploadRow>(&mut *conn)
-        .optional()?;
-        drop(turn);
-        if let Some(row) = taken {
-            return Ok(LeaseOutcome::Acquired(Box::new(row.into_record()?)));
-        }
-        let exists: i64 = uploads::table
-            .filter(uploads::id.eq(&id))
-            .filter(visible)
-            .count()
-            .get_result(&mut *conn)?;
-        Ok(if exists == 0 {
-            LeaseOutcome::Missing
-        } else {
-            LeaseOutcome::Busy
-        })
     }
 
     /// A connection for a durable write.
@@ -489,7 +487,7 @@ impl MetaStore for DieselStore {
         until: DateTime<Utc>,
     ) -> MetaResult<LeaseOutcome> {
         let (conn, turn) = self.writer(false)?;
-        self.lease_on(conn, turn, (id, viewer, token), now, until)
+        lease_on(conn, turn, (id, viewer, token), now, until)
     }
 
     fn try_lease_now(
@@ -503,7 +501,7 @@ impl MetaStore for DieselStore {
         // Connection first, then the turn, as every writer takes them.
         let conn = self.lease_pool.try_get()?;
         let turn = self.sqlite_writer.as_ref()?.try_lock().ok()?;
-        Some(self.lease_on(conn, Some(turn), (id, viewer, token), now, until))
+        Some(lease_on(conn, Some(turn), (id, viewer, token), now, until))
     }
 
     fn reads_in_place(&self) -> bool {
