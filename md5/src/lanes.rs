@@ -49,8 +49,6 @@ struct Stream {
     pieces: VecDeque<Shared>,
     /// The hasher, while no lane holds it.
     hasher: Option<Md5>,
-    /// Pieces fed and not yet fully hashed.
-    backlog: usize,
     /// The feeder waits for the hash: do not hold it back.
     waiting: bool,
     /// Set once the feeder has fed everything: the hasher goes there.
@@ -168,7 +166,6 @@ impl Feed {
             Stream {
                 pieces: VecDeque::new(),
                 hasher: Some(hasher),
-                backlog: 0,
                 waiting: false,
                 finished: None,
                 abandoned: false,
@@ -186,7 +183,6 @@ impl Feed {
         let mut state = self.service.lock();
         if let Some(stream) = state.streams.get_mut(&self.id) {
             stream.pieces.push_back(piece);
-            stream.backlog += 1;
             // Out of the lanes and with nothing queued before: it waits now.
             if stream.hasher.is_some() && stream.pieces.len() == 1 {
                 state.ready.push_back(self.id);
@@ -220,7 +216,8 @@ impl Feed {
         let wake = {
             let mut state = self.service.lock();
             let stream = state.streams.get_mut(&self.id).ok_or(Stopped)?;
-            if stream.backlog == 0 {
+            // Out of the lanes with nothing queued: every piece is hashed.
+            if stream.hasher.is_some() && stream.pieces.is_empty() {
                 let hasher = stream.hasher.take();
                 state.streams.remove(&self.id);
                 return hasher.ok_or(Stopped);
@@ -424,7 +421,6 @@ fn settle_lanes(state: &mut State, lanes: &mut Vec<Lane>) {
             lanes.swap_remove(i);
             continue;
         };
-        stream.backlog = stream.backlog.saturating_sub(1);
         if stream.abandoned {
             state.streams.remove(&id);
             lanes.swap_remove(i);
