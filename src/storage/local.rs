@@ -252,17 +252,15 @@ impl PartWriter for LocalFile {
             .as_ref()
             .filter(|_| total >= DIRECT_MIN as u64)
             .and_then(|direct| Some((direct, aligned_blocks(bufs, pos)?)));
-        let Some((direct, (start, stop, pieces))) = direct else {
-            return Ok(for_range(bufs, pos, (pos, end), |b, at| {
-                self.write_buffered(b, at)
-            })?);
+        let buffered = |range| for_range(bufs, pos, range, |b, at| self.write_buffered(b, at));
+        let Some((direct, (start, _, pieces))) = direct else {
+            return Ok(buffered((pos, end))?);
         };
-        for_range(bufs, pos, (pos, start), |b, at| self.write_buffered(b, at))?;
+        // The head before the first whole block, the blocks direct, then
+        // whatever the direct write did not take and the tail, buffered.
+        buffered((pos, start))?;
         let went = write_vectored_direct(direct, &pieces, start)?;
-        for_range(bufs, pos, (start + went, stop), |b, at| {
-            self.write_buffered(b, at)
-        })?;
-        for_range(bufs, pos, (stop, end), |b, at| self.write_buffered(b, at))?;
+        buffered((start + went, end))?;
         Ok(())
     }
 
