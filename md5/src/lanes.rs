@@ -1,10 +1,10 @@
 //! The lane service: one thread that computes the MD5 of every upload in
-//! progress, up to sixteen at once in the lanes of one vector
-//! (`avx512::compress_sixteen`, `compress_eight`), or one alone with the
-//! single-chain kernel. Sixteen chains cost about 1.5 times what one costs,
-//! so many concurrent uploads take a small part of a core for their
-//! checksums, where hashing each on its own thread would take a core per
-//! 1 GB/s.
+//! progress, up to sixteen at once in the lanes of vectors (`simd::Kernels`,
+//! AVX-512 or AVX2), or one alone with the single-chain kernel. Sixteen
+//! chains cost about 1.5 times what one costs with AVX-512, and about 2.5
+//! times with AVX2, so many concurrent uploads take a small part of a core
+//! for their checksums, where hashing each on its own thread would take a
+//! core per 0.4 to 1 GB/s.
 //!
 //! An upload opens a `Feed` and pushes its body into it piece by piece as
 //! the pieces fill; its hasher stays in the service, which hashes the
@@ -12,8 +12,14 @@
 //! only a few uploads are hashing but many more fed bytes lately, the
 //! service waits a moment (`GATHER`) for them to fill its lanes, unless an
 //! upload that it would hold back is waiting for its hash.
+//!
+//! A feed may outlive its request: parked, it waits for the upload's next
+//! chunk (and the service does not wait for it to fill a lane), and its
+//! checkpoint, the hasher as of the last piece hashed, is what the chunk
+//! saves while the last pieces are still being hashed.
 
-use super::{avx512, Md5, BLOCK};
+use super::simd::Kernels;
+use super::{Md5, BLOCK};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -55,6 +61,10 @@ struct Stream {
     finished: Option<oneshot::Sender<Md5>>,
     /// The feeder is gone without finishing: drop everything.
     abandoned: bool,
+    /// The hasher as it was after the last piece hashed.
+    checkpoint: Md5,
+    /// Between requests: brings no piece soon, so nothing waits for it.
+    parked: bool,
 }
 
 struct State {
@@ -68,6 +78,8 @@ struct State {
     sleep: Sleep,
     /// Pieces fed while it gathers.
     arrivals: usize,
+    /// Streams parked.
+    parked: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -82,6 +94,13 @@ enum Sleep {
 }
 
 impl State {
+    /// Forgets a stream.
+    fn remove(&mut self, id: u64) {
+        if self.streams.remove(&id).is_some_and(|stream| stream.parked) {
+            self.parked -= 1;
+        }
+    }
+
     /// Counts a piece fed; whether to wake the service for it.
     fn piece_fed(&mut self) -> bool {
         match self.sleep {
@@ -101,6 +120,7 @@ impl State {
 }
 
 struct Service {
+    kernels: Kernels,
     state: Mutex<State>,
     ready: Condvar,
     /// Cleared if the service thread ever ends (a panic): feeds then fail
@@ -118,16 +138,16 @@ impl Service {
 fn service() -> Option<&'static Service> {
     static SERVICE: OnceLock<Option<&'static Service>> = OnceLock::new();
     *SERVICE.get_or_init(|| {
-        if !avx512::available() {
-            return None;
-        }
+        let kernels = Kernels::detect()?;
         let service: &'static Service = Box::leak(Box::new(Service {
+            kernels,
             state: Mutex::new(State {
                 streams: HashMap::new(),
                 ready: VecDeque::new(),
                 next_id: 0,
                 sleep: Sleep::Awake,
                 arrivals: 0,
+                parked: 0,
             }),
             ready: Condvar::new(),
             running: AtomicBool::new(true),
@@ -152,7 +172,7 @@ pub struct Feed {
 pub struct Stopped;
 
 impl Feed {
-    /// Hands `hasher` to the service; without one (a CPU without AVX-512)
+    /// Hands `hasher` to the service; without one (a CPU without AVX2)
     /// it comes back for the caller to use.
     pub fn open(hasher: Md5) -> Result<Feed, Md5> {
         let Some(service) = service().filter(|s| s.running.load(Ordering::Acquire)) else {
@@ -165,10 +185,12 @@ impl Feed {
             id,
             Stream {
                 pieces: VecDeque::new(),
+                checkpoint: hasher.clone(),
                 hasher: Some(hasher),
                 waiting: false,
                 finished: None,
                 abandoned: false,
+                parked: false,
             },
         );
         Ok(Feed {
@@ -184,14 +206,44 @@ impl Feed {
         if let Some(stream) = state.streams.get_mut(&self.id) {
             stream.pieces.push_back(piece);
             // Out of the lanes and with nothing queued before: it waits now.
-            if stream.hasher.is_some() && stream.pieces.len() == 1 {
+            let ready = stream.hasher.is_some() && stream.pieces.len() == 1;
+            let unparked = std::mem::take(&mut stream.parked);
+            if ready {
                 state.ready.push_back(self.id);
+            }
+            if unparked {
+                state.parked -= 1;
             }
         }
         let wake = state.piece_fed();
         drop(state);
         if wake {
             self.service.ready.notify_one();
+        }
+    }
+
+    /// Says that no piece comes soon (the request is over, and the feed
+    /// kept for the next one): the service does not wait for it to fill a
+    /// lane. The next piece pushed unparks it.
+    pub fn park(&self) {
+        let mut state = self.service.lock();
+        let newly = state
+            .streams
+            .get_mut(&self.id)
+            .is_some_and(|stream| !std::mem::replace(&mut stream.parked, true));
+        if newly {
+            state.parked += 1;
+        }
+    }
+
+    /// The hasher as of the last piece hashed: it covers the first pieces
+    /// pushed, maybe not all. None once the service stopped.
+    pub fn checkpoint(&self) -> Option<Md5> {
+        let state = self.service.lock();
+        let stream = state.streams.get(&self.id)?;
+        match &stream.hasher {
+            Some(at_rest) if stream.pieces.is_empty() => Some(at_rest.clone()),
+            _ => Some(stream.checkpoint.clone()),
         }
     }
 
@@ -219,7 +271,7 @@ impl Feed {
             // Out of the lanes with nothing queued: every piece is hashed.
             if stream.hasher.is_some() && stream.pieces.is_empty() {
                 let hasher = stream.hasher.take();
-                state.streams.remove(&self.id);
+                state.remove(self.id);
                 return hasher.ok_or(Stopped);
             }
             stream.waiting = true;
@@ -248,7 +300,7 @@ impl Drop for Feed {
             None => return,
         };
         if !in_lane {
-            state.streams.remove(&self.id);
+            state.remove(self.id);
         }
     }
 }
@@ -286,9 +338,8 @@ impl Lane {
         (at, at + rest.len() / BLOCK * BLOCK)
     }
 
-    /// Keeps the piece's last partial block and moves on to `next`.
+    /// Moves on to `next`, once the piece's last partial block is kept.
     fn next_piece(&mut self, next: Shared) {
-        self.keep_tail();
         (self.at, self.end) = Self::blocks_of(&mut self.hasher, &next);
         self.piece = next;
         self.taken_at = Instant::now();
@@ -321,7 +372,9 @@ struct StopGuard(&'static Service);
 impl Drop for StopGuard {
     fn drop(&mut self) {
         self.0.running.store(false, Ordering::Release);
-        self.0.lock().streams.clear();
+        let mut state = self.0.lock();
+        state.streams.clear();
+        state.parked = 0;
     }
 }
 
@@ -367,7 +420,7 @@ fn run(service: &'static Service) {
                 lane.hasher.state = state;
                 lane.advance(count);
             }
-            many => hash_side_by_side(many),
+            many => hash_side_by_side(&service.kernels, many),
         }
     }
 }
@@ -397,7 +450,7 @@ fn admit(state: &mut State, lanes: &mut Vec<Lane>) {
 /// hash, unless so many stream that the machine is busy anyway and hashing
 /// them side by side matters more than a moment's wait.
 fn worth_gathering(state: &State, lanes: &[Lane]) -> bool {
-    let streaming = state.streams.len();
+    let streaming = state.streams.len() - state.parked;
     if lanes.len() >= streaming.min(LANES) {
         return false;
     }
@@ -422,22 +475,23 @@ fn settle_lanes(state: &mut State, lanes: &mut Vec<Lane>) {
             continue;
         };
         if stream.abandoned {
-            state.streams.remove(&id);
+            state.remove(id);
             lanes.swap_remove(i);
             continue;
         }
+        lanes[i].keep_tail();
+        stream.checkpoint.clone_from(&lanes[i].hasher);
         if let Some(next) = stream.pieces.pop_front() {
             lanes[i].next_piece(next);
             i += 1;
             continue;
         }
-        let mut lane = lanes.swap_remove(i);
-        lane.keep_tail();
+        let lane = lanes.swap_remove(i);
         match stream.finished.take() {
             Some(done) => {
                 // The feeder may have gone since: nothing to do then.
                 let _ = done.send(lane.hasher);
-                state.streams.remove(&id);
+                state.remove(id);
             }
             None => stream.hasher = Some(lane.hasher),
         }
@@ -445,15 +499,22 @@ fn settle_lanes(state: &mut State, lanes: &mut Vec<Lane>) {
 }
 
 /// Hashes the same number of blocks of every lane, in one vector.
-fn hash_side_by_side(lanes: &mut [Lane]) {
+fn hash_side_by_side(kernels: &Kernels, lanes: &mut [Lane]) {
     if lanes.len() <= 8 {
-        side_by_side::<8>(lanes, avx512::compress_eight);
+        side_by_side::<8>(lanes, |states, inputs, count| {
+            kernels.eight(states, inputs, count)
+        });
     } else {
-        side_by_side::<16>(lanes, avx512::compress_sixteen);
+        side_by_side::<16>(lanes, |states, inputs, count| {
+            kernels.sixteen(states, inputs, count)
+        });
     }
 }
 
-fn side_by_side<const N: usize>(lanes: &mut [Lane], kernel: avx512::Kernel<N>) {
+fn side_by_side<const N: usize>(
+    lanes: &mut [Lane],
+    kernel: impl FnOnce(&mut [[u32; 4]; N], [&[[u8; BLOCK]]; N], usize),
+) {
     let count = lanes
         .iter()
         .map(Lane::blocks_left)
@@ -466,8 +527,7 @@ fn side_by_side<const N: usize>(lanes: &mut [Lane], kernel: avx512::Kernel<N>) {
         states[n] = lane.hasher.state;
         inputs[n] = lane.next_blocks(count);
     }
-    // SAFETY: the service runs only where `avx512::available()`.
-    unsafe { kernel(&mut states, inputs, count) };
+    kernel(&mut states, inputs, count);
     for (lane, state) in lanes.iter_mut().zip(states) {
         lane.hasher.state = state;
         lane.advance(count);
@@ -516,6 +576,35 @@ mod tests {
         for task in tasks {
             task.await.unwrap();
         }
+    }
+
+    /// A checkpoint covers a prefix of what was fed; once the service
+    /// caught up, all of it; a parked feed goes on when fed again.
+    #[tokio::test]
+    async fn checkpoints_cover_what_was_hashed() {
+        let data = sample(600_000, 5);
+        let Ok(feed) = Feed::open(Md5::new()) else {
+            return;
+        };
+        for piece in data[..400_000].chunks(100_000) {
+            feed.push(Arc::new(piece.to_vec()));
+        }
+        feed.park();
+        let mut seen = 0;
+        while seen < 400_000 {
+            let checkpoint = feed.checkpoint().expect("the service runs");
+            assert!(checkpoint.len() % 100_000 == 0 && checkpoint.len() >= seen);
+            seen = checkpoint.len();
+            tokio::task::yield_now().await;
+        }
+        let checkpoint = feed.checkpoint().expect("the service runs");
+        assert_eq!(
+            checkpoint.finalize()[..],
+            ::md5::Md5::digest(&data[..400_000])[..]
+        );
+        feed.push(Arc::new(data[400_000..].to_vec()));
+        let hasher = feed.finish().await.expect("the service hashes");
+        assert_eq!(hasher.finalize()[..], ::md5::Md5::digest(&data)[..]);
     }
 
     /// A feed dropped midway leaves nothing behind, and others go on.

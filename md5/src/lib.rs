@@ -9,37 +9,48 @@
 //! The state saves to the same 88 bytes as `md-5` 0.11's `Md5`, so states
 //! saved by earlier builds keep working.
 
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 #[cfg(feature = "lanes")]
 mod lanes;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 #[cfg(feature = "lanes")]
 pub use lanes::{Feed, Shared, Stopped};
 
-/// On other CPUs the kernels are never available, and MD5 runs on the
-/// scalar code of `md-5`.
+/// On other CPUs there are no vector kernels, and MD5 runs on the scalar
+/// code of `md-5`.
 #[cfg(not(target_arch = "x86_64"))]
-mod avx512 {
+mod simd {
     use super::BLOCK;
 
-    pub type Kernel<const N: usize> = unsafe fn(&mut [[u32; 4]; N], [&[[u8; BLOCK]]; N], usize);
+    #[derive(Clone, Copy)]
+    pub struct Kernels {
+        pub name: &'static str,
+    }
 
-    pub fn available() -> bool {
+    impl Kernels {
+        pub fn detect() -> Option<Kernels> {
+            None
+        }
+
+        pub fn eight(&self, _: &mut [[u32; 4]; 8], _: [&[[u8; BLOCK]]; 8], _: usize) {
+            unreachable!("no vector kernels on this CPU")
+        }
+
+        pub fn sixteen(&self, _: &mut [[u32; 4]; 16], _: [&[[u8; BLOCK]]; 16], _: usize) {
+            unreachable!("no vector kernels on this CPU")
+        }
+    }
+
+    pub fn compress_one(_: &mut [u32; 4], _: &[[u8; BLOCK]]) -> bool {
         false
     }
+}
 
-    pub unsafe fn compress_one(_: &mut [u32; 4], _: &[[u8; BLOCK]]) {
-        unreachable!("no AVX-512 kernels on this CPU")
-    }
-
-    pub unsafe fn compress_eight(_: &mut [[u32; 4]; 8], _: [&[[u8; BLOCK]]; 8], _: usize) {
-        unreachable!("no AVX-512 kernels on this CPU")
-    }
-
-    pub unsafe fn compress_sixteen(_: &mut [[u32; 4]; 16], _: [&[[u8; BLOCK]]; 16], _: usize) {
-        unreachable!("no AVX-512 kernels on this CPU")
-    }
+/// The instruction set the lane service hashes many uploads with; None
+/// where it has none and each upload hashes on its own.
+pub fn vector_kernels() -> Option<&'static str> {
+    simd::Kernels::detect().map(|kernels| kernels.name)
 }
 
 /// The bytes of one compression block.
@@ -78,12 +89,9 @@ pub const SAVED_LEN: usize = 16 + 8 + BLOCK;
 /// Compresses whole blocks into `state`, with the fastest kernel this CPU
 /// has.
 fn compress(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) {
-    if avx512::available() {
-        // SAFETY: the CPU has the features the kernel is compiled for.
-        unsafe { avx512::compress_one(state, blocks) };
-        return;
+    if !simd::compress_one(state, blocks) {
+        ::md5::block_api::compress(state, blocks);
     }
-    ::md5::block_api::compress(state, blocks);
 }
 
 /// A running MD5.
@@ -111,6 +119,15 @@ impl Default for Md5 {
 impl Md5 {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many bytes it has hashed.
+    pub fn len(&self) -> u64 {
+        self.blocks.wrapping_mul(BLOCK as u64) + self.pending_len as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn update(&mut self, data: &[u8]) {

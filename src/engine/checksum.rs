@@ -1,5 +1,8 @@
 //! Running checksums whose state is saved with every committed offset, so
-//! that completion costs the same for 1 KB and 100 GB.
+//! that completion costs the same for 1 KB and 100 GB. A saved state says
+//! how many bytes it covers: it may trail the committed offset (the hash of
+//! a chunk's last pieces need not hold up its acknowledgement), and whoever
+//! resumes it hashes the rest from the part file.
 
 use super::blocking_failed;
 use super::error::{EngineError, EngineResult};
@@ -35,22 +38,27 @@ impl ChecksumAlgo {
     }
 }
 
-/// Leads every saved state: the layout of RustCrypto's 0.11 hashers (which
-/// `chunkd_md5::Md5` keeps). A state of another layout is not trusted; the
+/// Leads every saved state of earlier builds: the layout of RustCrypto's
+/// 0.11 hashers (which `chunkd_md5::Md5` keeps), covering exactly the
+/// committed offset.
+const STATE_AT_OFFSET: u8 = 1;
+/// Leads every saved state now: the bytes it covers (8, little-endian),
+/// then the same layout. A state of another layout is not trusted; the
 /// part file is re-hashed.
-const STATE_FORMAT: u8 = 1;
+const STATE_WITH_LEN: u8 = 2;
 
 #[derive(Clone)]
-pub enum Hasher {
+pub struct Hasher {
+    inner: Inner,
+    /// Bytes hashed.
+    len: u64,
+}
+
+#[derive(Clone)]
+enum Inner {
     Md5(Md5),
     Sha1(sha1::Sha1),
     Sha256(sha2::Sha256),
-}
-
-fn tagged(state: &[u8]) -> Vec<u8> {
-    let mut out = vec![STATE_FORMAT];
-    out.extend_from_slice(state);
-    out
 }
 
 fn restore_state<H: SerializableState>(state: &[u8]) -> Option<H> {
@@ -60,48 +68,74 @@ fn restore_state<H: SerializableState>(state: &[u8]) -> Option<H> {
 
 impl Hasher {
     pub fn new(algo: ChecksumAlgo) -> Self {
-        match algo {
-            ChecksumAlgo::Md5 => Hasher::Md5(Md5::new()),
-            ChecksumAlgo::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
-            ChecksumAlgo::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+        let inner = match algo {
+            ChecksumAlgo::Md5 => Inner::Md5(Md5::new()),
+            ChecksumAlgo::Sha1 => Inner::Sha1(sha1::Sha1::new()),
+            ChecksumAlgo::Sha256 => Inner::Sha256(sha2::Sha256::new()),
+        };
+        Hasher { inner, len: 0 }
+    }
+
+    fn from_md5(md5: Md5) -> Self {
+        Hasher {
+            len: md5.len(),
+            inner: Inner::Md5(md5),
         }
+    }
+
+    /// How many bytes it has hashed.
+    pub fn hashed_len(&self) -> u64 {
+        self.len
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Md5(h) => h.update(data),
-            Hasher::Sha1(h) => h.update(data),
-            Hasher::Sha256(h) => h.update(data),
+        match &mut self.inner {
+            Inner::Md5(h) => h.update(data),
+            Inner::Sha1(h) => h.update(data),
+            Inner::Sha256(h) => h.update(data),
         }
+        self.len += data.len() as u64;
     }
 
     pub fn save(&self) -> Vec<u8> {
-        match self {
-            Hasher::Md5(h) => tagged(&h.save()),
-            Hasher::Sha1(h) => tagged(&h.serialize()),
-            Hasher::Sha256(h) => tagged(&h.serialize()),
+        let mut out = vec![STATE_WITH_LEN];
+        out.extend_from_slice(&self.len.to_le_bytes());
+        match &self.inner {
+            Inner::Md5(h) => out.extend_from_slice(&h.save()),
+            Inner::Sha1(h) => out.extend_from_slice(&h.serialize()),
+            Inner::Sha256(h) => out.extend_from_slice(&h.serialize()),
         }
+        out
     }
 
-    /// None when the state is not one this build wrote.
-    pub fn restore(algo: ChecksumAlgo, state: &[u8]) -> Option<Self> {
-        let state = match state.split_first() {
-            Some((&STATE_FORMAT, body)) => body,
+    /// The state saved for an upload at `offset`; None when it is not one
+    /// this build or an earlier one wrote, or covers more than `offset`.
+    pub fn restore(algo: ChecksumAlgo, state: &[u8], offset: u64) -> Option<Self> {
+        let (len, body) = match state.split_first()? {
+            (&STATE_AT_OFFSET, body) => (offset, body),
+            (&STATE_WITH_LEN, rest) => {
+                let (len, body) = rest.split_first_chunk::<8>()?;
+                (u64::from_le_bytes(*len), body)
+            }
             _ => return None,
         };
-        match algo {
-            ChecksumAlgo::Md5 => Md5::restore(state).map(Hasher::Md5),
-            ChecksumAlgo::Sha1 => restore_state(state).map(Hasher::Sha1),
-            ChecksumAlgo::Sha256 => restore_state(state).map(Hasher::Sha256),
-        }
+        let inner = match algo {
+            ChecksumAlgo::Md5 => {
+                let md5 = Md5::restore(body).filter(|md5| md5.len() == len)?;
+                Inner::Md5(md5)
+            }
+            ChecksumAlgo::Sha1 => Inner::Sha1(restore_state(body)?),
+            ChecksumAlgo::Sha256 => Inner::Sha256(restore_state(body)?),
+        };
+        (len <= offset).then_some(Hasher { inner, len })
     }
 
     /// The digest of everything fed so far.
     pub fn digest(self) -> Vec<u8> {
-        match self {
-            Hasher::Md5(h) => h.finalize().to_vec(),
-            Hasher::Sha1(h) => h.finalize().to_vec(),
-            Hasher::Sha256(h) => h.finalize().to_vec(),
+        match self.inner {
+            Inner::Md5(h) => h.finalize().to_vec(),
+            Inner::Sha1(h) => h.finalize().to_vec(),
+            Inner::Sha256(h) => h.finalize().to_vec(),
         }
     }
 
@@ -113,14 +147,19 @@ impl Hasher {
 
 /// A checksum fed piece by piece off the request's thread: MD5 in the lane
 /// service, where there is one; otherwise one piece at a time on the
-/// blocking pool.
+/// blocking pool. It may outlive the request that opened it, kept for the
+/// upload's next chunk, still hashing the last pieces.
 pub enum HashFeed {
     Lanes(Feed),
-    Pool {
-        /// None while `job` runs.
-        hasher: Option<Hasher>,
-        job: Option<JoinHandle<Hasher>>,
-    },
+    Pool(Box<PoolFeed>),
+}
+
+pub struct PoolFeed {
+    /// None while `job` runs.
+    hasher: Option<Hasher>,
+    job: Option<JoinHandle<Hasher>>,
+    /// The hasher as of the last job seen done.
+    checkpoint: Hasher,
 }
 
 fn lanes_stopped() -> EngineError {
@@ -129,31 +168,36 @@ fn lanes_stopped() -> EngineError {
 
 impl HashFeed {
     pub fn open(hasher: Hasher) -> HashFeed {
-        let hasher = match hasher {
-            Hasher::Md5(md5) => match Feed::open(md5) {
+        let hasher = match hasher.inner {
+            Inner::Md5(md5) => match Feed::open(md5) {
                 Ok(feed) => return HashFeed::Lanes(feed),
-                Err(md5) => Hasher::Md5(md5),
+                Err(md5) => Hasher::from_md5(md5),
             },
-            other => other,
+            _ => hasher,
         };
-        HashFeed::Pool {
+        HashFeed::Pool(Box::new(PoolFeed {
+            checkpoint: hasher.clone(),
             hasher: Some(hasher),
             job: None,
-        }
+        }))
     }
 
     /// Adds the next piece; on the pool, once the previous one is hashed.
     pub async fn push(&mut self, piece: Shared) -> EngineResult<()> {
         match self {
             HashFeed::Lanes(feed) => feed.push(piece),
-            HashFeed::Pool { hasher, job } => {
-                let mut ready = match job.take() {
-                    Some(running) => running.await.map_err(blocking_failed)?,
-                    None => hasher.take().ok_or_else(|| {
+            HashFeed::Pool(pool) => {
+                let mut ready = match pool.job.take() {
+                    Some(running) => {
+                        let done = running.await.map_err(blocking_failed)?;
+                        pool.checkpoint.clone_from(&done);
+                        done
+                    }
+                    None => pool.hasher.take().ok_or_else(|| {
                         EngineError::Internal("hasher missing from its feed".into())
                     })?,
                 };
-                *job = Some(tokio::task::spawn_blocking(move || {
+                pool.job = Some(tokio::task::spawn_blocking(move || {
                     ready.update((*piece).as_ref());
                     ready
                 }));
@@ -169,17 +213,37 @@ impl HashFeed {
         }
     }
 
+    /// Tells the lane service that no piece comes until the next request.
+    pub fn park(&self) {
+        if let HashFeed::Lanes(feed) = self {
+            feed.park();
+        }
+    }
+
+    /// A hasher covering the first bytes pushed, maybe not all of them:
+    /// what is saved with a chunk while its last pieces are still hashed.
+    pub fn checkpoint(&self) -> EngineResult<Hasher> {
+        match self {
+            HashFeed::Lanes(feed) => feed
+                .checkpoint()
+                .map(Hasher::from_md5)
+                .ok_or_else(lanes_stopped),
+            HashFeed::Pool(pool) => Ok(pool.checkpoint.clone()),
+        }
+    }
+
     /// The hasher, once every piece is in.
     pub async fn finish(self) -> EngineResult<Hasher> {
         match self {
             HashFeed::Lanes(feed) => feed
                 .finish()
                 .await
-                .map(Hasher::Md5)
+                .map(Hasher::from_md5)
                 .map_err(|_| lanes_stopped()),
-            HashFeed::Pool { hasher, job } => match job {
+            HashFeed::Pool(pool) => match pool.job {
                 Some(running) => running.await.map_err(blocking_failed),
-                None => hasher
+                None => pool
+                    .hasher
                     .ok_or_else(|| EngineError::Internal("hasher missing from its feed".into())),
             },
         }
@@ -202,7 +266,8 @@ mod tests {
             whole.update(&data);
             let mut first = Hasher::new(algo);
             first.update(&data[..33_333]);
-            let mut resumed = Hasher::restore(algo, &first.save()).expect("restores");
+            let mut resumed = Hasher::restore(algo, &first.save(), 40_000).expect("restores");
+            assert_eq!(resumed.hashed_len(), 33_333);
             resumed.update(&data[33_333..]);
             assert_eq!(resumed.hex(), whole.hex());
         }
@@ -221,11 +286,35 @@ mod tests {
 
     #[test]
     fn foreign_or_damaged_state_is_refused() {
-        let state = Hasher::new(ChecksumAlgo::Md5).save();
-        assert!(Hasher::restore(ChecksumAlgo::Md5, &state[..10]).is_none());
+        let mut hasher = Hasher::new(ChecksumAlgo::Md5);
+        hasher.update(b"abc");
+        let state = hasher.save();
+        let restore = |state: &[u8], offset| Hasher::restore(ChecksumAlgo::Md5, state, offset);
+        assert!(restore(&state, 3).is_some());
+        assert!(restore(&state[..10], 3).is_none());
         let mut other_format = state.clone();
         other_format[0] = 9;
-        assert!(Hasher::restore(ChecksumAlgo::Md5, &other_format).is_none());
-        assert!(Hasher::restore(ChecksumAlgo::Sha256, &state).is_none());
+        assert!(restore(&other_format, 3).is_none());
+        assert!(Hasher::restore(ChecksumAlgo::Sha256, &state, 3).is_none());
+        // Ahead of the bytes committed, or at odds with the MD5 inside.
+        assert!(restore(&state, 2).is_none());
+        let mut wrong_len = state.clone();
+        wrong_len[1] = 4;
+        assert!(restore(&wrong_len, 10).is_none());
+    }
+
+    /// A state of an earlier build (format 1) covers the committed offset.
+    #[test]
+    fn earlier_states_cover_the_offset() {
+        let mut md5 = Md5::new();
+        md5.update(b"abcd");
+        let mut earlier = vec![STATE_AT_OFFSET];
+        earlier.extend_from_slice(&md5.save());
+        let mut resumed = Hasher::restore(ChecksumAlgo::Md5, &earlier, 4).expect("restores");
+        assert_eq!(resumed.hashed_len(), 4);
+        resumed.update(b"e");
+        let mut whole = Hasher::new(ChecksumAlgo::Md5);
+        whole.update(b"abcde");
+        assert_eq!(resumed.hex(), whole.hex());
     }
 }

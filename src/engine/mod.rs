@@ -1,10 +1,12 @@
 //! The protocol-neutral upload engine. It owns every invariant: an offset is
-//! committed only after its bytes are durable and together with the hash
-//! state that covers them; requests on one upload never interleave; a failed
-//! request leaves the upload exactly as it was.
+//! committed only after its bytes are durable, together with a hash state
+//! that covers a prefix of them (the rest is hashed from the part file by
+//! whoever goes on, see `feeds`); requests on one upload never interleave; a
+//! failed request leaves the upload exactly as it was.
 
 pub mod checksum;
 mod error;
+mod feeds;
 mod lock;
 mod pages;
 mod write;
@@ -15,8 +17,9 @@ pub use error::{EngineError, EngineResult};
 use crate::meta::{ListQuery, MetaResult, MetaStore, UploadRecord, Viewer};
 use crate::storage::{PartKey, PartReader, PartStore, PartWriter, StorageError};
 use bytes::Bytes;
-use checksum::Hasher;
+use checksum::{HashFeed, Hasher};
 use chrono::{DateTime, SubsecRound, Utc};
+use feeds::ParkedFeeds;
 use futures_util::Stream;
 use lock::{Leased, Locks, UploadLock};
 use std::fmt::Display;
@@ -166,13 +169,19 @@ pub struct NewUpload {
     pub concat: Option<String>,
 }
 
-/// A new upload's bytes, received and synced but not yet recorded.
+/// A new upload's bytes, received but not yet synced nor recorded, and the
+/// feed of their hash.
 pub struct Staged {
+    file: StagedFile,
+    feed: HashFeed,
+}
+
+/// A new upload's part file.
+struct StagedFile {
     id: Uuid,
     key: PartKey,
     created_at: DateTime<Utc>,
     len: u64,
-    hasher: Hasher,
     guard: Arc<WriteGuard>,
 }
 
@@ -181,6 +190,7 @@ pub struct Engine {
     storage: Arc<dyn PartStore>,
     settings: EngineSettings,
     locks: Arc<Locks>,
+    feeds: ParkedFeeds,
 }
 
 impl Engine {
@@ -195,6 +205,7 @@ impl Engine {
             storage,
             settings,
             locks,
+            feeds: ParkedFeeds::default(),
         }
     }
 
@@ -421,23 +432,53 @@ impl Engine {
         Ok(())
     }
 
-    /// The hasher state after `upload.offset` bytes; re-hashes the part file
-    /// when the saved state is unusable.
-    async fn hasher_of(&self, upload: &UploadRecord) -> EngineResult<Hasher> {
+    /// A feed of the hash of the upload's first `upload.offset` bytes: the
+    /// one this process kept, or the saved state, caught up from the part
+    /// file.
+    async fn feed_at(&self, upload: &UploadRecord) -> EngineResult<HashFeed> {
+        match self.feeds.take(upload.id, upload.offset) {
+            Some(feed) => Ok(feed),
+            None => Ok(HashFeed::open(self.hasher_at(upload).await?)),
+        }
+    }
+
+    /// The hash of the upload's first `upload.offset` bytes, all hashed.
+    async fn final_hash(&self, upload: &UploadRecord) -> EngineResult<Hasher> {
+        let hasher = self.feed_at(upload).await?.finish().await?;
+        if hasher.hashed_len() != upload.offset {
+            return Err(EngineError::Internal(format!(
+                "upload {}: hashed {} bytes of {}",
+                upload.id,
+                hasher.hashed_len(),
+                upload.offset
+            )));
+        }
+        Ok(hasher)
+    }
+
+    /// The saved hash state, caught up to `upload.offset` from the part
+    /// file; the whole file is re-hashed when the state is unusable.
+    async fn hasher_at(&self, upload: &UploadRecord) -> EngineResult<Hasher> {
         let algo = self.algo(upload)?;
-        if let Some(hasher) = Hasher::restore(algo, &upload.hash_state) {
+        let hasher = match Hasher::restore(algo, &upload.hash_state, upload.offset) {
+            Some(hasher) => hasher,
+            None => {
+                log::warn!(
+                    "upload {}: saved hash state unusable, re-hashing the part file",
+                    upload.id
+                );
+                Hasher::new(algo)
+            }
+        };
+        if hasher.hashed_len() == upload.offset {
             return Ok(hasher);
         }
-        log::warn!(
-            "upload {}: saved hash state unusable, re-hashing the part file",
-            upload.id
-        );
         let (storage, key, len) = (self.storage.clone(), Self::key(upload), upload.offset);
         run_blocking(move || {
             let reader = storage.open_part_reader(&key)?;
-            let mut hasher = Hasher::new(algo);
+            let mut hasher = hasher;
             let mut buf = vec![0u8; 1 << 20];
-            let mut pos = 0;
+            let mut pos = hasher.hashed_len();
             while pos < len {
                 let want = usize::try_from(len - pos).map_or(buf.len(), |n| n.min(buf.len()));
                 let got = reader.read_at(&mut buf[..want], pos)?;
@@ -465,15 +506,17 @@ impl Engine {
         E: Display,
     {
         let (id, key, created_at, writer, guard) = self.new_part().await?;
-        let hasher = Hasher::new(self.settings.checksum);
-        let pumped = pump(writer, guard.clone(), 0, hasher, self.intake(rules), body).await?;
+        let feed = HashFeed::open(Hasher::new(self.settings.checksum));
+        let pumped = pump(writer, guard.clone(), 0, feed, self.intake(rules), body).await?;
         Ok(Staged {
-            id,
-            key,
-            created_at,
-            len: pumped.len,
-            hasher: pumped.hasher,
-            guard,
+            file: StagedFile {
+                id,
+                key,
+                created_at,
+                len: pumped.len,
+                guard,
+            },
+            feed: pumped.feed,
         })
     }
 
@@ -538,7 +581,13 @@ impl Engine {
         }
     }
 
-    fn new_record(&self, staged: &Staged, caller: &Caller, new: NewUpload) -> UploadRecord {
+    fn new_record(
+        &self,
+        staged: &StagedFile,
+        caller: &Caller,
+        new: NewUpload,
+        hashed: &Hasher,
+    ) -> UploadRecord {
         let expiration =
             chrono::TimeDelta::from_std(self.settings.expiration).unwrap_or(chrono::TimeDelta::MAX);
         UploadRecord {
@@ -552,7 +601,7 @@ impl Engine {
             offset: staged.len,
             complete: false,
             checksum_algo: self.settings.checksum.name().to_owned(),
-            hash_state: staged.hasher.save(),
+            hash_state: hashed.save(),
             checksum: None,
             storage_dir: staged.key.dir.clone(),
             created_at: staged.created_at,
@@ -575,8 +624,9 @@ impl Engine {
         new: NewUpload,
     ) -> EngineResult<UploadRecord> {
         self.check_filename(&new.filename)?;
-        let record = self.new_record(&staged, caller, new);
-        let (meta, guard, row) = (self.meta.clone(), staged.guard, record.clone());
+        let Staged { file, feed } = staged;
+        let record = self.new_record(&file, caller, new, &feed.checkpoint()?);
+        let (meta, guard, row) = (self.meta.clone(), file.guard, record.clone());
         run_blocking(move || {
             guard.sync()?;
             meta.insert_upload(&row)?;
@@ -584,6 +634,7 @@ impl Engine {
             Ok(())
         })
         .await?;
+        self.feeds.park(record.id, record.offset, feed);
         Ok(record)
     }
 
@@ -598,28 +649,33 @@ impl Engine {
         let algo = self.settings.checksum;
         let checksum = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
         self.check_filename(&filename)?;
-        self.check_total(staged.len)?;
-        let digest = staged.hasher.clone().hex();
-        if !digest.eq_ignore_ascii_case(checksum.trim()) {
-            return Err(EngineError::ChecksumMismatch);
-        }
+        let Staged { file, feed } = staged;
+        self.check_total(file.len)?;
         let new = NewUpload {
             filename,
-            total: Some(staged.len),
+            total: Some(file.len),
             ..NewUpload::default()
         };
-        self.record_complete(staged, caller, new, digest).await
+        let hasher = feed.finish().await?;
+        self.record_complete(file, hasher, caller, new, Some(checksum))
+            .await
     }
 
-    /// Records a new upload whose bytes are all staged, as complete.
+    /// Records a new upload whose bytes are all staged, as complete, if
+    /// their digest is `checksum` (when given).
     async fn record_complete(
         &self,
-        staged: Staged,
+        staged: StagedFile,
+        hasher: Hasher,
         caller: &Caller,
         new: NewUpload,
-        digest: String,
+        checksum: Option<&str>,
     ) -> EngineResult<UploadRecord> {
-        let mut record = self.new_record(&staged, caller, new);
+        let digest = hasher.clone().hex();
+        if checksum.is_some_and(|given| !digest.eq_ignore_ascii_case(given.trim())) {
+            return Err(EngineError::ChecksumMismatch);
+        }
+        let mut record = self.new_record(&staged, caller, new, &hasher);
         record.complete = true;
         record.checksum = Some(digest);
         record.completed_at = Some(Utc::now().trunc_subsecs(6));
@@ -691,16 +747,15 @@ impl Engine {
             Ok(hasher)
         })
         .await?;
-        let digest = hasher.clone().hex();
-        let staged = Staged {
+        let staged = StagedFile {
             id,
             key,
             created_at,
             len: total,
-            hasher,
             guard,
         };
-        self.record_complete(staged, caller, new, digest).await
+        self.record_complete(staged, hasher, caller, new, None)
+            .await
     }
 
     /// Locks an upload and checks that a chunk starting at `start` may be
@@ -828,7 +883,7 @@ impl Engine {
                 total: upload.total,
             });
         }
-        let hashed = self.hasher_of(&upload).await;
+        let hashed = self.final_hash(&upload).await;
         let digest = self.record_loss(&lock, id, hashed).await?.hex();
         if !matches(&digest) {
             return Err(EngineError::ChecksumMismatch);
@@ -876,6 +931,7 @@ impl Engine {
             lock.token().to_owned(),
         );
         let id = upload.id;
+        self.feeds.forget(id);
         let deleted = run_blocking(move || {
             let deleted = meta.delete_upload(id, &token)?;
             if deleted {
@@ -972,8 +1028,8 @@ impl AppendSession<'_> {
             lock,
             opened,
         } = self;
-        let hashed = engine.hasher_of(&upload).await;
-        let hasher = engine.record_loss(&lock, upload.id, hashed).await?;
+        let fed = engine.feed_at(&upload).await;
+        let feed = engine.record_loss(&lock, upload.id, fed).await?;
         let (key, from) = (Engine::key(&upload), upload.offset);
         let opened = opened.and_then(|writer| {
             writer.ok_or_else(|| EngineError::Internal("no part file was opened".into()))
@@ -988,9 +1044,9 @@ impl AppendSession<'_> {
             Some(lock),
         );
         let intake = engine.intake(rules);
-        let pumped = pump(writer, guard.clone(), from, hasher, intake, body).await?;
+        let pumped = pump(writer, guard.clone(), from, feed, intake, body).await?;
         let to = from + pumped.len;
-        let state = pumped.hasher.save();
+        let state = pumped.feed.checkpoint()?.save();
         let (meta, id, saved) = (engine.meta.clone(), upload.id, state.clone());
         let committed = run_blocking(move || {
             guard.sync()?;
@@ -1004,6 +1060,7 @@ impl AppendSession<'_> {
         if !committed {
             return Err(EngineError::LeaseLost);
         }
+        engine.feeds.park(upload.id, to, pumped.feed);
         upload.offset = to;
         upload.hash_state = state;
         Ok(upload)

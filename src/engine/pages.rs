@@ -8,9 +8,9 @@
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
-/// Buffers kept for reuse, about 17 MiB of 132 KiB segments: what most of
-/// 64 concurrent requests hold. Beyond it, a freed buffer is unmapped.
-const POOLED: usize = 128;
+/// Buffers kept for reuse: as many as requests may hold at once (the
+/// segment budget), so none is ever unmapped in use.
+const POOLED: usize = super::write::BUDGET;
 
 static POOL: Mutex<Vec<Mapping>> = Mutex::new(Vec::new());
 

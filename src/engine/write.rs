@@ -2,8 +2,9 @@
 //! The body is gathered into segments; each full segment goes at once to
 //! the hasher (the MD5 lane service) and, alone or with the next few, to a
 //! write on the blocking pool, while the next segment fills. Nothing is
-//! acknowledged here: the caller commits the new offset only after `pump`
-//! returned, i.e. after the bytes were synced.
+//! acknowledged here: the caller syncs the bytes and commits the new offset
+//! after `pump` returned. The hash need not have caught up by then: the
+//! caller saves what the feed covers so far, and keeps the feed.
 
 use super::checksum::{HashFeed, Hasher};
 use super::error::{EngineError, EngineResult};
@@ -58,6 +59,15 @@ const LARGE: Shape = Shape {
 /// however many uploads run at once (and many of them keep the disk busy
 /// anyway).
 static LARGE_WRITES: Semaphore = Semaphore::const_new(1);
+
+/// Segments all requests together may hold (12 MiB): with many uploads at
+/// once each still holds up to its `Shape`'s share, but together they wait
+/// for the disk and the hasher instead of growing memory past the budget
+/// (64 uploads at once holding three each would take 25 MiB). A held
+/// segment is given back once hashed and written, which never waits for
+/// another request, so waiting for the budget cannot deadlock.
+pub(super) const BUDGET: usize = 96;
+static SEGMENTS: Semaphore = Semaphore::const_new(BUDGET);
 
 /// Bytes a body must move within each read timeout: a client that sends
 /// nothing, or trickles a byte a second, is cut off.
@@ -218,7 +228,8 @@ pub struct Intake {
 
 pub struct Pumped {
     pub len: u64,
-    pub hasher: Hasher,
+    /// Fed every byte written; it may still be hashing the last ones.
+    pub feed: HashFeed,
 }
 
 /// One segment of body bytes, laid out in memory at the same alignment as
@@ -232,14 +243,14 @@ struct Segment {
     /// How many bytes fit: up to the first aligned file position at least
     /// `SEGMENT - ALIGN` bytes on.
     room: usize,
-    /// The request's hold on it, given back when the segment is hashed and
-    /// written.
-    _held: OwnedSemaphorePermit,
+    /// The request's and the process's hold on it, given back when the
+    /// segment is hashed and written.
+    _held: (OwnedSemaphorePermit, SemaphorePermit<'static>),
 }
 
 impl Segment {
     /// An empty segment for bytes that go to file position `pos`.
-    fn new(pos: u64, held: OwnedSemaphorePermit) -> Self {
+    fn new(pos: u64, held: (OwnedSemaphorePermit, SemaphorePermit<'static>)) -> Self {
         let mem = Pages::take(SEGMENT + ALIGN);
         let in_block = (pos % ALIGN as u64) as usize;
         let addr = mem.as_ptr() as usize % ALIGN;
@@ -297,7 +308,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(writer: Arc<dyn PartWriter>, guard: Arc<WriteGuard>, pos: u64, hasher: Hasher) -> Self {
+    fn new(writer: Arc<dyn PartWriter>, guard: Arc<WriteGuard>, pos: u64, feed: HashFeed) -> Self {
         let (shape, large) = match LARGE_WRITES.try_acquire() {
             Ok(permit) => (LARGE, Some(permit)),
             Err(_) => (SMALL, None),
@@ -309,7 +320,7 @@ impl Pipeline {
             held: Arc::new(Semaphore::new(shape.held)),
             pos,
             filling: None,
-            hashing: HashFeed::open(hasher),
+            hashing: feed,
             group: Vec::with_capacity(shape.per_write),
             group_at: pos,
             writing: VecDeque::new(),
@@ -322,13 +333,24 @@ impl Pipeline {
     /// give one back.
     async fn filling(&mut self) -> EngineResult<&mut Segment> {
         if self.filling.is_none() {
-            let held = match self.held.clone().try_acquire_owned() {
-                Ok(held) => held,
-                Err(_) => {
+            let closed = |_| EngineError::Internal("segment budget closed".into());
+            let held = match (
+                self.held.clone().try_acquire_owned(),
+                SEGMENTS.try_acquire(),
+            ) {
+                (Ok(mine), Ok(process)) => (mine, process),
+                (mine, process) => {
                     self.hashing.set_waiting(true);
-                    let held = self.held.clone().acquire_owned().await;
+                    let mine = match mine {
+                        Ok(mine) => Ok(mine),
+                        Err(_) => self.held.clone().acquire_owned().await,
+                    };
+                    let process = match process {
+                        Ok(process) => Ok(process),
+                        Err(_) => SEGMENTS.acquire().await,
+                    };
                     self.hashing.set_waiting(false);
-                    held.map_err(|_| EngineError::Internal("segment budget closed".into()))?
+                    (mine.map_err(closed)?, process.map_err(closed)?)
                 }
             };
             self.filling = Some(Segment::new(self.pos, held));
@@ -387,14 +409,15 @@ impl Pipeline {
     }
 }
 
-/// Streams `body` into the part file from `start`. On success every byte is
-/// written and the returned hasher covers them; the caller syncs them
-/// (`WriteGuard::sync`) in the job that commits them.
+/// Streams `body` into the part file from `start`, and into `feed`, which
+/// covers the bytes before `start`. On success every byte is written and
+/// fed; the caller syncs them (`WriteGuard::sync`) in the job that commits
+/// them. On a failure the feed is dropped with the request.
 pub async fn pump<S, E>(
     writer: Arc<dyn PartWriter>,
     guard: Arc<WriteGuard>,
     start: u64,
-    hasher: Hasher,
+    feed: HashFeed,
     intake: Intake,
     mut body: S,
 ) -> EngineResult<Pumped>
@@ -412,7 +435,7 @@ where
         Expected::Exact(n) => (n, true, None),
         Expected::AtMost(n, err) => (n, false, Some(err)),
     };
-    let mut pipeline = Pipeline::new(writer.clone(), guard.clone(), start, hasher);
+    let mut pipeline = Pipeline::new(writer.clone(), guard.clone(), start, feed);
     let mut seen: u64 = 0;
     let mut progress = Progress::new(read_timeout);
     let result = 'body: loop {
@@ -476,6 +499,8 @@ where
             return Err(EngineError::BodyChecksumMismatch);
         }
     }
-    let hasher = pipeline.hashing.finish().await?;
-    Ok(Pumped { len: seen, hasher })
+    Ok(Pumped {
+        len: seen,
+        feed: pipeline.hashing,
+    })
 }

@@ -1,0 +1,218 @@
+//! The vector kernels for x86_64, picked at run time: AVX-512 where the CPU
+//! has it, else AVX2 for the kernels that hash many chains at once. Each
+//! step of MD5 is `b + rotl(a + f(b, c, d) + m + k, s)`; the kernels for
+//! many chains hold one chain per 32-bit lane, with the messages transposed
+//! so that each vector holds the same word of all of them.
+
+mod avx2;
+mod avx512;
+
+use super::{word, BLOCK, K};
+use std::arch::x86_64::*;
+
+/// The rotations of each round, step by step.
+const SHIFTS: [[i32; 4]; 4] = [
+    [7, 12, 17, 22],
+    [5, 9, 14, 20],
+    [4, 11, 16, 23],
+    [6, 10, 15, 21],
+];
+
+/// The 64 steps, in rounds of 16 and groups of 4 that turn the roles of
+/// the state words. `$mk(i)` gives the message word plus constant of step i.
+/// A step rotates left by its second generic argument; the third is 32
+/// minus that, the right shift of a rotation made of two shifts.
+macro_rules! rounds {
+    ($($step:ident)::+, $mk:expr, $a:ident, $b:ident, $c:ident, $d:ident) => {
+        rounds!(@round $($step)::+, $mk, $a, $b, $c, $d, 0);
+        rounds!(@round $($step)::+, $mk, $a, $b, $c, $d, 1);
+        rounds!(@round $($step)::+, $mk, $a, $b, $c, $d, 2);
+        rounds!(@round $($step)::+, $mk, $a, $b, $c, $d, 3);
+    };
+    (@round $($step:ident)::+, $mk:expr, $a:ident, $b:ident, $c:ident, $d:ident, $r:tt) => {
+        rounds!(@four $($step)::+, $mk, $a, $b, $c, $d, $r, 0);
+        rounds!(@four $($step)::+, $mk, $a, $b, $c, $d, $r, 4);
+        rounds!(@four $($step)::+, $mk, $a, $b, $c, $d, $r, 8);
+        rounds!(@four $($step)::+, $mk, $a, $b, $c, $d, $r, 12);
+    };
+    (@four $($step:ident)::+, $mk:expr, $a:ident, $b:ident, $c:ident, $d:ident, $r:tt, $j:tt) => {
+        $a = $($step)::+::<$r, { SHIFTS[$r][0] }, { 32 - SHIFTS[$r][0] }>($a, $b, $c, $d, $mk(16 * $r + $j));
+        $d = $($step)::+::<$r, { SHIFTS[$r][1] }, { 32 - SHIFTS[$r][1] }>($d, $a, $b, $c, $mk(16 * $r + $j + 1));
+        $c = $($step)::+::<$r, { SHIFTS[$r][2] }, { 32 - SHIFTS[$r][2] }>($c, $d, $a, $b, $mk(16 * $r + $j + 2));
+        $b = $($step)::+::<$r, { SHIFTS[$r][3] }, { 32 - SHIFTS[$r][3] }>($b, $c, $d, $a, $mk(16 * $r + $j + 3));
+    };
+}
+use rounds;
+
+/// A kernel hashing `N` chains side by side: it compresses the first
+/// `count` blocks of each lane into its state, and panics when a lane has
+/// fewer.
+pub type Kernel<const N: usize> = unsafe fn(&mut [[u32; 4]; N], [&[[u8; BLOCK]]; N], usize);
+
+/// The kernels for many chains that this CPU runs.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    eight: Kernel<8>,
+    sixteen: Kernel<16>,
+    /// What they are built on, for the log.
+    pub name: &'static str,
+}
+
+impl Kernels {
+    /// The fastest this CPU has; None without AVX2.
+    pub fn detect() -> Option<Kernels> {
+        if avx512::available() {
+            return Some(Kernels {
+                eight: avx512::compress_eight,
+                sixteen: avx512::compress_sixteen,
+                name: "AVX-512",
+            });
+        }
+        avx2::available().then_some(Kernels {
+            eight: avx2::compress_eight,
+            sixteen: avx2::compress_sixteen,
+            name: "AVX2",
+        })
+    }
+
+    pub fn eight(&self, states: &mut [[u32; 4]; 8], lanes: [&[[u8; BLOCK]]; 8], count: usize) {
+        // SAFETY: `detect` only picks kernels this CPU runs.
+        unsafe { (self.eight)(states, lanes, count) }
+    }
+
+    pub fn sixteen(&self, states: &mut [[u32; 4]; 16], lanes: [&[[u8; BLOCK]]; 16], count: usize) {
+        // SAFETY: as in `eight`.
+        unsafe { (self.sixteen)(states, lanes, count) }
+    }
+}
+
+/// Compresses `blocks` into one state with the single-chain kernel, where
+/// the CPU has it (AVX-512); false, and nothing done, where not.
+pub fn compress_one(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) -> bool {
+    if !avx512::available() {
+        return false;
+    }
+    // SAFETY: checked just above.
+    unsafe { avx512::compress_one(state, blocks) };
+    true
+}
+
+/// One step of eight chains on 256-bit vectors, with the instructions of
+/// an instruction set.
+trait Step8 {
+    unsafe fn step<const R: usize, const S: i32, const RIGHT: i32>(
+        a: __m256i,
+        b: __m256i,
+        c: __m256i,
+        d: __m256i,
+        mk: __m256i,
+    ) -> __m256i;
+}
+
+/// Transposes eight rows of eight 32-bit words: word j of row i becomes
+/// word i of row j.
+#[inline(always)]
+unsafe fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
+    let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+    let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+    let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+    let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+    let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    // In each 128-bit half h: word 4h + k of rows 0–3 (u0..u3) or 4–7 (u4..u7).
+    let u0 = _mm256_unpacklo_epi64(t0, t2);
+    let u1 = _mm256_unpackhi_epi64(t0, t2);
+    let u2 = _mm256_unpacklo_epi64(t1, t3);
+    let u3 = _mm256_unpackhi_epi64(t1, t3);
+    let u4 = _mm256_unpacklo_epi64(t4, t6);
+    let u5 = _mm256_unpackhi_epi64(t4, t6);
+    let u6 = _mm256_unpacklo_epi64(t5, t7);
+    let u7 = _mm256_unpackhi_epi64(t5, t7);
+    [
+        _mm256_permute2x128_si256::<0x20>(u0, u4),
+        _mm256_permute2x128_si256::<0x20>(u1, u5),
+        _mm256_permute2x128_si256::<0x20>(u2, u6),
+        _mm256_permute2x128_si256::<0x20>(u3, u7),
+        _mm256_permute2x128_si256::<0x31>(u0, u4),
+        _mm256_permute2x128_si256::<0x31>(u1, u5),
+        _mm256_permute2x128_si256::<0x31>(u2, u6),
+        _mm256_permute2x128_si256::<0x31>(u3, u7),
+    ]
+}
+
+/// The body of the kernels for eight chains; inlined into each kernel, which
+/// enables the CPU features its `Step8` needs.
+#[inline(always)]
+unsafe fn eight_chains<T: Step8>(
+    states: &mut [[u32; 4]; 8],
+    lanes: [&[[u8; BLOCK]]; 8],
+    count: usize,
+) {
+    assert!(lanes.iter().all(|lane| lane.len() >= count));
+    let column = |w: usize| {
+        let words: [u32; 8] = std::array::from_fn(|lane| states[lane][w]);
+        _mm256_loadu_si256(words.as_ptr().cast())
+    };
+    let (mut a, mut b, mut c, mut d) = (column(0), column(1), column(2), column(3));
+    for n in 0..count {
+        // Each lane's block as two rows of eight words.
+        let half = |offset: usize| {
+            transpose8(std::array::from_fn(|lane| {
+                _mm256_loadu_si256(lanes[lane].as_ptr().add(n).cast::<u8>().add(offset).cast())
+            }))
+        };
+        let (low, high) = (half(0), half(32));
+        let mk = |i: usize| {
+            let w = word(i);
+            let m = if w < 8 { low[w] } else { high[w - 8] };
+            _mm256_add_epi32(m, _mm256_set1_epi32(K[i] as i32))
+        };
+        let (a0, b0, c0, d0) = (a, b, c, d);
+        rounds!(T::step, mk, a, b, c, d);
+        a = _mm256_add_epi32(a, a0);
+        b = _mm256_add_epi32(b, b0);
+        c = _mm256_add_epi32(c, c0);
+        d = _mm256_add_epi32(d, d0);
+    }
+    let mut words = [[0u32; 8]; 4];
+    for (out, v) in words.iter_mut().zip([a, b, c, d]) {
+        _mm256_storeu_si256(out.as_mut_ptr().cast(), v);
+    }
+    for (lane, state) in states.iter_mut().enumerate() {
+        *state = std::array::from_fn(|w| words[w][lane]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::sample;
+    use super::*;
+
+    /// `N` chains at once, one of which starts from a state of its own,
+    /// against the scalar kernel chain by chain.
+    pub(super) fn chains_match_the_scalar_kernel<const N: usize>(kernel: Kernel<N>) {
+        let count = 30;
+        let data: Vec<Vec<u8>> = (0..N)
+            .map(|lane| sample((count + lane) * BLOCK, (N + lane) as u32))
+            .collect();
+        let lanes: [&[[u8; BLOCK]]; N] =
+            std::array::from_fn(|lane| data[lane].as_chunks::<BLOCK>().0);
+        let start = |lane: usize| {
+            if lane == N / 2 {
+                [5, 6, 7, 8]
+            } else {
+                super::super::INIT
+            }
+        };
+        let mut states: [[u32; 4]; N] = std::array::from_fn(start);
+        // SAFETY: the callers check that the CPU runs the kernel first.
+        unsafe { kernel(&mut states, lanes, count) };
+        for (lane, state) in states.iter().enumerate() {
+            let mut expected = start(lane);
+            ::md5::block_api::compress(&mut expected, &lanes[lane][..count]);
+            assert_eq!(*state, expected, "lane {lane} of {N}");
+        }
+    }
+}
