@@ -4,7 +4,8 @@
 //! is four one-cycle instructions (`vpternlogd` computes the round function
 //! in one), about 40 % faster than the scalar code of the `md-5` crate. And
 //! since many uploads at once are independent chains, the lane service
-//! (`lanes.rs`) runs up to sixteen of them side by side in one vector.
+//! (`lanes.rs`) runs up to sixteen of them side by side in vectors, with
+//! AVX-512 or, on CPUs without it, AVX2 (`simd/`).
 //!
 //! The state saves to the same 88 bytes as `md-5` 0.11's `Md5`, so states
 //! saved by earlier builds keep working.
@@ -122,12 +123,8 @@ impl Md5 {
     }
 
     /// How many bytes it has hashed.
-    pub fn len(&self) -> u64 {
+    pub fn hashed_len(&self) -> u64 {
         self.blocks.wrapping_mul(BLOCK as u64) + self.pending_len as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn update(&mut self, data: &[u8]) {

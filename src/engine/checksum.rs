@@ -78,7 +78,7 @@ impl Hasher {
 
     fn from_md5(md5: Md5) -> Self {
         Hasher {
-            len: md5.len(),
+            len: md5.hashed_len(),
             inner: Inner::Md5(md5),
         }
     }
@@ -121,7 +121,7 @@ impl Hasher {
         };
         let inner = match algo {
             ChecksumAlgo::Md5 => {
-                let md5 = Md5::restore(body).filter(|md5| md5.len() == len)?;
+                let md5 = Md5::restore(body).filter(|md5| md5.hashed_len() == len)?;
                 Inner::Md5(md5)
             }
             ChecksumAlgo::Sha1 => Inner::Sha1(restore_state(body)?),

@@ -41,14 +41,11 @@ impl ParkedFeeds {
     pub fn park(&self, id: Uuid, offset: u64, feed: HashFeed) {
         feed.park();
         let mut parked = self.lock();
-        let evicted = match parked.len() >= KEPT {
-            true => parked
-                .keys()
-                .next()
-                .copied()
-                .and_then(|old| parked.remove(&old)),
-            false => None,
-        };
+        let mut evicted = None;
+        if parked.len() >= KEPT && !parked.contains_key(&id) {
+            let old = parked.keys().next().copied();
+            evicted = old.and_then(|old| parked.remove(&old));
+        }
         let replaced = parked.insert(id, Parked { offset, feed });
         drop(parked);
         drop((evicted, replaced));

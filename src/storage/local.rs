@@ -112,10 +112,10 @@ fn start_write_back(file: &File, pos: u64, len: usize) {
 const DIRECT_MIN: usize = 64 * 1024;
 
 /// The whole aligned blocks of a write at `pos` of the bytes `bufs`: the
-/// file range they cover, and the pieces of `bufs` in it. None when some
-/// piece's memory does not agree with its file position modulo `ALIGN`
-/// (then the write goes through the page cache).
-fn aligned_blocks<'b>(bufs: &[&'b [u8]], pos: u64) -> Option<(u64, u64, Vec<&'b [u8]>)> {
+/// file position where they start, and the pieces of `bufs` that make them.
+/// None when some piece's memory does not agree with its file position
+/// modulo `ALIGN` (then the write goes through the page cache).
+fn aligned_blocks<'b>(bufs: &[&'b [u8]], pos: u64) -> Option<(u64, Vec<&'b [u8]>)> {
     let align = ALIGN as u64;
     let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
     let start = pos.div_ceil(align) * align;
@@ -138,7 +138,7 @@ fn aligned_blocks<'b>(bufs: &[&'b [u8]], pos: u64) -> Option<(u64, u64, Vec<&'b 
         }
         at += buf.len() as u64;
     }
-    Some((start, end, pieces))
+    Some((start, pieces))
 }
 
 /// Calls `write` with the bytes of `bufs` that fall in the file range
@@ -253,7 +253,7 @@ impl PartWriter for LocalFile {
             .filter(|_| total >= DIRECT_MIN as u64)
             .and_then(|direct| Some((direct, aligned_blocks(bufs, pos)?)));
         let buffered = |range| for_range(bufs, pos, range, |b, at| self.write_buffered(b, at));
-        let Some((direct, (start, _, pieces))) = direct else {
+        let Some((direct, (start, pieces))) = direct else {
             return Ok(buffered((pos, end))?);
         };
         // The head before the first whole block, the blocks direct, then
@@ -376,8 +376,8 @@ mod tests {
         let skew = (ALIGN - mem.as_ptr() as usize % ALIGN) % ALIGN;
         // At file position 100, memory at 100 past an aligned address.
         let buf = &mem[skew + 100..skew + 100 + 3 * ALIGN];
-        let (start, end, pieces) = aligned_blocks(&[buf], 100).expect("aligned");
-        assert_eq!((start, end), (ALIGN as u64, 3 * ALIGN as u64));
+        let (start, pieces) = aligned_blocks(&[buf], 100).expect("aligned");
+        assert_eq!(start, ALIGN as u64);
         assert_eq!(pieces.len(), 1);
         assert_eq!(pieces[0].len(), 2 * ALIGN);
         assert_eq!(pieces[0].as_ptr() as usize % ALIGN, 0);
@@ -390,8 +390,9 @@ mod tests {
             &mem[skew..skew + 2 * ALIGN],
             &mem[skew + 3 * ALIGN..skew + 5 * ALIGN + 9],
         );
-        let (start, end, pieces) = aligned_blocks(&[a, b], 0).expect("aligned");
-        assert_eq!((start, end, pieces.len()), (0, 4 * ALIGN as u64, 2));
+        let (start, pieces) = aligned_blocks(&[a, b], 0).expect("aligned");
+        let covered: usize = pieces.iter().map(|p| p.len()).sum();
+        assert_eq!((start, covered, pieces.len()), (0, 4 * ALIGN, 2));
     }
 
     /// Memory holding `bytes` at the same alignment as file position `pos`,
