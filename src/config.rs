@@ -187,6 +187,12 @@ pub struct StoreArgs {
     /// is read too.
     #[arg(long, env = "CHUNKD_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Most database connections a process opens for its requests (opened
+    /// when needed, kept while busy). A few more serve leases and, on
+    /// SQLite, lookups.
+    #[arg(long, env = "CHUNKD_DB_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_connections: u32,
 }
 
 impl StoreArgs {

@@ -24,7 +24,8 @@ const BLOCKING_THREADS_PER_WORKER: usize = 16;
 /// `durable`: commits wait for the disk (`--sync`).
 pub fn open_store(store: &StoreArgs, durable: bool) -> anyhow::Result<Arc<DieselStore>> {
     let url = store.database().map_err(anyhow::Error::msg)?;
-    let meta = DieselStore::open(&url, durable).with_context(|| url.describe())?;
+    let meta =
+        DieselStore::open(&url, store.db_connections, durable).with_context(|| url.describe())?;
     let applied = meta.migrate().context("applying migrations")?;
     for version in applied {
         log::info!("applied migration {version}");

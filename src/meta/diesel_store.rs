@@ -329,10 +329,10 @@ fn lease_on(
 }
 
 impl DieselStore {
-    /// Opens a pool on the database; the SQLite file is created if needed.
-    /// `durable`: commits wait until they are on the disk (not only for a
-    /// crash of this process, also of the machine).
-    pub fn open(url: &DatabaseUrl, durable: bool) -> MetaResult<Self> {
+    /// Opens a pool of at most `connections` on the database; the SQLite
+    /// file is created if needed. `durable`: commits wait until they are on
+    /// the disk (not only for a crash of this process, also of the machine).
+    pub fn open(url: &DatabaseUrl, connections: u32, durable: bool) -> MetaResult<Self> {
         if let DatabaseUrl::Sqlite(path) = url {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -343,6 +343,10 @@ impl DieselStore {
         let pool = |size, durable| {
             Pool::builder()
                 .max_size(size)
+                // Connections open when needed, not all at start: several
+                // processes on one PostgreSQL would exhaust its
+                // `max_connections` with idle ones.
+                .min_idle(Some(0))
                 // No ping before every use: a connection that broke is
                 // dropped when a query fails on it (`has_broken`).
                 .test_on_check_out(false)
@@ -356,7 +360,7 @@ impl DieselStore {
                 })
         };
         Ok(DieselStore {
-            pool: pool(16, durable)?,
+            pool: pool(connections, durable)?,
             lease_pool: pool(4, false)?,
             lookup_pool: match url {
                 DatabaseUrl::Sqlite(_) => Some(pool(8, false)?),

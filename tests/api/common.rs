@@ -54,13 +54,25 @@ impl Drop for TempDir {
     }
 }
 
+/// The admin connection; retried for a while when the server is full
+/// (`too many clients`: other tests' servers hold connections), never
+/// skipped when PostgreSQL is missing.
 fn pg_admin() -> PgConnection {
-    PgConnection::establish(PG_ADMIN_URL).unwrap_or_else(|err| {
-        panic!(
-            "PostgreSQL is required at {PG_ADMIN_URL} ({err}); start it with \
-             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
-        )
-    })
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match PgConnection::establish(PG_ADMIN_URL) {
+            Ok(conn) => return conn,
+            Err(err)
+                if err.to_string().contains("too many clients") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(err) => panic!(
+                "PostgreSQL is required at {PG_ADMIN_URL} ({err}); start it with \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+            ),
+        }
+    }
 }
 
 /// The migrated template's name carries a hash of the migrations, so a
@@ -126,6 +138,18 @@ impl PgDatabase {
 
     pub fn url(&self) -> String {
         format!("{PG_BASE_URL}/{}", self.name)
+    }
+
+    /// How many connections are open on this database right now.
+    pub fn connections(&self) -> i64 {
+        use diesel::RunQueryDsl;
+        let count = format!(
+            "(SELECT count(*) FROM pg_stat_activity WHERE datname = '{}')",
+            self.name
+        );
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&count))
+            .get_result(&mut pg_admin())
+            .unwrap()
     }
 }
 

@@ -173,6 +173,49 @@ fn chunks_alternate_between_servers(backend: Backend) {
     }
 }
 
+/// Servers open database connections when they need them and never more
+/// than `--db-connections` (and the few of leases): several processes on
+/// one PostgreSQL must not exhaust its `max_connections`. 16 uploads at
+/// once, half on each server, all complete meanwhile.
+#[test]
+fn database_connections_are_opened_when_needed_and_capped() {
+    let cap = 2;
+    let pair = Pair::new(Backend::Postgres, &["--db-connections", &cap.to_string()]);
+    let pg = pair.setup.store.pg.as_ref().unwrap();
+    let at_rest = pg.connections();
+    // Each server keeps the connection it migrated with; a pool opened in
+    // full would hold 2 × (2 + 4).
+    assert!(at_rest <= 2, "{at_rest} connections open at rest");
+    let peak = std::sync::atomic::AtomicI64::new(at_rest);
+    let uploading = std::sync::atomic::AtomicBool::new(true);
+    let clients = pair.clients();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while uploading.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(pg.connections(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let uploads: Vec<_> = (0..16u64)
+            .map(|n| {
+                let client = &clients[n as usize % 2];
+                scope.spawn(move || {
+                    let data = bytes(4 * 65_536 + 77, n);
+                    let done = client.upload("capped.bin", &data, 65_536);
+                    assert_eq!(done["md5"], md5_hex(&data));
+                })
+            })
+            .collect();
+        for upload in uploads {
+            upload.join().unwrap();
+        }
+        uploading.store(false, std::sync::atomic::Ordering::Relaxed);
+    });
+    let peak = peak.into_inner();
+    assert!(peak > at_rest, "the uploads opened no connection: {peak}");
+    assert!(peak <= 2 * (cap + 4), "{peak} connections open at once");
+}
+
 both_backends!(
     chunks_alternate_between_servers,
     sixteen_clients_race_each_chunk,
