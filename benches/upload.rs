@@ -4,8 +4,9 @@
 //!
 //! For each backend (SQLite, PostgreSQL), each protocol (chunked at
 //! /upload/, tus at /files/), with and without `--sync`, and a fresh server
-//! per scenario, prints MB/s, chunk
-//! latency p50/p99 and the server's peak RSS:
+//! per scenario, prints MB/s, chunk latency p50/p99, the server's peak RSS
+//! and CPU time (and on PostgreSQL the CPU time of the database processes
+//! serving it):
 //!   (a) one 1 GiB upload in 8 MiB chunks, (b) the same in 1 MiB chunks,
 //!   (c) 64 concurrent uploads of 16 MiB in 1 MiB chunks,
 //!   (d) the completion POST of the 1 GiB upload (chunked protocol),
@@ -153,18 +154,24 @@ struct Row {
     /// CPU time the server spent (user and system, all threads): steadier
     /// than throughput on a shared machine.
     server_cpu: Duration,
+    /// PostgreSQL: CPU time of the database's processes serving the server's
+    /// connections (those open at the end: the pools keep theirs).
+    database_cpu: Option<Duration>,
 }
 
 fn print_row(backend: &str, row: &mut Row) {
     row.latencies.sort();
     println!(
-        "{backend:<9} {:<48} {:>6.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB  server CPU {:>4.2} s",
+        "{backend:<9} {:<48} {:>6.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB  server CPU {:>4.2} s{}",
         row.label,
         mb_per_s(row.bytes, row.elapsed),
         percentile(&row.latencies, 0.5),
         percentile(&row.latencies, 0.99),
         row.peak_rss >> 20,
-        row.server_cpu.as_secs_f64()
+        row.server_cpu.as_secs_f64(),
+        row.database_cpu
+            .map(|cpu| format!("  database CPU {:.2} s", cpu.as_secs_f64()))
+            .unwrap_or_default()
     );
 }
 
@@ -286,6 +293,29 @@ enum Files {
 }
 
 impl Running {
+    /// The row of the scenario just run on this server.
+    fn row(&self, bytes: u64, elapsed: Duration, latencies: Vec<Duration>) -> Row {
+        let database_cpu = match &self.files {
+            Files::Chunkd(Store { pg: Some(pg), .. }) => Some(
+                pg.backend_pids()
+                    .into_iter()
+                    .filter_map(|pid| u32::try_from(pid).ok())
+                    .map(cpu_time)
+                    .sum(),
+            ),
+            _ => None,
+        };
+        Row {
+            label: String::new(),
+            bytes,
+            elapsed,
+            latencies,
+            peak_rss: self.server.peak_rss(),
+            server_cpu: cpu_time(self.server.pid()),
+            database_cpu,
+        }
+    }
+
     /// The MD5 of the bytes stored for an upload, read from its file.
     fn stored_md5(&self, id: &str) -> String {
         fn find(dir: &Path, id: &str) -> Option<std::path::PathBuf> {
@@ -433,15 +463,7 @@ fn sequential(
         md5,
         "the stored upload is the file"
     );
-    let row = Row {
-        label: String::new(),
-        bytes: GIB,
-        elapsed,
-        latencies,
-        peak_rss: server.peak_rss(),
-        server_cpu: cpu_time(server.pid()),
-    };
-    (row, completion)
+    (running.row(GIB, elapsed, latencies), completion)
 }
 
 /// 64 uploads of 16 MiB at once, in 1 MiB chunks, on a fresh server.
@@ -462,12 +484,5 @@ fn concurrent(subject: Subject, file: &File, protocol: Protocol, flags: &[&str])
             .flat_map(|h| h.join().unwrap())
             .collect()
     });
-    Row {
-        label: String::new(),
-        bytes: GIB,
-        elapsed: began.elapsed(),
-        latencies,
-        peak_rss: server.peak_rss(),
-        server_cpu: cpu_time(server.pid()),
-    }
+    running.row(GIB, began.elapsed(), latencies)
 }

@@ -140,16 +140,22 @@ impl PgDatabase {
         format!("{PG_BASE_URL}/{}", self.name)
     }
 
-    /// How many connections are open on this database right now.
-    pub fn connections(&self) -> i64 {
+    /// The server processes of the connections open on this database.
+    pub fn backend_pids(&self) -> Vec<i32> {
         use diesel::RunQueryDsl;
-        let count = format!(
-            "(SELECT count(*) FROM pg_stat_activity WHERE datname = '{}')",
+        let pids = format!(
+            "(SELECT coalesce(array_agg(pid), '{{}}') FROM pg_stat_activity WHERE datname = '{}')",
             self.name
         );
-        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&count))
+        type Pids = diesel::sql_types::Array<diesel::sql_types::Integer>;
+        diesel::select(diesel::dsl::sql::<Pids>(&pids))
             .get_result(&mut pg_admin())
             .unwrap()
+    }
+
+    /// How many connections are open on this database right now.
+    pub fn connections(&self) -> i64 {
+        self.backend_pids().len() as i64
     }
 }
 
