@@ -17,6 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_chunkd");
 pub const CHUNKUP: &str = env!("CARGO_BIN_EXE_chunkup");
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const PG_BASE_URL: &str = "postgres://postgres@127.0.0.1:5432";
+const PG_OPTIONS: &str = "?sslmode=disable";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -137,7 +138,7 @@ impl PgDatabase {
     }
 
     pub fn url(&self) -> String {
-        format!("{PG_BASE_URL}/{}", self.name)
+        format!("{PG_BASE_URL}/{}{PG_OPTIONS}", self.name)
     }
 
     /// The server processes of the connections open on this database.
