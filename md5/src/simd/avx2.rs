@@ -4,7 +4,7 @@
 //! `d`, which are ready early, run off the critical path) and a rotation
 //! three. Sixteen chains run as two groups of eight.
 
-use super::{eight_chains, Step8};
+use super::{chains, Step8};
 use crate::BLOCK;
 use std::arch::x86_64::*;
 
@@ -48,7 +48,7 @@ impl Step8 for Avx2 {
 /// The CPU must have AVX2 (`available`).
 #[target_feature(enable = "avx2")]
 pub unsafe fn compress_eight(states: &mut [[u32; 4]; 8], lanes: [&[[u8; BLOCK]]; 8], count: usize) {
-    eight_chains::<Avx2>(states, lanes, count);
+    chains::<Avx2, 8>(states, lanes, count);
 }
 
 /// Sixteen chains, eight at a time (a `Kernel`).
@@ -65,7 +65,7 @@ pub unsafe fn compress_sixteen(
     for (half, group) in [low, high].into_iter().enumerate() {
         let group: &mut [[u32; 4]; 8] = group.try_into().expect("eight states");
         let inputs: [&[[u8; BLOCK]]; 8] = std::array::from_fn(|lane| lanes[8 * half + lane]);
-        eight_chains::<Avx2>(group, inputs, count);
+        chains::<Avx2, 8>(group, inputs, count);
     }
 }
 

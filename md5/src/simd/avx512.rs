@@ -4,7 +4,7 @@
 //! one-cycle instructions per step. `compress_one` runs a single chain in
 //! lane 0 of a vector, the others eight or sixteen chains.
 
-use super::{eight_chains, rounds, Step8, SHIFTS};
+use super::{chains, Chains, Step8};
 use crate::{word, BLOCK, K};
 use std::arch::x86_64::*;
 
@@ -21,50 +21,90 @@ const SELECT: i32 = 0xCA;
 const PARITY: i32 = 0x96;
 const ROUND_I: i32 = 0x39;
 
-/// One step on 128-bit vectors (only lane 0 matters to `compress_one`).
-#[inline(always)]
-unsafe fn step1<const R: usize, const S: i32, const RIGHT: i32>(
-    a: __m128i,
-    b: __m128i,
-    c: __m128i,
-    d: __m128i,
-    mk: __m128i,
-) -> __m128i {
-    let f = match R {
-        0 => _mm_ternarylogic_epi32::<SELECT>(b, c, d),
-        1 => _mm_ternarylogic_epi32::<SELECT>(d, b, c),
-        2 => _mm_ternarylogic_epi32::<PARITY>(b, c, d),
-        _ => _mm_ternarylogic_epi32::<ROUND_I>(b, c, d),
+/// One step on one width of vector, from that width's `vpternlogd`,
+/// addition and `vprold`.
+macro_rules! ternary_step {
+    ($vector:ty, $ternary:ident, $add:ident, $rol:ident) => {
+        #[inline(always)]
+        unsafe fn step<const R: usize, const S: i32, const RIGHT: i32>(
+            a: $vector,
+            b: $vector,
+            c: $vector,
+            d: $vector,
+            mk: $vector,
+        ) -> $vector {
+            let f = match R {
+                0 => $ternary::<SELECT>(b, c, d),
+                1 => $ternary::<SELECT>(d, b, c),
+                2 => $ternary::<PARITY>(b, c, d),
+                _ => $ternary::<ROUND_I>(b, c, d),
+            };
+            $add(b, $rol::<S>($add($add(a, mk), f)))
+        }
     };
-    _mm_add_epi32(
-        b,
-        _mm_rol_epi32::<S>(_mm_add_epi32(_mm_add_epi32(a, mk), f)),
-    )
+}
+
+/// One chain, in lane 0 of 128-bit vectors.
+struct One;
+
+impl Chains<1> for One {
+    type V = __m128i;
+
+    #[inline(always)]
+    unsafe fn load(words: &[u32; 1]) -> __m128i {
+        _mm_cvtsi32_si128(words[0] as i32)
+    }
+
+    #[inline(always)]
+    unsafe fn store(v: __m128i) -> [u32; 1] {
+        [_mm_cvtsi128_si32(v) as u32]
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: __m128i, b: __m128i) -> __m128i {
+        _mm_add_epi32(a, b)
+    }
+
+    /// The block's words, in general-purpose registers: their constants
+    /// are added there.
+    type Block = [u32; 16];
+
+    #[inline(always)]
+    unsafe fn block(lanes: &[&[[u8; BLOCK]]; 1], n: usize) -> [u32; 16] {
+        let block = &lanes[0][n];
+        std::array::from_fn(|i| {
+            u32::from_le_bytes([
+                block[4 * i],
+                block[4 * i + 1],
+                block[4 * i + 2],
+                block[4 * i + 3],
+            ])
+        })
+    }
+
+    #[inline(always)]
+    unsafe fn mk(block: &[u32; 16], i: usize) -> __m128i {
+        _mm_cvtsi32_si128(block[word(i)].wrapping_add(K[i]) as i32)
+    }
+
+    ternary_step!(
+        __m128i,
+        _mm_ternarylogic_epi32,
+        _mm_add_epi32,
+        _mm_rol_epi32
+    );
 }
 
 /// Eight chains at once on 256-bit vectors.
 struct Avx512;
 
 impl Step8 for Avx512 {
-    #[inline(always)]
-    unsafe fn step<const R: usize, const S: i32, const RIGHT: i32>(
-        a: __m256i,
-        b: __m256i,
-        c: __m256i,
-        d: __m256i,
-        mk: __m256i,
-    ) -> __m256i {
-        let f = match R {
-            0 => _mm256_ternarylogic_epi32::<SELECT>(b, c, d),
-            1 => _mm256_ternarylogic_epi32::<SELECT>(d, b, c),
-            2 => _mm256_ternarylogic_epi32::<PARITY>(b, c, d),
-            _ => _mm256_ternarylogic_epi32::<ROUND_I>(b, c, d),
-        };
-        _mm256_add_epi32(
-            b,
-            _mm256_rol_epi32::<S>(_mm256_add_epi32(_mm256_add_epi32(a, mk), f)),
-        )
-    }
+    ternary_step!(
+        __m256i,
+        _mm256_ternarylogic_epi32,
+        _mm256_add_epi32,
+        _mm256_rol_epi32
+    );
 }
 
 /// Compresses `blocks` into one state.
@@ -73,25 +113,8 @@ impl Step8 for Avx512 {
 /// The CPU must have AVX512F and AVX512VL (`available`).
 #[target_feature(enable = "avx512f,avx512vl")]
 pub unsafe fn compress_one(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) {
-    let [mut a, mut b, mut c, mut d] = state.map(|w| _mm_cvtsi32_si128(w as i32));
-    for block in blocks {
-        let m: [u32; 16] = std::array::from_fn(|i| {
-            u32::from_le_bytes([
-                block[4 * i],
-                block[4 * i + 1],
-                block[4 * i + 2],
-                block[4 * i + 3],
-            ])
-        });
-        let mk = |i: usize| _mm_cvtsi32_si128(m[word(i)].wrapping_add(K[i]) as i32);
-        let (a0, b0, c0, d0) = (a, b, c, d);
-        rounds!(step1, mk, a, b, c, d);
-        a = _mm_add_epi32(a, a0);
-        b = _mm_add_epi32(b, b0);
-        c = _mm_add_epi32(c, c0);
-        d = _mm_add_epi32(d, d0);
-    }
-    *state = [a, b, c, d].map(|v| _mm_cvtsi128_si32(v) as u32);
+    let states: &mut [[u32; 4]; 1] = std::slice::from_mut(state).try_into().expect("one state");
+    chains::<One, 1>(states, [blocks], blocks.len());
 }
 
 /// Eight chains at once (a `Kernel`).
@@ -100,28 +123,53 @@ pub unsafe fn compress_one(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) {
 /// The CPU must have AVX512F and AVX512VL (`available`).
 #[target_feature(enable = "avx512f,avx512vl")]
 pub unsafe fn compress_eight(states: &mut [[u32; 4]; 8], lanes: [&[[u8; BLOCK]]; 8], count: usize) {
-    eight_chains::<Avx512>(states, lanes, count);
+    chains::<Avx512, 8>(states, lanes, count);
 }
 
-/// One step on 512-bit vectors: sixteen chains at once.
-#[inline(always)]
-unsafe fn step16<const R: usize, const S: i32, const RIGHT: i32>(
-    a: __m512i,
-    b: __m512i,
-    c: __m512i,
-    d: __m512i,
-    mk: __m512i,
-) -> __m512i {
-    let f = match R {
-        0 => _mm512_ternarylogic_epi32::<SELECT>(b, c, d),
-        1 => _mm512_ternarylogic_epi32::<SELECT>(d, b, c),
-        2 => _mm512_ternarylogic_epi32::<PARITY>(b, c, d),
-        _ => _mm512_ternarylogic_epi32::<ROUND_I>(b, c, d),
-    };
-    _mm512_add_epi32(
-        b,
-        _mm512_rol_epi32::<S>(_mm512_add_epi32(_mm512_add_epi32(a, mk), f)),
-    )
+/// Sixteen chains at once on 512-bit vectors.
+struct Sixteen;
+
+impl Chains<16> for Sixteen {
+    type V = __m512i;
+
+    #[inline(always)]
+    unsafe fn load(words: &[u32; 16]) -> __m512i {
+        _mm512_loadu_si512(words.as_ptr().cast())
+    }
+
+    #[inline(always)]
+    unsafe fn store(v: __m512i) -> [u32; 16] {
+        let mut words = [0u32; 16];
+        _mm512_storeu_si512(words.as_mut_ptr().cast(), v);
+        words
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_add_epi32(a, b)
+    }
+
+    /// Each lane's block as a row of sixteen words, transposed.
+    type Block = [__m512i; 16];
+
+    #[inline(always)]
+    unsafe fn block(lanes: &[&[[u8; BLOCK]]; 16], n: usize) -> [__m512i; 16] {
+        transpose16(std::array::from_fn(|lane| {
+            _mm512_loadu_si512(lanes[lane].as_ptr().add(n).cast())
+        }))
+    }
+
+    #[inline(always)]
+    unsafe fn mk(block: &[__m512i; 16], i: usize) -> __m512i {
+        _mm512_add_epi32(block[word(i)], _mm512_set1_epi32(K[i] as i32))
+    }
+
+    ternary_step!(
+        __m512i,
+        _mm512_ternarylogic_epi32,
+        _mm512_add_epi32,
+        _mm512_rol_epi32
+    );
 }
 
 /// Transposes sixteen rows of sixteen 32-bit words.
@@ -173,31 +221,7 @@ pub unsafe fn compress_sixteen(
     lanes: [&[[u8; BLOCK]]; 16],
     count: usize,
 ) {
-    assert!(lanes.iter().all(|lane| lane.len() >= count));
-    let column = |w: usize| {
-        let words: [u32; 16] = std::array::from_fn(|lane| states[lane][w]);
-        _mm512_loadu_si512(words.as_ptr().cast())
-    };
-    let (mut a, mut b, mut c, mut d) = (column(0), column(1), column(2), column(3));
-    for n in 0..count {
-        let m = transpose16(std::array::from_fn(|lane| {
-            _mm512_loadu_si512(lanes[lane].as_ptr().add(n).cast())
-        }));
-        let mk = |i: usize| _mm512_add_epi32(m[word(i)], _mm512_set1_epi32(K[i] as i32));
-        let (a0, b0, c0, d0) = (a, b, c, d);
-        rounds!(step16, mk, a, b, c, d);
-        a = _mm512_add_epi32(a, a0);
-        b = _mm512_add_epi32(b, b0);
-        c = _mm512_add_epi32(c, c0);
-        d = _mm512_add_epi32(d, d0);
-    }
-    let mut words = [[0u32; 16]; 4];
-    for (out, v) in words.iter_mut().zip([a, b, c, d]) {
-        _mm512_storeu_si512(out.as_mut_ptr().cast(), v);
-    }
-    for (lane, state) in states.iter_mut().enumerate() {
-        *state = std::array::from_fn(|w| words[w][lane]);
-    }
+    chains::<Sixteen, 16>(states, lanes, count);
 }
 
 #[cfg(test)]

@@ -42,7 +42,6 @@ macro_rules! rounds {
         $b = $($step)::+::<$r, { SHIFTS[$r][3] }, { 32 - SHIFTS[$r][3] }>($b, $c, $d, $a, $mk(16 * $r + $j + 3));
     };
 }
-use rounds;
 
 /// A kernel hashing `N` chains side by side: it compresses the first
 /// `count` blocks of each lane into its state, and panics when a lane has
@@ -97,8 +96,57 @@ pub fn compress_one(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) -> bool {
     true
 }
 
+/// `N` chains side by side, one per 32-bit lane of a vector: what the body
+/// of a kernel needs of its instruction set.
+trait Chains<const N: usize> {
+    type V: Copy;
+    /// Word `w` of every lane's state into one vector, and back.
+    unsafe fn load(words: &[u32; N]) -> Self::V;
+    unsafe fn store(v: Self::V) -> [u32; N];
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// Block `n` of every lane, as `mk` reads it.
+    type Block;
+    unsafe fn block(lanes: &[&[[u8; BLOCK]]; N], n: usize) -> Self::Block;
+    /// The message word of step `i` plus its constant, in every lane.
+    unsafe fn mk(block: &Self::Block, i: usize) -> Self::V;
+    unsafe fn step<const R: usize, const S: i32, const RIGHT: i32>(
+        a: Self::V,
+        b: Self::V,
+        c: Self::V,
+        d: Self::V,
+        mk: Self::V,
+    ) -> Self::V;
+}
+
+/// The body of every kernel; inlined into each, which enables the CPU
+/// features its `Chains` needs.
+#[inline(always)]
+unsafe fn chains<T: Chains<N>, const N: usize>(
+    states: &mut [[u32; 4]; N],
+    lanes: [&[[u8; BLOCK]]; N],
+    count: usize,
+) {
+    assert!(lanes.iter().all(|lane| lane.len() >= count));
+    let column = |w: usize| T::load(&std::array::from_fn(|lane| states[lane][w]));
+    let (mut a, mut b, mut c, mut d) = (column(0), column(1), column(2), column(3));
+    for n in 0..count {
+        let block = T::block(&lanes, n);
+        let mk = |i: usize| T::mk(&block, i);
+        let (a0, b0, c0, d0) = (a, b, c, d);
+        rounds!(T::step, mk, a, b, c, d);
+        a = T::add(a, a0);
+        b = T::add(b, b0);
+        c = T::add(c, c0);
+        d = T::add(d, d0);
+    }
+    let words = [a, b, c, d].map(|v| T::store(v));
+    for (lane, state) in states.iter_mut().enumerate() {
+        *state = std::array::from_fn(|w| words[w][lane]);
+    }
+}
+
 /// One step of eight chains on 256-bit vectors, with the instructions of
-/// an instruction set.
+/// an instruction set; the rest of `Chains<8>` is the same for all.
 trait Step8 {
     unsafe fn step<const R: usize, const S: i32, const RIGHT: i32>(
         a: __m256i,
@@ -107,6 +155,58 @@ trait Step8 {
         d: __m256i,
         mk: __m256i,
     ) -> __m256i;
+}
+
+impl<T: Step8> Chains<8> for T {
+    type V = __m256i;
+
+    #[inline(always)]
+    unsafe fn load(words: &[u32; 8]) -> __m256i {
+        _mm256_loadu_si256(words.as_ptr().cast())
+    }
+
+    #[inline(always)]
+    unsafe fn store(v: __m256i) -> [u32; 8] {
+        let mut words = [0u32; 8];
+        _mm256_storeu_si256(words.as_mut_ptr().cast(), v);
+        words
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(a, b)
+    }
+
+    /// Each lane's block as two rows of eight words, transposed: vector
+    /// `w` holds word `w` of every lane.
+    type Block = [__m256i; 16];
+
+    #[inline(always)]
+    unsafe fn block(lanes: &[&[[u8; BLOCK]]; 8], n: usize) -> [__m256i; 16] {
+        let half = |offset: usize| {
+            transpose8(std::array::from_fn(|lane| {
+                _mm256_loadu_si256(lanes[lane].as_ptr().add(n).cast::<u8>().add(offset).cast())
+            }))
+        };
+        let (low, high) = (half(0), half(32));
+        std::array::from_fn(|w| if w < 8 { low[w] } else { high[w - 8] })
+    }
+
+    #[inline(always)]
+    unsafe fn mk(block: &[__m256i; 16], i: usize) -> __m256i {
+        _mm256_add_epi32(block[word(i)], _mm256_set1_epi32(K[i] as i32))
+    }
+
+    #[inline(always)]
+    unsafe fn step<const R: usize, const S: i32, const RIGHT: i32>(
+        a: __m256i,
+        b: __m256i,
+        c: __m256i,
+        d: __m256i,
+        mk: __m256i,
+    ) -> __m256i {
+        <T as Step8>::step::<R, S, RIGHT>(a, b, c, d, mk)
+    }
 }
 
 /// Transposes eight rows of eight 32-bit words: word j of row i becomes
@@ -140,49 +240,6 @@ unsafe fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
         _mm256_permute2x128_si256::<0x31>(u2, u6),
         _mm256_permute2x128_si256::<0x31>(u3, u7),
     ]
-}
-
-/// The body of the kernels for eight chains; inlined into each kernel, which
-/// enables the CPU features its `Step8` needs.
-#[inline(always)]
-unsafe fn eight_chains<T: Step8>(
-    states: &mut [[u32; 4]; 8],
-    lanes: [&[[u8; BLOCK]]; 8],
-    count: usize,
-) {
-    assert!(lanes.iter().all(|lane| lane.len() >= count));
-    let column = |w: usize| {
-        let words: [u32; 8] = std::array::from_fn(|lane| states[lane][w]);
-        _mm256_loadu_si256(words.as_ptr().cast())
-    };
-    let (mut a, mut b, mut c, mut d) = (column(0), column(1), column(2), column(3));
-    for n in 0..count {
-        // Each lane's block as two rows of eight words.
-        let half = |offset: usize| {
-            transpose8(std::array::from_fn(|lane| {
-                _mm256_loadu_si256(lanes[lane].as_ptr().add(n).cast::<u8>().add(offset).cast())
-            }))
-        };
-        let (low, high) = (half(0), half(32));
-        let mk = |i: usize| {
-            let w = word(i);
-            let m = if w < 8 { low[w] } else { high[w - 8] };
-            _mm256_add_epi32(m, _mm256_set1_epi32(K[i] as i32))
-        };
-        let (a0, b0, c0, d0) = (a, b, c, d);
-        rounds!(T::step, mk, a, b, c, d);
-        a = _mm256_add_epi32(a, a0);
-        b = _mm256_add_epi32(b, b0);
-        c = _mm256_add_epi32(c, c0);
-        d = _mm256_add_epi32(d, d0);
-    }
-    let mut words = [[0u32; 8]; 4];
-    for (out, v) in words.iter_mut().zip([a, b, c, d]) {
-        _mm256_storeu_si256(out.as_mut_ptr().cast(), v);
-    }
-    for (lane, state) in states.iter_mut().enumerate() {
-        *state = std::array::from_fn(|w| words[w][lane]);
-    }
 }
 
 #[cfg(test)]
