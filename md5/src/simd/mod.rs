@@ -48,8 +48,10 @@ macro_rules! rounds {
 /// fewer.
 pub type Kernel<const N: usize> = unsafe fn(&mut [[u32; 4]; N], [&[[u8; BLOCK]]; N], usize);
 
-/// The kernels for many chains that this CPU runs.
+/// The kernels for many chains that this CPU runs. Only the lane service
+/// runs them; without it (`lanes` off) only `name` is read.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "lanes"), allow(dead_code))]
 pub struct Kernels {
     eight: Kernel<8>,
     sixteen: Kernel<16>,
@@ -57,6 +59,7 @@ pub struct Kernels {
     pub name: &'static str,
 }
 
+#[cfg_attr(not(feature = "lanes"), allow(dead_code))]
 impl Kernels {
     /// The fastest this CPU has; None without AVX2.
     pub fn detect() -> Option<Kernels> {
