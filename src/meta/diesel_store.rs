@@ -276,6 +276,16 @@ impl UploadRow {
 /// path passes the query by reference, which hides the override.
 struct Prepared<Q>(Q);
 
+impl<Q> Prepared<Q> {
+    /// Runs an `UPDATE … RETURNING id`: whether it changed its row.
+    fn changed_row<'q>(self, conn: &mut AnyConnection) -> QueryResult<bool>
+    where
+        Self: diesel::query_dsl::LoadQuery<'q, AnyConnection, String>,
+    {
+        Ok(self.get_result::<String>(conn).optional()?.is_some())
+    }
+}
+
 impl<Q> diesel::query_builder::QueryId for Prepared<Q> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
@@ -549,14 +559,12 @@ impl MetaStore for DieselStore {
 
     fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool> {
         let (mut conn, _turn) = self.writer(false)?;
-        let renewed = Prepared(
+        Ok(Prepared(
             diesel::update(held(id, token))
                 .set(uploads::lock_until.eq(naive(until)))
                 .returning(uploads::id),
         )
-        .get_result::<String>(&mut *conn)
-        .optional()?;
-        Ok(renewed.is_some())
+        .changed_row(&mut conn)?)
     }
 
     fn release_lease(&self, id: Uuid, token: &str) -> MetaResult<()> {
@@ -569,8 +577,7 @@ impl MetaStore for DieselStore {
                 ))
                 .returning(uploads::id),
         )
-        .get_result::<String>(&mut *conn)
-        .optional()?;
+        .changed_row(&mut conn)?;
         Ok(())
     }
 
@@ -597,9 +604,8 @@ impl MetaStore for DieselStore {
             ))
             .returning(uploads::id),
         )
-        .get_result::<String>(&mut *conn)
-        .optional()?;
-        Ok(committed.is_some())
+        .changed_row(&mut conn)?;
+        Ok(committed)
     }
 
     fn mark_complete(
