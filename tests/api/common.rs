@@ -15,9 +15,13 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chunkd");
 pub const CHUNKUP: &str = env!("CARGO_BIN_EXE_chunkup");
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const PG_BASE_URL: &str = "postgres://postgres@127.0.0.1:5432";
-const PG_OPTIONS: &str = "?sslmode=disable";
+const PG_ADMIN_DATABASE: &str = "postgres";
+
+/// The URL of a database of the local PostgreSQL, without TLS (it runs on
+/// this host: see the README's Production section).
+fn pg_url(database: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:5432/{database}?sslmode=disable")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -59,9 +63,10 @@ impl Drop for TempDir {
 /// (`too many clients`: other tests' servers hold connections), never
 /// skipped when PostgreSQL is missing.
 fn pg_admin() -> PgConnection {
+    let url = pg_url(PG_ADMIN_DATABASE);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match PgConnection::establish(PG_ADMIN_URL) {
+        match PgConnection::establish(&url) {
             Ok(conn) => return conn,
             Err(err)
                 if err.to_string().contains("too many clients") && Instant::now() < deadline =>
@@ -69,7 +74,7 @@ fn pg_admin() -> PgConnection {
                 std::thread::sleep(Duration::from_millis(200));
             }
             Err(err) => panic!(
-                "PostgreSQL is required at {PG_ADMIN_URL} ({err}); start it with \
+                "PostgreSQL is required at {url} ({err}); start it with \
                  `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
             ),
         }
@@ -114,11 +119,7 @@ impl PgDatabase {
             .is_ok()
         {
             let migrated = Command::new(BIN)
-                .args([
-                    "migrate",
-                    "--database-url",
-                    &format!("{PG_BASE_URL}/{template}"),
-                ])
+                .args(["migrate", "--database-url", &pg_url(&template)])
                 .env("RUST_LOG", "warn")
                 .output()
                 .unwrap();
@@ -138,7 +139,7 @@ impl PgDatabase {
     }
 
     pub fn url(&self) -> String {
-        format!("{PG_BASE_URL}/{}{PG_OPTIONS}", self.name)
+        pg_url(&self.name)
     }
 
     /// The server processes of the connections open on this database.
@@ -155,8 +156,8 @@ impl PgDatabase {
     }
 
     /// How many connections are open on this database right now.
-    pub fn connections(&self) -> i64 {
-        self.backend_pids().len() as i64
+    pub fn connections(&self) -> usize {
+        self.backend_pids().len()
     }
 }
 

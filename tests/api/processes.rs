@@ -186,13 +186,14 @@ fn database_connections_are_opened_when_needed_and_capped() {
     // Each server keeps the connection it migrated with; a pool opened in
     // full would hold 2 × (2 + 4).
     assert!(at_rest <= 2, "{at_rest} connections open at rest");
-    let peak = std::sync::atomic::AtomicI64::new(at_rest);
-    let uploading = std::sync::atomic::AtomicBool::new(true);
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let peak = AtomicUsize::new(at_rest);
+    let uploading = AtomicBool::new(true);
     let clients = pair.clients();
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            while uploading.load(std::sync::atomic::Ordering::Relaxed) {
-                peak.fetch_max(pg.connections(), std::sync::atomic::Ordering::Relaxed);
+            while uploading.load(Ordering::Relaxed) {
+                peak.fetch_max(pg.connections(), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
@@ -206,10 +207,13 @@ fn database_connections_are_opened_when_needed_and_capped() {
                 })
             })
             .collect();
-        for upload in uploads {
-            upload.join().unwrap();
+        let outcomes: Vec<_> = uploads.into_iter().map(|upload| upload.join()).collect();
+        // The sampler stops before any failure is raised, or the scope
+        // would wait for it forever.
+        uploading.store(false, Ordering::Relaxed);
+        for outcome in outcomes {
+            outcome.unwrap();
         }
-        uploading.store(false, std::sync::atomic::Ordering::Relaxed);
     });
     let peak = peak.into_inner();
     assert!(peak > at_rest, "the uploads opened no connection: {peak}");
