@@ -413,7 +413,7 @@ fn run(service: &'static Service) {
             [lane] => {
                 let count = lane.blocks_left().min(SOLO_STEP);
                 let mut state = lane.hasher.state;
-                super::compress(&mut state, lane.next_blocks(count));
+                super::simd::compress_one(&mut state, lane.next_blocks(count));
                 lane.hasher.state = state;
                 lane.advance(count);
             }

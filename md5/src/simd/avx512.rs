@@ -71,15 +71,7 @@ impl Chains<1> for One {
 
     #[inline(always)]
     unsafe fn block(lanes: &[&[[u8; BLOCK]]; 1], n: usize) -> [u32; 16] {
-        let block = &lanes[0][n];
-        std::array::from_fn(|i| {
-            u32::from_le_bytes([
-                block[4 * i],
-                block[4 * i + 1],
-                block[4 * i + 2],
-                block[4 * i + 3],
-            ])
-        })
+        super::words(&lanes[0][n])
     }
 
     #[inline(always)]

@@ -6,6 +6,7 @@
 
 mod avx2;
 mod avx512;
+mod scalar;
 
 use super::{word, BLOCK, K};
 use std::arch::x86_64::*;
@@ -88,15 +89,29 @@ impl Kernels {
     }
 }
 
-/// Compresses `blocks` into one state with the single-chain kernel, where
-/// the CPU has it (AVX-512); false, and nothing done, where not.
-pub fn compress_one(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) -> bool {
-    if !avx512::available() {
-        return false;
+/// Compresses `blocks` into one state with the fastest single-chain kernel
+/// of this CPU: in vector registers with AVX-512, else in general-purpose
+/// ones.
+pub fn compress_one(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) {
+    if avx512::available() {
+        // SAFETY: checked just above.
+        unsafe { avx512::compress_one(state, blocks) };
+    } else {
+        scalar::compress_one(state, blocks);
     }
-    // SAFETY: checked just above.
-    unsafe { avx512::compress_one(state, blocks) };
-    true
+}
+
+/// A block's sixteen little-endian words, for the single-chain kernels.
+#[inline(always)]
+fn words(block: &[u8; BLOCK]) -> [u32; 16] {
+    std::array::from_fn(|i| {
+        u32::from_le_bytes([
+            block[4 * i],
+            block[4 * i + 1],
+            block[4 * i + 2],
+            block[4 * i + 3],
+        ])
+    })
 }
 
 /// `N` chains side by side, one per 32-bit lane of a vector: what the body
