@@ -1,10 +1,10 @@
 //! MD5 of eight or sixteen chains at once with AVX2, for CPUs without
 //! AVX-512. AVX2 has neither a three-input logic instruction nor a rotate:
-//! each round function takes two or three instructions (the ones on `c` and
-//! `d`, which are ready early, run off the critical path) and a rotation
-//! three. Sixteen chains run as two groups of eight.
+//! each round function takes one or two instructions after `b` (the ones
+//! on `c` and `d`, which are ready early, run off the critical path) and a
+//! rotation two. Sixteen chains run as two groups of eight, interleaved.
 
-use super::{chains, Step8};
+use super::{chains, Chains, Step8};
 use crate::BLOCK;
 use std::arch::x86_64::*;
 
@@ -24,19 +24,26 @@ impl Step8 for Avx2 {
         d: __m256i,
         mk: __m256i,
     ) -> __m256i {
-        let f = match R {
+        let a = _mm256_add_epi32(a, mk);
+        let x = match R {
             // b ? c : d
-            0 => _mm256_xor_si256(d, _mm256_and_si256(b, _mm256_xor_si256(c, d))),
-            // d ? b : c
-            1 => _mm256_xor_si256(c, _mm256_and_si256(d, _mm256_xor_si256(b, c))),
-            2 => _mm256_xor_si256(b, _mm256_xor_si256(c, d)),
+            0 => _mm256_add_epi32(
+                a,
+                _mm256_xor_si256(d, _mm256_and_si256(b, _mm256_xor_si256(c, d))),
+            ),
+            // d ? b : c, as (c & !d) + (b & d): the halves share no bits, and
+            // the first is ready before b.
+            1 => _mm256_add_epi32(
+                _mm256_add_epi32(a, _mm256_andnot_si256(d, c)),
+                _mm256_and_si256(b, d),
+            ),
+            2 => _mm256_add_epi32(a, _mm256_xor_si256(b, _mm256_xor_si256(c, d))),
             // c ^ (b | !d)
             _ => {
                 let not_d = _mm256_xor_si256(d, _mm256_set1_epi32(-1));
-                _mm256_xor_si256(c, _mm256_or_si256(b, not_d))
+                _mm256_add_epi32(a, _mm256_xor_si256(c, _mm256_or_si256(b, not_d)))
             }
         };
-        let x = _mm256_add_epi32(_mm256_add_epi32(a, mk), f);
         let rotated = _mm256_or_si256(_mm256_slli_epi32::<S>(x), _mm256_srli_epi32::<RIGHT>(x));
         _mm256_add_epi32(b, rotated)
     }
@@ -51,7 +58,72 @@ pub unsafe fn compress_eight(states: &mut [[u32; 4]; 8], lanes: [&[[u8; BLOCK]];
     chains::<Avx2, 8>(states, lanes, count);
 }
 
-/// Sixteen chains, eight at a time (a `Kernel`).
+/// Sixteen chains as two groups of eight, step by step side by side: each
+/// group waits on the latency of its steps, and the other's fill the gaps.
+struct Pair;
+
+impl Chains<16> for Pair {
+    type V = [__m256i; 2];
+
+    #[inline(always)]
+    unsafe fn load(words: &[u32; 16]) -> [__m256i; 2] {
+        let (low, high) = words.split_at(8);
+        [
+            _mm256_loadu_si256(low.as_ptr().cast()),
+            _mm256_loadu_si256(high.as_ptr().cast()),
+        ]
+    }
+
+    #[inline(always)]
+    unsafe fn store(v: [__m256i; 2]) -> [u32; 16] {
+        let mut words = [0u32; 16];
+        _mm256_storeu_si256(words.as_mut_ptr().cast(), v[0]);
+        _mm256_storeu_si256(words[8..].as_mut_ptr().cast(), v[1]);
+        words
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: [__m256i; 2], b: [__m256i; 2]) -> [__m256i; 2] {
+        [_mm256_add_epi32(a[0], b[0]), _mm256_add_epi32(a[1], b[1])]
+    }
+
+    type Block = [[__m256i; 16]; 2];
+
+    #[inline(always)]
+    unsafe fn block(lanes: &[&[[u8; BLOCK]]; 16], n: usize) -> [[__m256i; 16]; 2] {
+        let low: [&[[u8; BLOCK]]; 8] = lanes[..8].try_into().expect("eight lanes");
+        let high: [&[[u8; BLOCK]]; 8] = lanes[8..].try_into().expect("eight lanes");
+        [
+            <Avx2 as Chains<8>>::block(&low, n),
+            <Avx2 as Chains<8>>::block(&high, n),
+        ]
+    }
+
+    #[inline(always)]
+    unsafe fn mk(block: &[[__m256i; 16]; 2], i: usize) -> [__m256i; 2] {
+        [
+            <Avx2 as Chains<8>>::mk(&block[0], i),
+            <Avx2 as Chains<8>>::mk(&block[1], i),
+        ]
+    }
+
+    #[inline(always)]
+    unsafe fn step<const R: usize, const S: i32, const RIGHT: i32>(
+        a: [__m256i; 2],
+        b: [__m256i; 2],
+        c: [__m256i; 2],
+        d: [__m256i; 2],
+        mk: [__m256i; 2],
+    ) -> [__m256i; 2] {
+        // No closures here: they would not inherit the kernel's AVX2.
+        [
+            <Avx2 as Step8>::step::<R, S, RIGHT>(a[0], b[0], c[0], d[0], mk[0]),
+            <Avx2 as Step8>::step::<R, S, RIGHT>(a[1], b[1], c[1], d[1], mk[1]),
+        ]
+    }
+}
+
+/// Sixteen chains at once (a `Kernel`).
 ///
 /// # Safety
 /// The CPU must have AVX2 (`available`).
@@ -61,12 +133,7 @@ pub unsafe fn compress_sixteen(
     lanes: [&[[u8; BLOCK]]; 16],
     count: usize,
 ) {
-    let (low, high) = states.split_at_mut(8);
-    for (half, group) in [low, high].into_iter().enumerate() {
-        let group: &mut [[u32; 4]; 8] = group.try_into().expect("eight states");
-        let inputs: [&[[u8; BLOCK]]; 8] = std::array::from_fn(|lane| lanes[8 * half + lane]);
-        chains::<Avx2, 8>(group, inputs, count);
-    }
+    chains::<Pair, 16>(states, lanes, count);
 }
 
 #[cfg(test)]
