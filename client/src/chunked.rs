@@ -142,7 +142,13 @@ enum Put {
 impl Upload<'_, '_> {
     /// `PUT` of `start..end`: to the endpoint (creating the upload, with its
     /// name) or to the upload's URL. `md5` takes in the bytes as they go.
-    fn put(&self, url: Option<&str>, start: u64, end: u64, md5: &mut md5::Md5) -> Result<Put> {
+    fn put(
+        &self,
+        url: Option<&str>,
+        start: u64,
+        end: u64,
+        md5: &mut chunkd_md5::Md5,
+    ) -> Result<Put> {
         let form = Form::new();
         let mut head = String::new();
         if url.is_none() {

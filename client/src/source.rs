@@ -4,7 +4,7 @@
 //! one file can go out from several threads at once.
 
 use crate::error::{Error, Result};
-use md5::{Digest, Md5};
+use chunkd_md5::Md5;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -157,7 +157,7 @@ impl Source {
                 carry.update(bytes);
             }
         })?;
-        Ok(chunk.finalize().into())
+        Ok(chunk.finalize())
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::source::to_hex;
-use md5::{Digest, Md5};
+use chunkd_md5::Md5;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,9 @@ pub fn default_dir() -> PathBuf {
 
 impl StateFile {
     pub fn new(dir: &Path, key: &str) -> StateFile {
-        let name = to_hex(&Md5::digest(key.as_bytes()));
+        let mut name = Md5::new();
+        name.update(key.as_bytes());
+        let name = to_hex(&name.finalize());
         StateFile {
             path: dir.join(format!("{name}.json")),
         }

@@ -9,7 +9,7 @@ use crate::retry::Backoff;
 use crate::source::{FileDigest, Hashing, Source};
 use crate::state::{Saved, StateFile};
 use crate::{Counted, Outcome, Protocol, Run, Status};
-use md5::Md5;
+use chunkd_md5::Md5;
 
 pub(crate) const VERSION: &str = "1.0.0";
 
