@@ -77,9 +77,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     let meta = open_store(&args.store, args.sync)?;
     log::info!("metadata in {}", meta.url().describe());
+    log::info!("MD5 of one upload in {}", chunkd_md5::one_chain_kernel());
     match chunkd_md5::vector_kernels() {
         Some(set) => log::info!("MD5 of concurrent uploads side by side with {set}"),
-        None => log::info!("MD5 with scalar code only (no AVX2 on this CPU)"),
+        None => log::info!("MD5 of each upload on its own (no AVX2 on this CPU)"),
     }
     ensure_a_token(meta.as_ref())?;
     let engine = build_engine(&args, meta);

@@ -48,12 +48,22 @@ mod simd {
     pub fn compress_one(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) {
         ::md5::block_api::compress(state, blocks);
     }
+
+    pub fn one_chain_name() -> &'static str {
+        "md-5's code"
+    }
 }
 
 /// The instruction set the lane service hashes many uploads with; None
 /// where it has none and each upload hashes on its own.
 pub fn vector_kernels() -> Option<&'static str> {
     simd::Kernels::detect().map(|kernels| kernels.name)
+}
+
+/// What one upload's MD5 runs on; the first call picks it (see
+/// `simd::one_chain`).
+pub fn one_chain_kernel() -> &'static str {
+    simd::one_chain_name()
 }
 
 /// The bytes of one compression block.

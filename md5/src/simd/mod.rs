@@ -10,6 +10,8 @@ mod scalar;
 
 use super::{word, BLOCK, K};
 use std::arch::x86_64::*;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 /// The rotations of each round, step by step.
 const SHIFTS: [[i32; 4]; 4] = [
@@ -89,16 +91,65 @@ impl Kernels {
     }
 }
 
-/// Compresses `blocks` into one state with the fastest single-chain kernel
-/// of this CPU: in vector registers with AVX-512, else in general-purpose
-/// ones.
+/// A kernel for one chain, and what it runs on, for the log.
+#[derive(Clone, Copy)]
+struct OneChain {
+    compress: fn(&mut [u32; 4], &[[u8; BLOCK]]),
+    name: &'static str,
+}
+
+static ONE_CHAIN: OnceLock<OneChain> = OnceLock::new();
+
+/// Compresses `blocks` into one state with the faster single-chain kernel
+/// of this CPU.
 pub fn compress_one(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) {
-    if avx512::available() {
-        // SAFETY: checked just above.
-        unsafe { avx512::compress_one(state, blocks) };
-    } else {
-        scalar::compress_one(state, blocks);
-    }
+    (one_chain().compress)(state, blocks)
+}
+
+/// What one chain runs on.
+pub fn one_chain_name() -> &'static str {
+    one_chain().name
+}
+
+/// With AVX-512 one chain runs either in vector registers (`vpternlogd`:
+/// four instructions a step) or in general-purpose ones (four or five, but
+/// cheaper ones); which is faster depends on the core, so on first use
+/// both hash the same 256 KiB, twice each, and the faster is kept (about
+/// 1.5 ms, once).
+fn one_chain() -> OneChain {
+    *ONE_CHAIN.get_or_init(|| {
+        let general = OneChain {
+            compress: scalar::compress_one,
+            name: "general-purpose registers",
+        };
+        if !avx512::available() {
+            return general;
+        }
+        let vector = OneChain {
+            compress: |state, blocks| {
+                // SAFETY: only picked where the CPU has AVX-512.
+                unsafe { avx512::compress_one(state, blocks) }
+            },
+            name: "AVX-512",
+        };
+        let sample = vec![[0x5a_u8; BLOCK]; 4096];
+        let fastest = |kernel: OneChain| {
+            (0..2)
+                .map(|_| {
+                    let mut state = super::INIT;
+                    let began = Instant::now();
+                    (kernel.compress)(&mut state, &sample);
+                    std::hint::black_box(state);
+                    began.elapsed()
+                })
+                .min()
+        };
+        if fastest(vector) < fastest(general) {
+            vector
+        } else {
+            general
+        }
+    })
 }
 
 /// A block's sixteen little-endian words, for the single-chain kernels.
@@ -264,6 +315,27 @@ unsafe fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
 mod tests {
     use super::super::tests::sample;
     use super::*;
+
+    /// The AVX-512 chain is only ever picked where the CPU has it, and the
+    /// kernel picked hashes as `md-5` does.
+    #[test]
+    fn one_chain_is_one_this_cpu_runs() {
+        let name = one_chain_name();
+        if avx512::available() {
+            assert!(
+                ["AVX-512", "general-purpose registers"].contains(&name),
+                "{name}"
+            );
+        } else {
+            assert_eq!(name, "general-purpose registers");
+        }
+        let data = sample(100 * BLOCK, 13);
+        let (blocks, _) = data.as_chunks::<BLOCK>();
+        let (mut state, mut expected) = (super::super::INIT, super::super::INIT);
+        compress_one(&mut state, blocks);
+        ::md5::block_api::compress(&mut expected, blocks);
+        assert_eq!(state, expected);
+    }
 
     /// `N` chains at once, one of which starts from a state of its own,
     /// against the scalar kernel chain by chain.
