@@ -60,6 +60,8 @@ pub unsafe fn compress_eight(states: &mut [[u32; 4]; 8], lanes: [&[[u8; BLOCK]];
 
 /// Sixteen chains as two groups of eight, step by step side by side: each
 /// group waits on the latency of its steps, and the other's fill the gaps.
+/// Each half is `Avx2`'s eight chains, spelled out without closures, which
+/// would not inherit the kernel's AVX2.
 struct Pair;
 
 impl Chains<16> for Pair {
@@ -69,22 +71,25 @@ impl Chains<16> for Pair {
     unsafe fn load(words: &[u32; 16]) -> [__m256i; 2] {
         let (low, high) = words.split_at(8);
         [
-            _mm256_loadu_si256(low.as_ptr().cast()),
-            _mm256_loadu_si256(high.as_ptr().cast()),
+            <Avx2 as Chains<8>>::load(low.try_into().expect("eight words")),
+            <Avx2 as Chains<8>>::load(high.try_into().expect("eight words")),
         ]
     }
 
     #[inline(always)]
     unsafe fn store(v: [__m256i; 2]) -> [u32; 16] {
         let mut words = [0u32; 16];
-        _mm256_storeu_si256(words.as_mut_ptr().cast(), v[0]);
-        _mm256_storeu_si256(words[8..].as_mut_ptr().cast(), v[1]);
+        words[..8].copy_from_slice(&<Avx2 as Chains<8>>::store(v[0]));
+        words[8..].copy_from_slice(&<Avx2 as Chains<8>>::store(v[1]));
         words
     }
 
     #[inline(always)]
     unsafe fn add(a: [__m256i; 2], b: [__m256i; 2]) -> [__m256i; 2] {
-        [_mm256_add_epi32(a[0], b[0]), _mm256_add_epi32(a[1], b[1])]
+        [
+            <Avx2 as Chains<8>>::add(a[0], b[0]),
+            <Avx2 as Chains<8>>::add(a[1], b[1]),
+        ]
     }
 
     type Block = [[__m256i; 16]; 2];
@@ -115,7 +120,6 @@ impl Chains<16> for Pair {
         d: [__m256i; 2],
         mk: [__m256i; 2],
     ) -> [__m256i; 2] {
-        // No closures here: they would not inherit the kernel's AVX2.
         [
             <Avx2 as Step8>::step::<R, S, RIGHT>(a[0], b[0], c[0], d[0], mk[0]),
             <Avx2 as Step8>::step::<R, S, RIGHT>(a[1], b[1], c[1], d[1], mk[1]),

@@ -105,8 +105,7 @@ impl Step8 for Avx512 {
 /// The CPU must have AVX512F and AVX512VL (`available`).
 #[target_feature(enable = "avx512f,avx512vl")]
 pub unsafe fn compress_one(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) {
-    let states: &mut [[u32; 4]; 1] = std::slice::from_mut(state).try_into().expect("one state");
-    chains::<One, 1>(states, [blocks], blocks.len());
+    chains::<One, 1>(std::array::from_mut(state), [blocks], blocks.len());
 }
 
 /// Eight chains at once (a `Kernel`).

@@ -110,9 +110,8 @@ impl Chains<1> for Scalar {
 
 /// Compresses `blocks` into one state.
 pub fn compress_one(state: &mut [u32; 4], blocks: &[[u8; BLOCK]]) {
-    let states: &mut [[u32; 4]; 1] = std::slice::from_mut(state).try_into().expect("one state");
     // SAFETY: these instructions are in every x86_64 CPU.
-    unsafe { chains::<Scalar, 1>(states, [blocks], blocks.len()) };
+    unsafe { chains::<Scalar, 1>(std::array::from_mut(state), [blocks], blocks.len()) };
 }
 
 #[cfg(test)]
