@@ -3,7 +3,8 @@
 //!     cargo bench --bench upload
 //!
 //! For each backend (SQLite, PostgreSQL), each protocol (chunked at
-//! /upload/, tus at /files/), with and without `--sync`, and a fresh server
+//! /upload/, tus at /files/, and tus with `--hash-tus false`), with and
+//! without `--sync`, and a fresh server
 //! per scenario, prints MB/s, chunk latency p50/p99, the server's peak RSS
 //! and CPU time (and on PostgreSQL the CPU time of the database processes
 //! serving it):
@@ -14,7 +15,7 @@
 //! them to disk (with fdatasync).
 //!
 //! A part of it, by comma lists in CHUNKD_BENCH_BACKENDS (sqlite,postgres),
-//! CHUNKD_BENCH_PROTOCOLS (chunked,tus), CHUNKD_BENCH_SYNC (on,off) and
+//! CHUNKD_BENCH_PROTOCOLS (chunked,tus,tus-unhashed), CHUNKD_BENCH_SYNC (on,off) and
 //! CHUNKD_BENCH_SCENARIOS (a,b,c; d comes with a).
 
 #[path = "../tests/api/common.rs"]
@@ -48,6 +49,32 @@ enum Protocol {
     Chunked,
     /// `POST /files/`, then `PATCH` (tus 1.0).
     Tus,
+    /// tus on a server that does not hash tus uploads (`--hash-tus false`).
+    TusUnhashed,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 3] = [Protocol::Chunked, Protocol::Tus, Protocol::TusUnhashed];
+
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Chunked => "chunked",
+            Protocol::Tus => "tus",
+            Protocol::TusUnhashed => "tus-unhashed",
+        }
+    }
+
+    fn is_tus(self) -> bool {
+        self != Protocol::Chunked
+    }
+
+    /// What the server needs for it, beyond the sync flags.
+    fn server_flags(self) -> &'static [&'static str] {
+        match self {
+            Protocol::TusUnhashed => &["--hash-tus", "false"],
+            _ => &[],
+        }
+    }
 }
 
 /// Sends one request whose body is `len` bytes of `file` from `file_pos`,
@@ -94,7 +121,7 @@ fn upload(
     protocol: Protocol,
 ) -> (String, Vec<Duration>) {
     let mut id = String::new();
-    if protocol == Protocol::Tus {
+    if protocol.is_tus() {
         let length = len.to_string();
         let created = server.request(
             "POST",
@@ -124,7 +151,7 @@ fn upload(
                 let headers = [("Authorization", auth), ("Content-Range", range.as_str())];
                 send_from_file(server, ("PUT", &path, &headers), file, offset + sent, n)
             }
-            Protocol::Tus => {
+            Protocol::Tus | Protocol::TusUnhashed => {
                 let path = format!("/files/{id}");
                 let at = sent.to_string();
                 let headers = [
@@ -340,7 +367,7 @@ impl Running {
 
 fn main() {
     let backends = picked("CHUNKD_BENCH_BACKENDS", "sqlite,postgres");
-    let protocols = picked("CHUNKD_BENCH_PROTOCOLS", "chunked,tus");
+    let protocols = picked("CHUNKD_BENCH_PROTOCOLS", "chunked,tus,tus-unhashed");
     let syncs = picked("CHUNKD_BENCH_SYNC", "on,off");
     let scenarios = picked("CHUNKD_BENCH_SCENARIOS", "a,b,c");
     let rustus = std::env::var_os("CHUNKD_BENCH_RUSTUS").map(std::path::PathBuf::from);
@@ -386,17 +413,23 @@ fn main() {
     let file = File::open(&source).unwrap();
     for subject in subjects {
         let name = subject.name();
-        for protocol in [Protocol::Chunked, Protocol::Tus] {
-            let protocol_name = format!("{protocol:?}").to_lowercase();
-            let speaks = protocol == Protocol::Tus || matches!(subject, Subject::Chunkd(_));
-            if !speaks || !protocols.contains(&protocol_name) {
+        for protocol in Protocol::ALL {
+            let protocol_name = protocol.name();
+            // rustus speaks tus and hashes nothing: its rows are the tus ones.
+            let speaks = match subject {
+                Subject::Chunkd(_) => true,
+                Subject::Rustus(_) => protocol == Protocol::Tus,
+            };
+            if !speaks || !protocols.iter().any(|p| p == protocol_name) {
                 continue;
             }
             for (sync, note) in [("on", ""), ("off", ", no fdatasync")] {
                 if !syncs.iter().any(|s| s == sync) {
                     continue;
                 }
-                let flags = subject.sync_flags(sync == "on");
+                let flags: Vec<&str> =
+                    [subject.sync_flags(sync == "on"), protocol.server_flags()].concat();
+                let flags = flags.as_slice();
                 let label = |text: &str| format!("{protocol_name} {text}{note}");
                 for (scenario, text, chunk) in [
                     ("a", "(a) 1 GiB in 8 MiB chunks", 8 * MIB),

@@ -227,6 +227,11 @@ pub struct ServeArgs {
     /// Checksum algorithm of completion (md5 or sha256); also the name of the form field.
     #[arg(long, env = "CHUNKD_CHECKSUM", default_value = "md5", value_parser = parse_checksum)]
     pub checksum: ChecksumAlgo,
+    /// tus uploads are hashed whole as they arrive, with the checksum above,
+    /// for the upload JSON (false: not hashed, which saves the CPU of the
+    /// hash where it is the limit; their checksum is then null).
+    #[arg(long, env = "CHUNKD_HASH_TUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hash_tus: bool,
     /// Uploads are visible to their owner only (others get 404).
     #[arg(long, env = "CHUNKD_OWNER_RESTRICTED", default_value_t = true, action = clap::ArgAction::Set)]
     pub owner_restricted: bool,

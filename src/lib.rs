@@ -11,7 +11,7 @@ pub mod tokens;
 
 use anyhow::Context;
 use config::{ServeArgs, StoreArgs};
-use engine::Engine;
+use engine::{Engine, Hashing};
 use meta::{DieselStore, MetaStore};
 use std::io::Write;
 use std::sync::Arc;
@@ -92,6 +92,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         engine,
         anonymous: args.anonymous,
         trust_proxy: args.trust_proxy,
+        tus_hashing: if args.hash_tus {
+            Hashing::Whole
+        } else {
+            Hashing::Off
+        },
         max_requests: args.max_requests,
         active: Arc::default(),
         cors_origins: args.cors_origins.clone(),

@@ -59,6 +59,8 @@ enum Inner {
     Md5(Md5),
     Sha1(sha1::Sha1),
     Sha256(sha2::Sha256),
+    /// An upload not hashed whole: only its length is counted.
+    LengthOnly,
 }
 
 fn restore_state<H: SerializableState>(state: &[u8]) -> Option<H> {
@@ -74,6 +76,24 @@ impl Hasher {
             ChecksumAlgo::Sha256 => Inner::Sha256(sha2::Sha256::new()),
         };
         Hasher { inner, len: 0 }
+    }
+
+    /// For an upload that is not hashed whole: `len` bytes, no digest.
+    pub fn unhashed(len: u64) -> Self {
+        Hasher {
+            inner: Inner::LengthOnly,
+            len,
+        }
+    }
+
+    /// What it hashes with; None when it does not hash.
+    pub fn algo(&self) -> Option<ChecksumAlgo> {
+        match self.inner {
+            Inner::Md5(_) => Some(ChecksumAlgo::Md5),
+            Inner::Sha1(_) => Some(ChecksumAlgo::Sha1),
+            Inner::Sha256(_) => Some(ChecksumAlgo::Sha256),
+            Inner::LengthOnly => None,
+        }
     }
 
     fn from_md5(md5: Md5) -> Self {
@@ -93,6 +113,7 @@ impl Hasher {
             Inner::Md5(h) => h.update(data),
             Inner::Sha1(h) => h.update(data),
             Inner::Sha256(h) => h.update(data),
+            Inner::LengthOnly => {}
         }
         self.len += data.len() as u64;
     }
@@ -104,6 +125,7 @@ impl Hasher {
             Inner::Md5(h) => out.extend_from_slice(&h.save()),
             Inner::Sha1(h) => out.extend_from_slice(&h.serialize()),
             Inner::Sha256(h) => out.extend_from_slice(&h.serialize()),
+            Inner::LengthOnly => {}
         }
         out
     }
@@ -130,18 +152,19 @@ impl Hasher {
         (len <= offset).then_some(Hasher { inner, len })
     }
 
-    /// The digest of everything fed so far.
-    pub fn digest(self) -> Vec<u8> {
+    /// The digest of everything fed so far; None when it does not hash.
+    pub fn digest(self) -> Option<Vec<u8>> {
         match self.inner {
-            Inner::Md5(h) => h.finalize().to_vec(),
-            Inner::Sha1(h) => h.finalize().to_vec(),
-            Inner::Sha256(h) => h.finalize().to_vec(),
+            Inner::Md5(h) => Some(h.finalize().to_vec()),
+            Inner::Sha1(h) => Some(h.finalize().to_vec()),
+            Inner::Sha256(h) => Some(h.finalize().to_vec()),
+            Inner::LengthOnly => None,
         }
     }
 
     /// The lower-case hex digest of everything fed so far.
-    pub fn hex(self) -> String {
-        to_hex(&self.digest())
+    pub fn hex(self) -> Option<String> {
+        self.digest().map(|digest| to_hex(&digest))
     }
 }
 
@@ -152,6 +175,8 @@ impl Hasher {
 pub enum HashFeed {
     Lanes(Feed),
     Pool(Box<PoolFeed>),
+    /// Nothing to hash: the bytes are only counted, in place.
+    Unhashed(u64),
 }
 
 pub struct PoolFeed {
@@ -173,6 +198,7 @@ impl HashFeed {
                 Ok(feed) => return HashFeed::Lanes(feed),
                 Err(md5) => Hasher::from_md5(md5),
             },
+            Inner::LengthOnly => return HashFeed::Unhashed(hasher.len),
             _ => hasher,
         };
         HashFeed::Pool(Box::new(PoolFeed {
@@ -202,6 +228,7 @@ impl HashFeed {
                     ready
                 }));
             }
+            HashFeed::Unhashed(len) => *len += (*piece).as_ref().len() as u64,
         }
         Ok(())
     }
@@ -229,6 +256,7 @@ impl HashFeed {
                 .map(Hasher::from_md5)
                 .ok_or_else(lanes_stopped),
             HashFeed::Pool(pool) => Ok(pool.checkpoint.clone()),
+            HashFeed::Unhashed(len) => Ok(Hasher::unhashed(*len)),
         }
     }
 
@@ -246,6 +274,7 @@ impl HashFeed {
                     .hasher
                     .ok_or_else(|| EngineError::Internal("hasher missing from its feed".into())),
             },
+            HashFeed::Unhashed(len) => Ok(Hasher::unhashed(len)),
         }
     }
 }
@@ -274,12 +303,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unhashed_upload_counts_its_bytes_and_has_no_digest() {
+        let mut hasher = Hasher::unhashed(5);
+        hasher.update(b"abc");
+        assert_eq!(hasher.hashed_len(), 8);
+        assert_eq!(hasher.algo(), None);
+        assert_eq!(hasher.clone().digest(), None);
+        assert_eq!(hasher.hex(), None);
+    }
+
+    #[test]
     fn known_digests() {
         let mut md5 = Hasher::new(ChecksumAlgo::Md5);
         md5.update(b"hello chunked world! 0123456789 the end\n");
-        assert_eq!(md5.hex(), "6d29a9e5c8ea214320cd61f0fa34a6ce");
+        assert_eq!(md5.hex().unwrap(), "6d29a9e5c8ea214320cd61f0fa34a6ce");
         assert_eq!(
-            Hasher::new(ChecksumAlgo::Md5).hex(),
+            Hasher::new(ChecksumAlgo::Md5).hex().unwrap(),
             "d41d8cd98f00b204e9800998ecf8427e"
         );
     }

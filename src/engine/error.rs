@@ -33,6 +33,9 @@ pub enum EngineError {
     ChecksumRequired { algo: &'static str },
     #[error("checksum does not match")]
     ChecksumMismatch,
+    /// Created without a checksum of its whole (tus, `--hash-tus false`).
+    #[error("the upload is not hashed, so no checksum can be checked")]
+    Unhashed,
     #[error("only complete partial uploads can be concatenated")]
     NotConcatenable,
     #[error("the checksum of the request body does not match")]

@@ -157,6 +157,20 @@ fn check_filename(name: &str) -> EngineResult<()> {
 /// tus's mark of an upload made to be concatenated.
 pub const PARTIAL: &str = "partial";
 
+/// Whether a new upload is hashed whole as its bytes arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashing {
+    /// With the configured checksum, saved with every chunk, so that its
+    /// digest is known at completion.
+    Whole,
+    /// Not at all: the upload never has a checksum. Saves the hash's CPU
+    /// where the client checks nothing (tus with `--hash-tus false`).
+    Off,
+}
+
+/// The `checksum_algo` of an upload that is not hashed.
+const UNHASHED: &str = "none";
+
 /// What a client says of a new upload.
 #[derive(Debug, Clone, Default)]
 pub struct NewUpload {
@@ -221,13 +235,19 @@ impl Engine {
         &self.storage
     }
 
-    fn algo(&self, upload: &UploadRecord) -> EngineResult<ChecksumAlgo> {
-        ChecksumAlgo::parse(&upload.checksum_algo).ok_or_else(|| {
-            EngineError::Internal(format!(
-                "upload {} uses unknown checksum {}",
-                upload.id, upload.checksum_algo
-            ))
-        })
+    /// What the upload is hashed whole with; None when it is not.
+    fn algo(&self, upload: &UploadRecord) -> EngineResult<Option<ChecksumAlgo>> {
+        if upload.checksum_algo == UNHASHED {
+            return Ok(None);
+        }
+        ChecksumAlgo::parse(&upload.checksum_algo)
+            .map(Some)
+            .ok_or_else(|| {
+                EngineError::Internal(format!(
+                    "upload {} uses unknown checksum {}",
+                    upload.id, upload.checksum_algo
+                ))
+            })
     }
 
     fn key(upload: &UploadRecord) -> PartKey {
@@ -459,7 +479,9 @@ impl Engine {
     /// The saved hash state, caught up to `upload.offset` from the part
     /// file; the whole file is re-hashed when the state is unusable.
     async fn hasher_at(&self, upload: &UploadRecord) -> EngineResult<Hasher> {
-        let algo = self.algo(upload)?;
+        let Some(algo) = self.algo(upload)? else {
+            return Ok(Hasher::unhashed(upload.offset));
+        };
         let hasher = match Hasher::restore(algo, &upload.hash_state, upload.offset) {
             Some(hasher) => hasher,
             None => {
@@ -497,16 +519,29 @@ impl Engine {
         .await
     }
 
-    /// Receives the bytes of a new upload into a new part file. With
-    /// `exact_len` the body must have that length; without, it may have
-    /// any length up to the size and chunk limits.
-    pub async fn receive_new<S, E>(&self, rules: BodyRules, body: S) -> EngineResult<Staged>
+    /// A hasher for a new upload: with the configured checksum, or none.
+    fn whole_hasher(&self, hashing: Hashing) -> Hasher {
+        match hashing {
+            Hashing::Whole => Hasher::new(self.settings.checksum),
+            Hashing::Off => Hasher::unhashed(0),
+        }
+    }
+
+    /// Receives the bytes of a new upload into a new part file, hashed as
+    /// `hashing` says. The body follows `rules`: an exact length, or any
+    /// up to the size and chunk limits.
+    pub async fn receive_new<S, E>(
+        &self,
+        hashing: Hashing,
+        rules: BodyRules,
+        body: S,
+    ) -> EngineResult<Staged>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
         let (id, key, created_at, writer, guard) = self.new_part().await?;
-        let feed = HashFeed::open(Hasher::new(self.settings.checksum));
+        let feed = HashFeed::open(self.whole_hasher(hashing));
         let pumped = pump(writer, guard.clone(), 0, feed, self.intake(rules), body).await?;
         Ok(Staged {
             file: StagedFile {
@@ -600,7 +635,10 @@ impl Engine {
             total: new.total,
             offset: staged.len,
             complete: false,
-            checksum_algo: self.settings.checksum.name().to_owned(),
+            checksum_algo: hashed
+                .algo()
+                .map_or(UNHASHED, ChecksumAlgo::name)
+                .to_owned(),
             hash_state: hashed.save(),
             checksum: None,
             storage_dir: staged.key.dir.clone(),
@@ -672,12 +710,17 @@ impl Engine {
         checksum: Option<&str>,
     ) -> EngineResult<UploadRecord> {
         let digest = hasher.clone().hex();
-        if checksum.is_some_and(|given| !digest.eq_ignore_ascii_case(given.trim())) {
+        let matches = |given: &str| {
+            digest
+                .as_deref()
+                .is_some_and(|digest| digest.eq_ignore_ascii_case(given.trim()))
+        };
+        if checksum.is_some_and(|given| !matches(given)) {
             return Err(EngineError::ChecksumMismatch);
         }
         let mut record = self.new_record(&staged, caller, new, &hasher);
         record.complete = true;
-        record.checksum = Some(digest);
+        record.checksum = digest;
         record.completed_at = Some(Utc::now().trunc_subsecs(6));
         let (meta, storage, guard, key, row) = (
             self.meta.clone(),
@@ -704,6 +747,7 @@ impl Engine {
         &self,
         caller: &Caller,
         parts: &[Uuid],
+        hashing: Hashing,
         new: NewUpload,
     ) -> EngineResult<UploadRecord> {
         let mut sources = Vec::with_capacity(parts.len());
@@ -723,10 +767,12 @@ impl Engine {
             ..new
         };
         let (id, key, created_at, writer, guard) = self.new_part().await?;
-        let (storage, algo, job_guard) =
-            (self.storage.clone(), self.settings.checksum, guard.clone());
+        let (storage, mut hasher, job_guard) = (
+            self.storage.clone(),
+            self.whole_hasher(hashing),
+            guard.clone(),
+        );
         let hasher = run_blocking(move || {
-            let mut hasher = Hasher::new(algo);
             let mut buf = vec![0u8; 1 << 20];
             let mut pos = 0;
             for source in &sources {
@@ -838,7 +884,7 @@ impl Engine {
         checksum: Option<&str>,
     ) -> EngineResult<UploadRecord> {
         let seen = self.find(caller, id).await?;
-        let algo = self.algo(&seen)?;
+        let algo = self.algo(&seen)?.ok_or(EngineError::Unhashed)?;
         let given = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
         self.complete_checked(caller, seen, Some(given)).await
     }
@@ -885,7 +931,7 @@ impl Engine {
         }
         let hashed = self.final_hash(&upload).await;
         let digest = self.record_loss(&lock, id, hashed).await?.hex();
-        if !matches(&digest) {
+        if !digest.as_deref().map_or(given.is_none(), matches) {
             return Err(EngineError::ChecksumMismatch);
         }
         let completed_at = Utc::now().trunc_subsecs(6);
@@ -901,7 +947,7 @@ impl Engine {
         let finalized = run_blocking(move || Ok(storage.finalize(&key)?)).await;
         self.record_loss(&lock, id, finalized).await?;
         let marked = run_blocking(move || {
-            let marked = meta.mark_complete(id, &token, &checksum, completed_at)?;
+            let marked = meta.mark_complete(id, &token, checksum.as_deref(), completed_at)?;
             drop(lock);
             Ok(marked)
         })
@@ -910,7 +956,7 @@ impl Engine {
             return Err(EngineError::LeaseLost);
         }
         upload.complete = true;
-        upload.checksum = Some(digest);
+        upload.checksum = digest;
         upload.completed_at = Some(completed_at);
         Ok(upload)
     }

@@ -498,7 +498,7 @@ where
     pipeline.submit(true).await?;
     pipeline.settle_writes().await?;
     if let Some(BodyCheck { hasher, digest }) = check {
-        if hasher.digest() != digest {
+        if hasher.digest().as_ref() != Some(&digest) {
             return Err(EngineError::BodyChecksumMismatch);
         }
     }

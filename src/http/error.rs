@@ -139,6 +139,10 @@ impl ApiError {
                     detail(format!("Checksum of type '{algo}' is required")),
                 ),
                 E::ChecksumMismatch => (bad, detail("checksum does not match")),
+                E::Unhashed => (
+                    StatusCode::CONFLICT,
+                    detail("Upload was created without a checksum; complete it through tus"),
+                ),
                 E::TotalBelowOffset { total, offset } => (
                     bad,
                     detail(format!("Total size {total} is below the offset {offset}")),

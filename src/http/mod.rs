@@ -3,7 +3,7 @@
 pub mod auth;
 pub mod error;
 
-use crate::engine::{run_blocking, Engine};
+use crate::engine::{run_blocking, Engine, Hashing};
 use crate::protocol::{chunked, tus};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -19,6 +19,8 @@ pub struct AppState {
     pub engine: Engine,
     pub anonymous: bool,
     pub trust_proxy: bool,
+    /// Whether tus uploads are hashed whole.
+    pub tus_hashing: Hashing,
     pub max_requests: usize,
     /// Requests being served, across workers.
     pub active: Arc<AtomicUsize>,

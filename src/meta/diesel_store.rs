@@ -612,7 +612,7 @@ impl MetaStore for DieselStore {
         &self,
         id: Uuid,
         token: &str,
-        checksum: &str,
+        checksum: Option<&str>,
         completed_at: DateTime<Utc>,
     ) -> MetaResult<bool> {
         let (mut conn, _turn) = self.durable()?;

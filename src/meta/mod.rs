@@ -152,7 +152,7 @@ pub trait MetaStore: Send + Sync {
         &self,
         id: Uuid,
         token: &str,
-        checksum: &str,
+        checksum: Option<&str>,
         completed_at: DateTime<Utc>,
     ) -> MetaResult<bool>;
     /// Sets the total of an upload created without one; false if the lease

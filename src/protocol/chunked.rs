@@ -2,7 +2,7 @@
 //! requests, calls the engine, renders the upload JSON. No storage or
 //! database code here.
 
-use crate::engine::{BodyRules, EngineError, NewUpload, Progress, Staged};
+use crate::engine::{BodyRules, EngineError, Hashing, NewUpload, Progress, Staged};
 use crate::http::auth::caller;
 use crate::http::error::{ApiError, ApiResult, RequestError};
 use crate::http::{base_url, AppState};
@@ -60,7 +60,8 @@ fn timestamp(time: DateTime<Utc>) -> String {
 fn render(upload: &UploadRecord, base: &str) -> UploadJson {
     let url = format!("{base}/upload/{}/", upload.id);
     let checksum = Some(upload.checksum.clone());
-    let is_md5 = upload.checksum_algo == "md5";
+    // An upload that is not hashed says `"md5": null`.
+    let is_md5 = upload.checksum_algo != "sha256";
     UploadJson {
         id: upload.id.to_string(),
         file: format!("{url}file"),
@@ -326,7 +327,7 @@ async fn receive_form(
             if let Some(name) = fields.get("filename") {
                 engine.check_filename(name)?;
             }
-            Ok(engine.receive_new(rules, field).await?)
+            Ok(engine.receive_new(Hashing::Whole, rules, field).await?)
         }
     })
     .await?;
@@ -360,7 +361,7 @@ pub async fn create(
             engine.check_filename(&filename)?;
             (
                 engine
-                    .receive_new(BodyRules::exact(range.len), payload)
+                    .receive_new(Hashing::Whole, BodyRules::exact(range.len), payload)
                     .await?,
                 filename,
             )
@@ -407,7 +408,9 @@ pub async fn create_complete(
                 engine.check_total(len)?;
                 engine.check_chunk_len(len)?;
             }
-            let staged = engine.receive_new(BodyRules::unlimited(), payload).await?;
+            let staged = engine
+                .receive_new(Hashing::Whole, BodyRules::unlimited(), payload)
+                .await?;
             (staged, filename, Some(checksum))
         }
         Body::Multipart(form) => {
@@ -532,7 +535,11 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> ApiResult
     let caller = caller(&req, &state).await?;
     let (upload, reader) = state.engine.open_download(&caller, id).await?;
     let len = reader.size();
-    let etag = format!("\"{}\"", upload.checksum.as_deref().unwrap_or_default());
+    // A completed upload never changes: its id tags it when it has no checksum.
+    let etag = match &upload.checksum {
+        Some(checksum) => format!("\"{checksum}\""),
+        None => format!("\"{}\"", upload.id.simple()),
+    };
     let header_text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let matches_etag = |value: &str| {
         value

@@ -240,7 +240,9 @@ pub async fn create(
                 concat: Some(final_concat(&parts)),
                 ..NewUpload::default()
             };
-            let upload = engine.concat(&caller, &parts, new).await?;
+            let upload = engine
+                .concat(&caller, &parts, state.tus_hashing, new)
+                .await?;
             return Ok(created(&req, &state, &upload, false));
         }
     };
@@ -268,10 +270,14 @@ pub async fn create(
             engine.check_chunk_len(len)?;
         }
         let room = total.unwrap_or(engine.size_limit());
-        engine.receive_new(body_rules(&req, room)?, payload).await?
+        engine
+            .receive_new(state.tus_hashing, body_rules(&req, room)?, payload)
+            .await?
     } else {
         let nothing = futures_util::stream::empty::<Result<Bytes, Infallible>>();
-        engine.receive_new(BodyRules::exact(0), nothing).await?
+        engine
+            .receive_new(state.tus_hashing, BodyRules::exact(0), nothing)
+            .await?
     };
     let new = NewUpload {
         filename,

@@ -778,8 +778,116 @@ fn tus_js_client_uploads_resumes_and_parallelizes(backend: Backend) {
     real_client_uploads(backend, &[SIZES.as_slice(), &more].concat(), tus_js_command);
 }
 
+/// `--hash-tus false`: tus uploads are stored byte for byte, resumed after
+/// a restart, joined, and checked chunk by chunk, but have no checksum of
+/// their whole; uploads through `/upload/` are hashed all the same.
+fn unhashed_when_tus_hashing_is_off(backend: Backend) {
+    const OFF: &[&str] = &["--hash-tus", "false"];
+    let mut setup = Setup::new(backend, OFF);
+    let data = bytes(300_000, 21);
+    let path = create(&setup.client(), 300_000, "filename ZmFzdC5iaW4=");
+    let first = tus(
+        &setup.client(),
+        "PATCH",
+        &path,
+        &[STREAM, ("Upload-Offset", "0")],
+        &data[..100_000],
+    );
+    assert_eq!((first.status, offset_of(&first)), (204, 100_000));
+    // A chunk checksum is still checked: 460, and nothing kept.
+    let wrong = sha1_b64(b"other bytes");
+    let checked = format!("sha1 {wrong}");
+    let refused = tus(
+        &setup.client(),
+        "PATCH",
+        &path,
+        &[
+            STREAM,
+            ("Upload-Offset", "100000"),
+            ("Upload-Checksum", &checked),
+        ],
+        &data[100_000..150_000],
+    );
+    assert_eq!(refused.status, 460);
+    // A new server process resumes it from the row alone.
+    setup.server = Server::start(&setup.store, OFF);
+    let client = setup.client();
+    let head = tus(&client, "HEAD", &path, &[], b"");
+    assert_eq!(offset_of(&head), 100_000);
+    let right = format!("sha1 {}", sha1_b64(&data[100_000..]));
+    let rest = tus(
+        &client,
+        "PATCH",
+        &path,
+        &[
+            STREAM,
+            ("Upload-Offset", "100000"),
+            ("Upload-Checksum", &right),
+        ],
+        &data[100_000..],
+    );
+    assert_eq!((rest.status, offset_of(&rest)), (204, 300_000));
+    let id = path.trim_start_matches("/files/");
+    let json = client.get(&format!("/upload/{id}/")).json();
+    assert_eq!(
+        (json["status"].as_u64(), json["offset"].as_u64()),
+        (Some(2), Some(300_000))
+    );
+    assert!(json["md5"].is_null(), "{json}");
+    let file = client.get(&format!("/upload/{id}/file"));
+    assert_eq!(file.body, data);
+    let untagged = format!("\"{}\"", id.replace('-', ""));
+    assert_eq!(file.header("etag"), Some(untagged.as_str()));
+    // Completion with a checksum cannot check one: 409, and nothing changes.
+    let half = create(&client, 10, "");
+    let half_id = half.trim_start_matches("/files/");
+    tus(
+        &client,
+        "PATCH",
+        &half,
+        &[STREAM, ("Upload-Offset", "0")],
+        b"01234",
+    );
+    let completed = client.complete(half_id, &md5_hex(b"01234"));
+    assert_eq!(completed.status, 409, "{}", completed.text());
+    assert_eq!(offset_of(&tus(&client, "HEAD", &half, &[], b"")), 5);
+    // Joined parts are not hashed either.
+    let parts: Vec<String> = [&data[..1000], &data[1000..2500]]
+        .iter()
+        .map(|piece| {
+            let len = piece.len().to_string();
+            let resp = tus(
+                &client,
+                "POST",
+                "/files/",
+                &[
+                    ("Upload-Length", &len),
+                    ("Upload-Concat", "partial"),
+                    STREAM,
+                ],
+                piece,
+            );
+            assert_eq!(resp.status, 201);
+            format!("/files/{}", resp.location_id())
+        })
+        .collect();
+    let both = format!("final;{} {}", parts[0], parts[1]);
+    let joined = tus(&client, "POST", "/files/", &[("Upload-Concat", &both)], b"");
+    assert_eq!(joined.status, 201);
+    let joined_id = joined.location_id();
+    assert!(client.get(&format!("/upload/{joined_id}/")).json()["md5"].is_null());
+    assert_eq!(
+        client.get(&format!("/upload/{joined_id}/file")).body,
+        &data[..2500]
+    );
+    // The chunked protocol hashes its uploads all the same.
+    let chunked = client.upload("chunked.bin", &data, 64 * 1024);
+    assert_eq!(chunked["md5"].as_str(), Some(md5_hex(&data).as_str()));
+}
+
 both_backends!(
     core_protocol_and_extensions,
+    unhashed_when_tus_hashing_is_off,
     expired_uploads_are_gone,
     browsers_get_cors_and_proxied_locations,
     tuspy_uploads_and_resumes,
