@@ -10,6 +10,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -154,6 +155,56 @@ pub struct DieselStore {
     /// here instead of in SQLite's busy handler, which sleeps a millisecond
     /// and more between tries.
     sqlite_writer: Option<Mutex<()>>,
+    /// SQLite: chunk commits waiting for the writer's turn.
+    commit_queue: Option<Mutex<CommitQueue>>,
+}
+
+/// A chunk's new offset and hash state, for the upload whose lease `token`
+/// holds, if its offset is still `from`.
+struct ChunkCommit {
+    id: Uuid,
+    token: String,
+    from: u64,
+    to: u64,
+    hash_state: Vec<u8>,
+}
+
+impl ChunkCommit {
+    /// Whether it changed the row.
+    fn run(&self, conn: &mut AnyConnection) -> QueryResult<bool> {
+        Prepared(
+            diesel::update(
+                held(self.id, &self.token)
+                    .filter(uploads::upload_offset.eq(to_db(self.from)))
+                    .filter(uploads::status.eq(STATUS_UPLOADING)),
+            )
+            .set((
+                uploads::upload_offset.eq(to_db(self.to)),
+                uploads::hash_state.eq(&self.hash_state),
+                uploads::lock_token.eq(None::<String>),
+                uploads::lock_until.eq(None::<NaiveDateTime>),
+            ))
+            .returning(uploads::id),
+        )
+        .changed_row(conn)
+    }
+}
+
+/// SQLite's group commit. One writer commits at a time, and a durable
+/// commit waits for an fsync of the WAL; so the commits of concurrent
+/// uploads queue here, and whoever gets the writer's turn next commits all
+/// that are queued in one transaction, one fsync for them all. The others
+/// find their outcome here when their turn comes.
+#[derive(Default)]
+struct CommitQueue {
+    next_ticket: u64,
+    queued: Vec<(u64, ChunkCommit)>,
+    /// Outcomes of commits another request's transaction carried.
+    done: HashMap<u64, Result<bool, String>>,
+}
+
+fn lock_queue(queue: &Mutex<CommitQueue>) -> MutexGuard<'_, CommitQueue> {
+    queue.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -413,7 +464,69 @@ impl DieselStore {
             },
             url: url.clone(),
             sqlite_writer: matches!(url, DatabaseUrl::Sqlite(_)).then(|| Mutex::new(())),
+            commit_queue: matches!(url, DatabaseUrl::Sqlite(_)).then(Mutex::default),
         })
+    }
+
+    /// Commits `commit` with whatever else is queued (SQLite).
+    fn commit_queued(&self, queue: &Mutex<CommitQueue>, commit: ChunkCommit) -> MetaResult<bool> {
+        let ticket = {
+            let mut queued = lock_queue(queue);
+            let ticket = queued.next_ticket;
+            queued.next_ticket += 1;
+            queued.queued.push((ticket, commit));
+            ticket
+        };
+        // Connection first, then the turn, as every writer takes them.
+        let conn = checkout(&self.pool);
+        let (_turn, batch) = {
+            let turn = self
+                .sqlite_writer
+                .as_ref()
+                .map(|writer| writer.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut queued = lock_queue(queue);
+            if let Some(outcome) = queued.done.remove(&ticket) {
+                return outcome.map_err(MetaError::Commit);
+            }
+            (turn, std::mem::take(&mut queued.queued))
+        };
+        let mut conn = match conn {
+            Ok(conn) => conn,
+            Err(err) => {
+                // Nothing of the batch ran: the others commit it themselves.
+                lock_queue(queue)
+                    .queued
+                    .extend(batch.into_iter().filter(|(t, _)| *t != ticket));
+                return Err(err);
+            }
+        };
+        let outcomes = conn.transaction(|conn| {
+            batch
+                .iter()
+                .map(|(_, commit)| commit.run(conn))
+                .collect::<QueryResult<Vec<bool>>>()
+        });
+        let mut queued = lock_queue(queue);
+        let mut mine = None;
+        match outcomes {
+            Ok(outcomes) => {
+                for ((t, _), changed) in batch.iter().zip(outcomes) {
+                    if *t == ticket {
+                        mine = Some(changed);
+                    } else {
+                        queued.done.insert(*t, Ok(changed));
+                    }
+                }
+            }
+            Err(err) => {
+                let text = err.to_string();
+                for (t, _) in batch.iter().filter(|(t, _)| *t != ticket) {
+                    queued.done.insert(*t, Err(text.clone()));
+                }
+                return Err(err.into());
+            }
+        }
+        mine.ok_or_else(|| MetaError::Commit("the commit left its batch".into()))
     }
 
     pub fn url(&self) -> &DatabaseUrl {
@@ -589,23 +702,20 @@ impl MetaStore for DieselStore {
         to: u64,
         hash_state: &[u8],
     ) -> MetaResult<bool> {
+        let commit = ChunkCommit {
+            id,
+            token: token.to_owned(),
+            from,
+            to,
+            hash_state: hash_state.to_vec(),
+        };
+        if let Some(queue) = &self.commit_queue {
+            return self.commit_queued(queue, commit);
+        }
+        // PostgreSQL commits concurrent transactions with one WAL flush by
+        // itself.
         let (mut conn, _turn) = self.durable()?;
-        let committed = Prepared(
-            diesel::update(
-                held(id, token)
-                    .filter(uploads::upload_offset.eq(to_db(from)))
-                    .filter(uploads::status.eq(STATUS_UPLOADING)),
-            )
-            .set((
-                uploads::upload_offset.eq(to_db(to)),
-                uploads::hash_state.eq(hash_state),
-                uploads::lock_token.eq(None::<String>),
-                uploads::lock_until.eq(None::<NaiveDateTime>),
-            ))
-            .returning(uploads::id),
-        )
-        .changed_row(&mut conn)?;
-        Ok(committed)
+        Ok(commit.run(&mut conn)?)
     }
 
     fn mark_complete(
@@ -742,16 +852,18 @@ mod tests {
         }
     }
 
-    /// The lease, its renewal and release and the commit of a chunk run
-    /// from statements prepared once per connection, not once per chunk.
-    #[test]
-    fn chunk_updates_stay_prepared() {
-        diesel::connection::set_default_instrumentation(|| Some(Box::new(CountUpdates))).unwrap();
+    /// A new SQLite store with `connections` in its pool, in a directory
+    /// of its own (removed by the caller).
+    fn sqlite_store(connections: u32) -> (DieselStore, PathBuf) {
         let dir = std::env::temp_dir().join(format!("chunkd-meta-{}", Uuid::new_v4()));
-        let store =
-            DieselStore::open(&DatabaseUrl::Sqlite(dir.join("db.sqlite3")), 2, true).unwrap();
+        let url = DatabaseUrl::Sqlite(dir.join("db.sqlite3"));
+        let store = DieselStore::open(&url, connections, true).unwrap();
         store.migrate().unwrap();
-        let now = Utc::now();
+        (store, dir)
+    }
+
+    /// A new, empty upload of 30 bytes, recorded in `store`.
+    fn insert_upload(store: &DieselStore, now: DateTime<Utc>) -> UploadRecord {
         let upload = UploadRecord {
             id: Uuid::new_v4(),
             owner: None,
@@ -771,6 +883,17 @@ mod tests {
             concat: None,
         };
         store.insert_upload(&upload).unwrap();
+        upload
+    }
+
+    /// The lease, its renewal and release and the commit of a chunk run
+    /// from statements prepared once per connection, not once per chunk.
+    #[test]
+    fn chunk_updates_stay_prepared() {
+        diesel::connection::set_default_instrumentation(|| Some(Box::new(CountUpdates))).unwrap();
+        let (store, dir) = sqlite_store(2);
+        let now = Utc::now();
+        let upload = insert_upload(&store, now);
         let until = now + chrono::Duration::seconds(10);
         for chunk in 0..3u64 {
             for (token, commits) in [("released", false), ("committed", true)] {
@@ -796,6 +919,57 @@ mod tests {
         prepared.sort();
         prepared.dedup();
         assert_eq!(prepared.len(), 4, "{prepared:#?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Commits of many uploads at once, however they are grouped into
+    /// transactions, each change their own row as if alone: a commit whose
+    /// lease is gone changes nothing and fails alone.
+    #[test]
+    fn concurrent_commits_each_change_their_own_row() {
+        let (store, dir) = sqlite_store(4);
+        let now = Utc::now();
+        let until = now + chrono::Duration::seconds(10);
+        let uploads: Vec<UploadRecord> = (0..24).map(|_| insert_upload(&store, now)).collect();
+        for (n, upload) in uploads.iter().enumerate() {
+            let token = format!("lease{n}");
+            let lease = store.try_lease(upload.id, &Viewer::Anyone, &token, now, until);
+            assert!(matches!(lease, Ok(LeaseOutcome::Acquired(_))));
+        }
+        let barrier = std::sync::Barrier::new(uploads.len());
+        let committed: Vec<bool> = std::thread::scope(|scope| {
+            let commits: Vec<_> = uploads
+                .iter()
+                .enumerate()
+                .map(|(n, upload)| {
+                    let (store, barrier) = (&store, &barrier);
+                    scope.spawn(move || {
+                        // Every third commit holds no lease.
+                        let token = if n % 3 == 0 {
+                            "lost".to_owned()
+                        } else {
+                            format!("lease{n}")
+                        };
+                        barrier.wait();
+                        let state = [n as u8; 3];
+                        store
+                            .commit_chunk(upload.id, &token, 0, 10, &state)
+                            .unwrap()
+                    })
+                })
+                .collect();
+            commits.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        for (n, (upload, committed)) in uploads.iter().zip(committed).enumerate() {
+            let row = store.get_upload(upload.id).unwrap().unwrap();
+            if n % 3 == 0 {
+                assert!(!committed);
+                assert_eq!((row.offset, row.hash_state), (0, Vec::new()));
+            } else {
+                assert!(committed);
+                assert_eq!((row.offset, row.hash_state), (10, vec![n as u8; 3]));
+            }
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 

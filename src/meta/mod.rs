@@ -21,6 +21,9 @@ pub enum MetaError {
     Connection(String),
     #[error("database migration error: {0}")]
     Migration(String),
+    /// A commit that another request's transaction carried failed.
+    #[error("database commit failed: {0}")]
+    Commit(String),
     #[error("corrupt row {id}: {reason}")]
     CorruptRow { id: String, reason: String },
 }
