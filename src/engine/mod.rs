@@ -171,6 +171,12 @@ pub enum Hashing {
 /// The `checksum_algo` of an upload that is not hashed.
 const UNHASHED: &str = "none";
 
+/// Whether the checksum a client gave is an upload's digest (`None`: the
+/// upload is not hashed). Without one from the client, any digest will do.
+fn checksum_matches(digest: Option<&str>, given: Option<&str>) -> bool {
+    given.is_none_or(|given| digest.is_some_and(|d| d.eq_ignore_ascii_case(given.trim())))
+}
+
 /// What a client says of a new upload.
 #[derive(Debug, Clone, Default)]
 pub struct NewUpload {
@@ -710,12 +716,7 @@ impl Engine {
         checksum: Option<&str>,
     ) -> EngineResult<UploadRecord> {
         let digest = hasher.clone().hex();
-        let matches = |given: &str| {
-            digest
-                .as_deref()
-                .is_some_and(|digest| digest.eq_ignore_ascii_case(given.trim()))
-        };
-        if checksum.is_some_and(|given| !matches(given)) {
+        if !checksum_matches(digest.as_deref(), checksum) {
             return Err(EngineError::ChecksumMismatch);
         }
         let mut record = self.new_record(&staged, caller, new, &hasher);
@@ -903,9 +904,8 @@ impl Engine {
         seen: UploadRecord,
         given: Option<&str>,
     ) -> EngineResult<UploadRecord> {
-        let matches = |digest: &str| given.is_none_or(|g| digest.eq_ignore_ascii_case(g.trim()));
         let already = |upload: UploadRecord| {
-            if upload.checksum.as_deref().is_some_and(matches) {
+            if checksum_matches(upload.checksum.as_deref(), given) {
                 Ok(upload)
             } else {
                 Err(EngineError::AlreadyComplete)
@@ -931,7 +931,7 @@ impl Engine {
         }
         let hashed = self.final_hash(&upload).await;
         let digest = self.record_loss(&lock, id, hashed).await?.hex();
-        if !digest.as_deref().map_or(given.is_none(), matches) {
+        if !checksum_matches(digest.as_deref(), given) {
             return Err(EngineError::ChecksumMismatch);
         }
         let completed_at = Utc::now().trunc_subsecs(6);
@@ -1110,5 +1110,30 @@ impl AppendSession<'_> {
         upload.offset = to;
         upload.hash_state = state;
         Ok(upload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checksum_matches;
+
+    #[test]
+    fn a_given_checksum_must_be_the_digest() {
+        let digest = Some("6d29a9e5c8ea214320cd61f0fa34a6ce");
+        assert!(checksum_matches(
+            digest,
+            Some(" 6D29A9E5C8EA214320CD61F0FA34A6CE ")
+        ));
+        assert!(!checksum_matches(
+            digest,
+            Some("d41d8cd98f00b204e9800998ecf8427e")
+        ));
+        // An unhashed upload matches no checksum, but needs none.
+        assert!(!checksum_matches(
+            None,
+            Some("6d29a9e5c8ea214320cd61f0fa34a6ce")
+        ));
+        assert!(checksum_matches(None, None));
+        assert!(checksum_matches(digest, None));
     }
 }
