@@ -100,6 +100,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_requests: args.max_requests,
         active: Arc::default(),
         cors_origins: args.cors_origins.clone(),
+        known_tokens: Default::default(),
     });
     if !args.cleanup_interval.0.is_zero() {
         actix_web::rt::spawn(remove_expired_every(state.clone(), args.cleanup_interval.0));

@@ -14,7 +14,7 @@ mod write;
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
 
-use crate::meta::{ListQuery, MetaResult, MetaStore, UploadRecord, Viewer};
+use crate::meta::{ListQuery, MetaResult, MetaStore, Sees, UploadRecord, Viewer};
 use crate::storage::{PartKey, PartReader, PartStore, PartWriter, StorageError};
 use bytes::Bytes;
 use checksum::{HashFeed, Hasher};
@@ -81,7 +81,12 @@ pub struct EngineSettings {
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    Owner(String),
+    /// The holder of a token of `name`; every lease it takes checks that
+    /// the token (by its hash) still exists.
+    Owner {
+        name: String,
+        token_hash: String,
+    },
     Anonymous,
 }
 
@@ -267,7 +272,7 @@ impl Engine {
         match (&upload.owner, caller) {
             // Anonymous uploads are reachable through their URL alone.
             (None, _) => true,
-            (Some(owner), Caller::Owner(name)) if owner == name => true,
+            (Some(owner), Caller::Owner { name, .. }) if owner == name => true,
             _ => !self.settings.owner_restricted,
         }
     }
@@ -357,7 +362,7 @@ impl Engine {
     ) -> EngineResult<Vec<UploadRecord>> {
         let owner = match caller {
             _ if !self.settings.owner_restricted => None,
-            Caller::Owner(name) => Some(name.clone()),
+            Caller::Owner { name, .. } => Some(name.clone()),
             // Anonymous uploads are reachable only through their URL.
             Caller::Anonymous => return Ok(Vec::new()),
         };
@@ -372,11 +377,16 @@ impl Engine {
 
     /// Whose uploads `caller` may see.
     fn viewer(&self, caller: &Caller) -> Viewer {
-        match caller {
-            _ if !self.settings.owner_restricted => Viewer::Anyone,
-            Caller::Owner(name) => Viewer::Owner(Some(name.clone())),
-            Caller::Anonymous => Viewer::Owner(None),
-        }
+        let sees = match caller {
+            _ if !self.settings.owner_restricted => Sees::Everyone,
+            Caller::Owner { name, .. } => Sees::Owner(Some(name.clone())),
+            Caller::Anonymous => Sees::Owner(None),
+        };
+        let token_hash = match caller {
+            Caller::Owner { token_hash, .. } => Some(token_hash.clone()),
+            Caller::Anonymous => None,
+        };
+        Viewer { sees, token_hash }
     }
 
     /// Takes the locks of a visible upload, waiting up to the lock timeout,
@@ -634,7 +644,7 @@ impl Engine {
         UploadRecord {
             id: staged.id,
             owner: match caller {
-                Caller::Owner(name) => Some(name.clone()),
+                Caller::Owner { name, .. } => Some(name.clone()),
                 Caller::Anonymous => None,
             },
             filename: new.filename,
@@ -1027,7 +1037,7 @@ impl Engine {
             };
             let now = tokio::time::Instant::now();
             let (lock, upload) =
-                match UploadLock::lease(id, Viewer::Anyone, local, now, &self.locks, |_| Ok(()))
+                match UploadLock::lease(id, Viewer::SERVER, local, now, &self.locks, |_| Ok(()))
                     .await?
                 {
                     Leased::Held(lock, upload, _) => (lock, *upload),

@@ -1,16 +1,56 @@
 //! Who is calling: `Authorization: Token …` (as DRF) or `Bearer …`.
 
-use super::error::{ApiResult, RequestError};
+use super::error::{ApiError, ApiResult, RequestError};
 use super::AppState;
 use crate::engine::Caller;
 use crate::tokens::hash_token;
 use actix_web::http::header;
 use actix_web::HttpRequest;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-pub async fn caller(req: &HttpRequest, state: &AppState) -> ApiResult<Caller> {
+/// Tokens remembered at most; past it the memory starts afresh.
+const KNOWN_TOKENS_MAX: usize = 4096;
+
+/// The owners of tokens found valid, by token hash. A token's owner never
+/// changes, so an entry can only go stale by the token being revoked, and
+/// the only requests that trust an entry are appends, whose lease checks
+/// in its own statement that the token still exists: each chunk then costs
+/// one statement less.
+#[derive(Default)]
+pub struct KnownTokens(Mutex<HashMap<String, String>>);
+
+impl KnownTokens {
+    fn get(&self, token_hash: &str) -> Option<String> {
+        self.map().get(token_hash).cloned()
+    }
+
+    fn remember(&self, token_hash: &str, owner: Option<&str>) {
+        let mut map = self.map();
+        match owner {
+            Some(owner) => {
+                if map.len() >= KNOWN_TOKENS_MAX {
+                    map.clear();
+                }
+                map.insert(token_hash.to_owned(), owner.to_owned());
+            }
+            None => {
+                map.remove(token_hash);
+            }
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The hash of the request's token; None for a request without one, if
+/// the server takes anonymous requests.
+fn presented(req: &HttpRequest, state: &AppState) -> ApiResult<Option<String>> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return if state.anonymous {
-            Ok(Caller::Anonymous)
+            Ok(None)
         } else {
             Err(RequestError::Unauthenticated.into())
         };
@@ -23,12 +63,69 @@ pub async fn caller(req: &HttpRequest, state: &AppState) -> ApiResult<Caller> {
     if !scheme.eq_ignore_ascii_case("token") && !scheme.eq_ignore_ascii_case("bearer") {
         return Err(RequestError::InvalidToken.into());
     }
-    let token_hash = hash_token(token.trim());
-    let owner = state
-        .engine
-        .read_meta(move |meta| meta.token_owner(&token_hash))
-        .await?;
-    owner
-        .map(Caller::Owner)
-        .ok_or_else(|| RequestError::InvalidToken.into())
+    Ok(Some(hash_token(token.trim())))
+}
+
+/// The owner of a token, looked up in the database (and remembered).
+async fn look_up(state: &AppState, token_hash: String) -> ApiResult<Caller> {
+    let owner = {
+        let token_hash = token_hash.clone();
+        state
+            .engine
+            .read_meta(move |meta| meta.token_owner(&token_hash))
+            .await?
+    };
+    state.known_tokens.remember(&token_hash, owner.as_deref());
+    match owner {
+        Some(name) => Ok(Caller::Owner { name, token_hash }),
+        None => Err(RequestError::InvalidToken.into()),
+    }
+}
+
+/// The caller, its token looked up.
+pub async fn caller(req: &HttpRequest, state: &AppState) -> ApiResult<Caller> {
+    match presented(req, state)? {
+        Some(token_hash) => look_up(state, token_hash).await,
+        None => Ok(Caller::Anonymous),
+    }
+}
+
+/// The caller of an append to an existing upload: the owner of a token
+/// found valid before, without a lookup (the lease checks the token).
+pub struct Appender {
+    pub caller: Caller,
+    remembered: bool,
+}
+
+impl Appender {
+    pub async fn of(req: &HttpRequest, state: &AppState) -> ApiResult<Appender> {
+        let Some(token_hash) = presented(req, state)? else {
+            return Ok(Appender {
+                caller: Caller::Anonymous,
+                remembered: false,
+            });
+        };
+        let (caller, remembered) = match state.known_tokens.get(&token_hash) {
+            Some(name) => (Caller::Owner { name, token_hash }, true),
+            None => (look_up(state, token_hash).await?, false),
+        };
+        Ok(Appender { caller, remembered })
+    }
+
+    /// `outcome`, unless it failed and the remembered token turns out to
+    /// be revoked: then the answer is the one an unknown token gets (a
+    /// lease refused for a revoked token reads as a missing upload).
+    pub async fn confirm<T, E: From<ApiError>>(
+        &self,
+        state: &AppState,
+        outcome: Result<T, E>,
+    ) -> Result<T, E> {
+        match (&outcome, &self.caller) {
+            (Err(_), Caller::Owner { token_hash, .. }) if self.remembered => {
+                look_up(state, token_hash.clone()).await?;
+                outcome
+            }
+            _ => outcome,
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub struct AppState {
     pub active: Arc<AtomicUsize>,
     /// Origins browsers may call from (`*`: any); none by default.
     pub cors_origins: Vec<String>,
+    pub known_tokens: auth::KnownTokens,
 }
 
 impl AppState {

@@ -3,7 +3,8 @@
 
 use super::schema::{tokens, uploads};
 use super::{
-    LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, TokenRecord, UploadRecord, Viewer,
+    LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, Sees, TokenRecord, UploadRecord,
+    Viewer,
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
@@ -377,16 +378,24 @@ fn lease_on(
 ) -> MetaResult<LeaseOutcome> {
     use diesel::sql_types::Bool;
     use diesel::IntoSql;
-    let (everyone, owner) = match viewer {
-        Viewer::Anyone => (true, ""),
+    let (everyone, owner) = match &viewer.sees {
+        Sees::Everyone => (true, ""),
         // Owners are never empty: "" matches ownerless uploads only.
-        Viewer::Owner(owner) => (false, owner.as_deref().unwrap_or("")),
+        Sees::Owner(owner) => (false, owner.as_deref().unwrap_or("")),
+    };
+    let (tokenless, token_hash) = match &viewer.token_hash {
+        None => (true, ""),
+        Some(hash) => (false, hash.as_str()),
     };
     let id = id.to_string();
+    // One statement shape for every viewer (prepared once), its flags bound.
     let visible = uploads::owner
         .is_null()
         .or(uploads::owner.eq(owner))
-        .or(everyone.into_sql::<Bool>());
+        .or(everyone.into_sql::<Bool>())
+        .and(tokenless.into_sql::<Bool>().or(diesel::dsl::exists(
+            tokens::table.filter(tokens::token_hash.eq(token_hash)),
+        )));
     let taken = Prepared(
         diesel::update(
             uploads::table
@@ -886,6 +895,44 @@ mod tests {
         upload
     }
 
+    /// A lease for a token holder is taken only while the token exists.
+    #[test]
+    fn a_lease_needs_the_callers_token() {
+        let (store, dir) = sqlite_store(2);
+        let now = Utc::now();
+        let until = now + chrono::Duration::seconds(10);
+        let upload = insert_upload(&store, now);
+        let (record, _) = crate::tokens::create_token(&store, "alice").unwrap();
+        let holder = |token_hash: &str| Viewer {
+            sees: Sees::Owner(Some("alice".into())),
+            token_hash: Some(token_hash.into()),
+        };
+        let lease = |viewer: &Viewer, token: &str| {
+            store
+                .try_lease(upload.id, viewer, token, now, until)
+                .unwrap()
+        };
+        assert!(matches!(
+            lease(&holder(&record.token_hash), "a"),
+            LeaseOutcome::Acquired(_)
+        ));
+        // Held: busy for a valid token, missing for any other.
+        assert_eq!(lease(&holder(&record.token_hash), "b"), LeaseOutcome::Busy);
+        assert_eq!(lease(&holder("0f"), "b"), LeaseOutcome::Missing);
+        store.release_lease(upload.id, "a").unwrap();
+        assert_eq!(lease(&holder("0f"), "b"), LeaseOutcome::Missing);
+        assert!(store.delete_token(&record.id).unwrap());
+        assert_eq!(
+            lease(&holder(&record.token_hash), "b"),
+            LeaseOutcome::Missing
+        );
+        assert!(matches!(
+            lease(&Viewer::SERVER, "b"),
+            LeaseOutcome::Acquired(_)
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// The lease, its renewal and release and the commit of a chunk run
     /// from statements prepared once per connection, not once per chunk.
     #[test]
@@ -897,7 +944,7 @@ mod tests {
         let until = now + chrono::Duration::seconds(10);
         for chunk in 0..3u64 {
             for (token, commits) in [("released", false), ("committed", true)] {
-                let lease = store.try_lease(upload.id, &Viewer::Anyone, token, now, until);
+                let lease = store.try_lease(upload.id, &Viewer::SERVER, token, now, until);
                 assert!(matches!(lease, Ok(LeaseOutcome::Acquired(_))));
                 assert!(store.renew_lease(upload.id, token, until).unwrap());
                 if commits {
@@ -933,7 +980,7 @@ mod tests {
         let uploads: Vec<UploadRecord> = (0..24).map(|_| insert_upload(&store, now)).collect();
         for (n, upload) in uploads.iter().enumerate() {
             let token = format!("lease{n}");
-            let lease = store.try_lease(upload.id, &Viewer::Anyone, &token, now, until);
+            let lease = store.try_lease(upload.id, &Viewer::SERVER, &token, now, until);
             assert!(matches!(lease, Ok(LeaseOutcome::Acquired(_))));
         }
         let barrier = std::sync::Barrier::new(uploads.len());

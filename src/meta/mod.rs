@@ -79,15 +79,33 @@ pub enum LeaseOutcome {
     /// The lease is ours; the row as it is under it.
     Acquired(Box<UploadRecord>),
     Busy,
-    /// No such upload, or none the viewer may see.
+    /// No such upload, or none the viewer may see, or the viewer's token
+    /// is gone.
     Missing,
 }
 
-/// Whose uploads a lookup may return.
+/// Whose uploads a lease may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Viewer {
-    /// Everyone's (owners are not restricted).
-    Anyone,
+pub struct Viewer {
+    pub sees: Sees,
+    /// The hash of the caller's token, if it has one: the lease is taken
+    /// only while the token exists, checked in the same statement, so a
+    /// caller known from an earlier request needs no lookup of its own.
+    pub token_hash: Option<String>,
+}
+
+impl Viewer {
+    /// The server itself (cleanup).
+    pub const SERVER: Viewer = Viewer {
+        sees: Sees::Everyone,
+        token_hash: None,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sees {
+    /// Everyone's uploads (owners are not restricted).
+    Everyone,
     /// Uploads without an owner, and this owner's (None: an anonymous
     /// caller, who sees ownerless uploads only).
     Owner(Option<String>),

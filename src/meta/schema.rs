@@ -32,3 +32,6 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+// A lease checks the caller's token in its own statement.
+diesel::allow_tables_to_appear_in_same_query!(uploads, tokens);

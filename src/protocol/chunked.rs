@@ -2,8 +2,8 @@
 //! requests, calls the engine, renders the upload JSON. No storage or
 //! database code here.
 
-use crate::engine::{BodyRules, EngineError, Hashing, NewUpload, Progress, Staged};
-use crate::http::auth::caller;
+use crate::engine::{BodyRules, Caller, EngineError, Hashing, NewUpload, Progress, Staged};
+use crate::http::auth::{caller, Appender};
 use crate::http::error::{ApiError, ApiResult, RequestError};
 use crate::http::{base_url, AppState};
 use crate::meta::UploadRecord;
@@ -433,26 +433,38 @@ pub async fn append(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     let id = upload_id(&req)?;
-    let caller = caller(&req, &state).await?;
+    let appender = Appender::of(&req, &state).await?;
+    let appended = append_as(&appender.caller, id, &req, payload, &state).await;
+    appender.confirm(&state, appended).await
+}
+
+/// `append`, once the caller is known.
+async fn append_as(
+    caller: &Caller,
+    id: Uuid,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> ApiResult<HttpResponse> {
     let engine = &state.engine;
-    let range = chunk_range(&req)?;
+    let range = chunk_range(req)?;
     engine.check_total(range.total)?;
     engine.check_chunk_len(range.len)?;
     let rules = BodyRules::exact(range.len);
-    let body = body(&req, payload)?;
+    let body = body(req, payload)?;
     match &body {
-        Body::Raw(_) => check_raw_length(&req, range.len)?,
+        Body::Raw(_) => check_raw_length(req, range.len)?,
         Body::Form { .. } => return Err(RequestError::NoChunk.into()),
         Body::Multipart(_) => {}
     }
     let session = engine
-        .begin_append(&caller, id, range.start, Some(range.total))
+        .begin_append(caller, id, range.start, Some(range.total))
         .await?;
     let upload = match body {
         Body::Raw(payload) => session.write(rules, payload).await?,
         Body::Multipart(form) => {
             let mut session = Some(session);
-            let form = read_form(form, state_wait(&state), |_, field| {
+            let form = read_form(form, state_wait(state), |_, field| {
                 let session = session.take();
                 let rules = rules.clone();
                 async move {
@@ -466,7 +478,7 @@ pub async fn append(
         }
         Body::Form { .. } => return Err(RequestError::NoChunk.into()),
     };
-    Ok(upload_response(&req, &state, &upload))
+    Ok(upload_response(req, state, &upload))
 }
 
 /// `POST /upload/{id}/`: completes an upload with its checksum.

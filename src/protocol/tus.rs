@@ -4,8 +4,8 @@
 //! complete when its last byte is in; it is then an upload like any other
 //! (listed under `/upload/`, downloaded from `/upload/{id}/file`).
 
-use crate::engine::{BodyLength, BodyRules, ChecksumAlgo, EngineError, NewUpload, PARTIAL};
-use crate::http::auth::caller;
+use crate::engine::{BodyLength, BodyRules, Caller, ChecksumAlgo, EngineError, NewUpload, PARTIAL};
+use crate::http::auth::{caller, Appender};
 use crate::http::error::ApiError;
 use crate::http::{base_url, AppState};
 use crate::meta::UploadRecord;
@@ -375,28 +375,40 @@ pub async fn patch(
 ) -> TusResult<HttpResponse> {
     check_version(&req)?;
     let id = upload_id(&req)?;
-    let caller = caller(&req, &state).await?;
-    if !is_offset_stream(&req) {
+    let appender = Appender::of(&req, &state).await?;
+    let patched = patch_as(&appender.caller, id, &req, payload, &state).await;
+    appender.confirm(&state, patched).await
+}
+
+/// `patch`, once the caller is known.
+async fn patch_as(
+    caller: &Caller,
+    id: Uuid,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> TusResult<HttpResponse> {
+    if !is_offset_stream(req) {
         return Err(TusError::WrongContentType);
     }
-    let offset = header_text(&req, "Upload-Offset")
+    let offset = header_text(req, "Upload-Offset")
         .and_then(parse_tus_number)
         .ok_or(TusError::BadRequest("Missing or invalid Upload-Offset"))?;
-    body_checksum(&req)?;
+    body_checksum(req)?;
     // A deferred length is told with a later PATCH.
-    let total = match header_text(&req, "Upload-Length") {
+    let total = match header_text(req, "Upload-Length") {
         Some(length) => {
             Some(parse_tus_number(length).ok_or(TusError::BadRequest("Invalid Upload-Length"))?)
         }
         None => None,
     };
     let engine = &state.engine;
-    if let Some(len) = content_length(&req) {
+    if let Some(len) = content_length(req) {
         engine.check_chunk_len(len)?;
     }
-    let session = match engine.begin_append(&caller, id, offset, total).await {
+    let session = match engine.begin_append(caller, id, offset, total).await {
         Err(EngineError::AlreadyComplete) => {
-            let upload = engine.get(&caller, id).await?;
+            let upload = engine.get(caller, id).await?;
             if upload.concat.as_deref().is_some_and(|c| c != PARTIAL) {
                 return Err(TusError::PatchOfFinal);
             }
@@ -406,12 +418,12 @@ pub async fn patch(
     };
     let limit = session.upload().total.unwrap_or(engine.size_limit());
     let room = limit - offset;
-    if content_length(&req).is_some_and(|len| len > room) {
+    if content_length(req).is_some_and(|len| len > room) {
         return Err(EngineError::TooLarge { limit }.into());
     }
-    let mut upload = session.write(body_rules(&req, room)?, payload).await?;
+    let mut upload = session.write(body_rules(req, room)?, payload).await?;
     if upload.total == Some(upload.offset) {
-        upload = engine.finish(&caller, id).await?;
+        upload = engine.finish(caller, id).await?;
     }
     let mut response = HttpResponse::NoContent();
     tus_headers(&mut response);

@@ -50,7 +50,7 @@ fn kill_nine_at_random_moments(backend: Backend) {
 }
 
 fn kill_nine_without_sync(backend: Backend) {
-    kill_nine(backend, &["--sync", "false"], 15, 3);
+    kill_nine(backend, &["--sync", "false"], 25, 4);
 }
 
 /// `rounds` kills of a server started with `FLAGS` and `extra`, of which
