@@ -16,7 +16,10 @@
 //!
 //! A part of it, by comma lists in CHUNKD_BENCH_BACKENDS (sqlite,postgres),
 //! CHUNKD_BENCH_PROTOCOLS (chunked,tus,tus-unhashed), CHUNKD_BENCH_SYNC (on,off) and
-//! CHUNKD_BENCH_SCENARIOS (a,b,c; d comes with a).
+//! CHUNKD_BENCH_SCENARIOS (a,b,c; d comes with a). CHUNKD_BENCH_ROUNDS=n
+//! runs all of it n times over (each round measures the machine again) and
+//! ends with each figure's median and range: on a shared machine one run's
+//! figures drift by a third.
 
 #[path = "../tests/api/common.rs"]
 mod common;
@@ -172,8 +175,8 @@ fn upload(
     (id, latencies)
 }
 
+#[derive(Clone)]
 struct Row {
-    label: String,
     bytes: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
@@ -186,14 +189,20 @@ struct Row {
     database_cpu: Option<Duration>,
 }
 
-fn print_row(backend: &str, row: &mut Row) {
-    row.latencies.sort();
+impl Row {
+    fn mb_per_s(&self) -> f64 {
+        mb_per_s(self.bytes, self.elapsed)
+    }
+}
+
+fn print_row(head: &str, row: &Row) {
+    let mut latencies = row.latencies.clone();
+    latencies.sort();
     println!(
-        "{backend:<9} {:<48} {:>6.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB  server CPU {:>4.2} s{}",
-        row.label,
-        mb_per_s(row.bytes, row.elapsed),
-        percentile(&row.latencies, 0.5),
-        percentile(&row.latencies, 0.99),
+        "{head} {:>6.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB  server CPU {:>4.2} s{}",
+        row.mb_per_s(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
         row.peak_rss >> 20,
         row.server_cpu.as_secs_f64(),
         row.database_cpu
@@ -227,6 +236,7 @@ fn picked(var: &str, all: &str) -> Vec<String> {
         .unwrap_or_else(|_| all.into())
         .split(',')
         .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
         .collect()
 }
 
@@ -333,7 +343,6 @@ impl Running {
             _ => None,
         };
         Row {
-            label: String::new(),
             bytes,
             elapsed,
             latencies,
@@ -365,34 +374,137 @@ impl Running {
     }
 }
 
-fn main() {
-    let backends = picked("CHUNKD_BENCH_BACKENDS", "sqlite,postgres");
-    let protocols = picked("CHUNKD_BENCH_PROTOCOLS", "chunked,tus,tus-unhashed");
-    let syncs = picked("CHUNKD_BENCH_SYNC", "on,off");
-    let scenarios = picked("CHUNKD_BENCH_SCENARIOS", "a,b,c");
-    let rustus = std::env::var_os("CHUNKD_BENCH_RUSTUS").map(std::path::PathBuf::from);
-    let mut subjects: Vec<Subject> = backends
-        .iter()
-        .map(|b| match b.as_str() {
-            "sqlite" => Subject::Chunkd(Backend::Sqlite),
-            "postgres" => Subject::Chunkd(Backend::Postgres),
-            other => panic!("unknown backend {other}"),
-        })
-        .collect();
-    subjects.extend(rustus.as_deref().map(Subject::Rustus));
-    let scratch = TempDir::new("bench");
-    let source = scratch.0.join("source.bin");
-    {
-        let mut file = File::create(&source).unwrap();
-        for n in 0..GIB / MIB {
-            file.write_all(&bytes(MIB as usize, n)).unwrap();
-        }
-        file.sync_all().unwrap();
+/// One scenario of one subject, protocol and sync setting.
+#[derive(Clone, Copy)]
+struct Case<'a> {
+    subject: Subject<'a>,
+    protocol: Protocol,
+    sync: bool,
+    scenario: char,
+}
+
+impl Case<'_> {
+    fn label(&self, text: &str) -> String {
+        let note = if self.sync { "" } else { ", no fdatasync" };
+        format!("{} {text}{note}", self.protocol.name())
     }
-    // Warm the page cache, then measure the machine.
-    md5sum(&source);
-    let (md5, md5_took) = md5sum(&source);
-    let plain = scratch.0.join("plain.bin");
+
+    /// Runs it on a fresh server; its row, and (d) after (a) synced on the
+    /// chunked protocol.
+    fn run(&self, file: &File, md5: &str) -> Vec<Line> {
+        let flags: Vec<&str> = [
+            self.subject.sync_flags(self.sync),
+            self.protocol.server_flags(),
+        ]
+        .concat();
+        let name = self.subject.name();
+        let line = |label: String, figures| Line {
+            subject: name.clone(),
+            label,
+            figures,
+        };
+        let (text, chunk) = match self.scenario {
+            'a' => ("(a) 1 GiB in 8 MiB chunks", 8 * MIB),
+            'b' => ("(b) 1 GiB in 1 MiB chunks", MIB),
+            _ => {
+                let row = concurrent(self.subject, file, self.protocol, &flags);
+                let label = self.label("(c) 64 x 16 MiB at once, 1 MiB chunks");
+                return vec![line(label, Figures::Row(row))];
+            }
+        };
+        let (row, completion) = sequential(self.subject, file, md5, (chunk, self.protocol), &flags);
+        let mut lines = vec![line(self.label(text), Figures::Row(row))];
+        if let Some(took) = completion.filter(|_| self.scenario == 'a' && self.sync) {
+            let label = self.label("(d) completion POST of 1 GiB");
+            lines.push(line(label, Figures::Completion(took)));
+        }
+        lines
+    }
+}
+
+/// One printed figure of a round.
+struct Line {
+    subject: String,
+    label: String,
+    figures: Figures,
+}
+
+enum Figures {
+    Row(Row),
+    Completion(Duration),
+    /// md5sum and a plain write with fdatasync, in MB/s.
+    Machine(f64, f64),
+}
+
+impl Line {
+    fn print(&self) {
+        let head = format!("{:<9} {:<48}", self.subject, self.label);
+        match &self.figures {
+            Figures::Row(row) => print_row(&head, row),
+            Figures::Completion(took) => println!("{head} {:.1} ms", took.as_secs_f64() * 1e3),
+            Figures::Machine(md5, write) => println!(
+                "machine   md5sum of 1 GiB: {md5:.0} MB/s; plain write of 1 GiB + fdatasync: {write:.0} MB/s"
+            ),
+        }
+    }
+}
+
+/// The median, lowest and highest of some figures, with `decimals`.
+fn spread(mut values: Vec<f64>, decimals: usize) -> String {
+    values.sort_by(f64::total_cmp);
+    let (low, median, high) = (
+        values[0],
+        values[values.len() / 2],
+        values[values.len() - 1],
+    );
+    format!("{median:>6.decimals$} [{low:.decimals$}-{high:.decimals$}]")
+}
+
+impl Figures {
+    /// What the summary gives the spread of.
+    fn numbers(&self) -> Vec<f64> {
+        match self {
+            Figures::Row(row) => vec![
+                row.mb_per_s(),
+                (row.peak_rss >> 20) as f64,
+                row.server_cpu.as_secs_f64(),
+            ],
+            Figures::Completion(took) => vec![took.as_secs_f64() * 1e3],
+            Figures::Machine(md5, write) => vec![*md5, *write],
+        }
+    }
+}
+
+/// After several rounds: each figure's median and range over them.
+fn print_summary(rounds: &[Vec<Line>]) {
+    println!("\nover {} rounds: median [lowest-highest]", rounds.len());
+    for (i, first) in rounds[0].iter().enumerate() {
+        let numbers: Vec<Vec<f64>> = rounds.iter().map(|r| r[i].figures.numbers()).collect();
+        let of =
+            |n: usize, decimals| spread(numbers.iter().map(|each| each[n]).collect(), decimals);
+        let head = format!("{:<9} {:<48}", first.subject, first.label);
+        match first.figures {
+            Figures::Row(_) => println!(
+                "{head} {} MB/s  peak RSS {} MiB  server CPU {} s",
+                of(0, 0),
+                of(1, 0),
+                of(2, 2)
+            ),
+            Figures::Completion(_) => println!("{head} {} ms", of(0, 1)),
+            Figures::Machine(..) => println!(
+                "machine   md5sum of 1 GiB: {} MB/s; plain write of 1 GiB + fdatasync: {} MB/s",
+                of(0, 0),
+                of(1, 0)
+            ),
+        }
+    }
+}
+
+/// md5sum of `source` and a plain write of as many bytes, in MB/s.
+fn machine(source: &Path, scratch: &Path) -> (String, Line) {
+    md5sum(source);
+    let (md5, md5_took) = md5sum(source);
+    let plain = scratch.join("plain.bin");
     let data = bytes(MIB as usize, 7);
     let began = Instant::now();
     {
@@ -404,61 +516,91 @@ fn main() {
     }
     let write_took = began.elapsed();
     std::fs::remove_file(&plain).unwrap();
-    println!(
-        "machine   md5sum of 1 GiB: {:.0} MB/s; plain write of 1 GiB + fdatasync: {:.0} MB/s",
-        mb_per_s(GIB, md5_took),
-        mb_per_s(GIB, write_took)
-    );
+    let figures = Figures::Machine(mb_per_s(GIB, md5_took), mb_per_s(GIB, write_took));
+    let line = Line {
+        subject: "machine".into(),
+        label: String::new(),
+        figures,
+    };
+    (md5, line)
+}
 
-    let file = File::open(&source).unwrap();
-    for subject in subjects {
-        let name = subject.name();
+fn main() {
+    let backends = picked("CHUNKD_BENCH_BACKENDS", "sqlite,postgres");
+    let protocols = picked("CHUNKD_BENCH_PROTOCOLS", "chunked,tus,tus-unhashed");
+    let syncs = picked("CHUNKD_BENCH_SYNC", "on,off");
+    let scenarios = picked("CHUNKD_BENCH_SCENARIOS", "a,b,c");
+    let rounds: usize = std::env::var("CHUNKD_BENCH_ROUNDS")
+        .map(|n| n.parse().expect("CHUNKD_BENCH_ROUNDS: a number"))
+        .unwrap_or(1)
+        .max(1);
+    let rustus = std::env::var_os("CHUNKD_BENCH_RUSTUS").map(std::path::PathBuf::from);
+    let mut subjects: Vec<Subject> = backends
+        .iter()
+        .map(|b| match b.as_str() {
+            "sqlite" => Subject::Chunkd(Backend::Sqlite),
+            "postgres" => Subject::Chunkd(Backend::Postgres),
+            other => panic!("unknown backend {other}"),
+        })
+        .collect();
+    subjects.extend(rustus.as_deref().map(Subject::Rustus));
+    let mut cases = Vec::new();
+    for &subject in &subjects {
         for protocol in Protocol::ALL {
-            let protocol_name = protocol.name();
             // rustus speaks tus and hashes nothing: its rows are the tus ones.
             let speaks = match subject {
                 Subject::Chunkd(_) => true,
                 Subject::Rustus(_) => protocol == Protocol::Tus,
             };
-            if !speaks || !protocols.iter().any(|p| p == protocol_name) {
+            if !speaks || !protocols.iter().any(|p| p == protocol.name()) {
                 continue;
             }
-            for (sync, note) in [("on", ""), ("off", ", no fdatasync")] {
-                if !syncs.iter().any(|s| s == sync) {
+            for sync in [true, false] {
+                if !syncs.iter().any(|s| s == if sync { "on" } else { "off" }) {
                     continue;
                 }
-                let flags: Vec<&str> =
-                    [subject.sync_flags(sync == "on"), protocol.server_flags()].concat();
-                let flags = flags.as_slice();
-                let label = |text: &str| format!("{protocol_name} {text}{note}");
-                for (scenario, text, chunk) in [
-                    ("a", "(a) 1 GiB in 8 MiB chunks", 8 * MIB),
-                    ("b", "(b) 1 GiB in 1 MiB chunks", MIB),
-                ] {
-                    if !scenarios.iter().any(|s| s == scenario) {
-                        continue;
+                for scenario in ['a', 'b', 'c'] {
+                    if scenarios.iter().any(|s| s == &scenario.to_string()) {
+                        cases.push(Case {
+                            subject,
+                            protocol,
+                            sync,
+                            scenario,
+                        });
                     }
-                    let (mut row, completion) =
-                        sequential(subject, &file, &md5, (chunk, protocol), flags);
-                    row.label = label(text);
-                    print_row(&name, &mut row);
-                    if let Some(completion) =
-                        completion.filter(|_| chunk == 8 * MIB && note.is_empty())
-                    {
-                        println!(
-                            "{name:<9} {:<48} {:.1} ms",
-                            label("(d) completion POST of 1 GiB"),
-                            completion.as_secs_f64() * 1e3
-                        );
-                    }
-                }
-                if scenarios.iter().any(|s| s == "c") {
-                    let mut row = concurrent(subject, &file, protocol, flags);
-                    row.label = label("(c) 64 x 16 MiB at once, 1 MiB chunks");
-                    print_row(&name, &mut row);
                 }
             }
         }
+    }
+    let scratch = TempDir::new("bench");
+    let source = scratch.0.join("source.bin");
+    {
+        let mut file = File::create(&source).unwrap();
+        for n in 0..GIB / MIB {
+            file.write_all(&bytes(MIB as usize, n)).unwrap();
+        }
+        file.sync_all().unwrap();
+    }
+    let file = File::open(&source).unwrap();
+    let mut all = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("\nround {round} of {rounds}");
+        }
+        // The page cache is warm from here on.
+        let (md5, line) = machine(&source, &scratch.0);
+        line.print();
+        let mut lines = vec![line];
+        for case in &cases {
+            for line in case.run(&file, &md5) {
+                line.print();
+                lines.push(line);
+            }
+        }
+        all.push(lines);
+    }
+    if rounds > 1 {
+        print_summary(&all);
     }
 }
 
