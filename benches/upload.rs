@@ -7,7 +7,8 @@
 //! without `--sync`, and a fresh server
 //! per scenario, prints MB/s, chunk latency p50/p99, the server's peak RSS
 //! and CPU time (and on PostgreSQL the CPU time of the database processes
-//! serving it):
+//! serving it, and the share of the machine's time that the hypervisor
+//! gave to other guests meanwhile, "steal"):
 //!   (a) one 1 GiB upload in 8 MiB chunks, (b) the same in 1 MiB chunks,
 //!   (c) 64 concurrent uploads of 16 MiB in 1 MiB chunks,
 //!   (d) the completion POST of the 1 GiB upload (chunked protocol),
@@ -184,6 +185,9 @@ struct Row {
     /// CPU time the server spent (user and system, all threads): steadier
     /// than throughput on a shared machine.
     server_cpu: Duration,
+    /// Percent of the machine's time that the hypervisor gave to other
+    /// guests meanwhile: where it is high, the row measured the neighbours.
+    steal: f64,
     /// PostgreSQL: CPU time of the database's processes serving the server's
     /// connections (those open at the end: the pools keep theirs).
     database_cpu: Option<Duration>,
@@ -199,16 +203,80 @@ fn print_row(head: &str, row: &Row) {
     let mut latencies = row.latencies.clone();
     latencies.sort();
     println!(
-        "{head} {:>6.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB  server CPU {:>4.2} s{}",
+        "{head} {:>6.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB  server CPU {:>4.2} s  steal {:>2.0} %{}",
         row.mb_per_s(),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         row.peak_rss >> 20,
         row.server_cpu.as_secs_f64(),
+        row.steal,
         row.database_cpu
             .map(|cpu| format!("  database CPU {:.2} s", cpu.as_secs_f64()))
             .unwrap_or_default()
     );
+}
+
+/// The machine's CPU time so far, and how much of it the hypervisor gave
+/// to other guests (steal), in ticks.
+#[derive(Clone, Copy)]
+struct MachineTime {
+    total: u64,
+    steal: u64,
+}
+
+impl MachineTime {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .expect("the line of all CPUs")
+            .split_whitespace()
+            .skip(1)
+            .map(|n| n.parse().expect("a tick count"))
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is
+        // counted in user already).
+        MachineTime {
+            total: ticks.iter().take(8).sum(),
+            steal: ticks[7],
+        }
+    }
+
+    /// The share of the machine's time stolen since `self`, in percent.
+    fn stolen_since(self) -> f64 {
+        let now = MachineTime::now();
+        let total = (now.total - self.total).max(1);
+        100.0 * (now.steal - self.steal) as f64 / total as f64
+    }
+}
+
+/// Measures a scenario's time, and the machine's time stolen meanwhile.
+struct Timer {
+    began: Instant,
+    machine: MachineTime,
+}
+
+struct Timed {
+    elapsed: Duration,
+    /// Percent of the machine's time.
+    steal: f64,
+}
+
+impl Timer {
+    fn start() -> Self {
+        Timer {
+            began: Instant::now(),
+            machine: MachineTime::now(),
+        }
+    }
+
+    fn stop(&self) -> Timed {
+        Timed {
+            elapsed: self.began.elapsed(),
+            steal: self.machine.stolen_since(),
+        }
+    }
 }
 
 /// The user and system CPU time of a process so far.
@@ -331,7 +399,7 @@ enum Files {
 
 impl Running {
     /// The row of the scenario just run on this server.
-    fn row(&self, bytes: u64, elapsed: Duration, latencies: Vec<Duration>) -> Row {
+    fn row(&self, bytes: u64, timed: Timed, latencies: Vec<Duration>) -> Row {
         let database_cpu = match &self.files {
             Files::Chunkd(Store { pg: Some(pg), .. }) => Some(
                 pg.backend_pids()
@@ -344,7 +412,8 @@ impl Running {
         };
         Row {
             bytes,
-            elapsed,
+            elapsed: timed.elapsed,
+            steal: timed.steal,
             latencies,
             peak_rss: self.server.peak_rss(),
             server_cpu: cpu_time(self.server.pid()),
@@ -432,8 +501,9 @@ struct Line {
 enum Figures {
     Row(Row),
     Completion(Duration),
-    /// md5sum and a plain write with fdatasync, in MB/s.
-    Machine(f64, f64),
+    /// md5sum and a plain write with fdatasync, in MB/s, and the percent
+    /// of the machine's time stolen meanwhile.
+    Machine(f64, f64, f64),
 }
 
 impl Line {
@@ -442,8 +512,8 @@ impl Line {
         match &self.figures {
             Figures::Row(row) => print_row(&head, row),
             Figures::Completion(took) => println!("{head} {:.1} ms", took.as_secs_f64() * 1e3),
-            Figures::Machine(md5, write) => println!(
-                "machine   md5sum of 1 GiB: {md5:.0} MB/s; plain write of 1 GiB + fdatasync: {write:.0} MB/s"
+            Figures::Machine(md5, write, steal) => println!(
+                "machine   md5sum of 1 GiB: {md5:.0} MB/s; plain write of 1 GiB + fdatasync: {write:.0} MB/s  steal {steal:.0} %"
             ),
         }
     }
@@ -468,9 +538,10 @@ impl Figures {
                 row.mb_per_s(),
                 (row.peak_rss >> 20) as f64,
                 row.server_cpu.as_secs_f64(),
+                row.steal,
             ],
             Figures::Completion(took) => vec![took.as_secs_f64() * 1e3],
-            Figures::Machine(md5, write) => vec![*md5, *write],
+            Figures::Machine(md5, write, steal) => vec![*md5, *write, *steal],
         }
     }
 }
@@ -485,16 +556,18 @@ fn print_summary(rounds: &[Vec<Line>]) {
         let head = format!("{:<9} {:<48}", first.subject, first.label);
         match first.figures {
             Figures::Row(_) => println!(
-                "{head} {} MB/s  peak RSS {} MiB  server CPU {} s",
+                "{head} {} MB/s  peak RSS {} MiB  server CPU {} s  steal {} %",
                 of(0, 0),
                 of(1, 0),
-                of(2, 2)
+                of(2, 2),
+                of(3, 0)
             ),
             Figures::Completion(_) => println!("{head} {} ms", of(0, 1)),
             Figures::Machine(..) => println!(
-                "machine   md5sum of 1 GiB: {} MB/s; plain write of 1 GiB + fdatasync: {} MB/s",
+                "machine   md5sum of 1 GiB: {} MB/s; plain write of 1 GiB + fdatasync: {} MB/s  steal {} %",
                 of(0, 0),
-                of(1, 0)
+                of(1, 0),
+                of(2, 0)
             ),
         }
     }
@@ -503,6 +576,7 @@ fn print_summary(rounds: &[Vec<Line>]) {
 /// md5sum of `source` and a plain write of as many bytes, in MB/s.
 fn machine(source: &Path, scratch: &Path) -> (String, Line) {
     md5sum(source);
+    let clock = MachineTime::now();
     let (md5, md5_took) = md5sum(source);
     let plain = scratch.join("plain.bin");
     let data = bytes(MIB as usize, 7);
@@ -516,7 +590,11 @@ fn machine(source: &Path, scratch: &Path) -> (String, Line) {
     }
     let write_took = began.elapsed();
     std::fs::remove_file(&plain).unwrap();
-    let figures = Figures::Machine(mb_per_s(GIB, md5_took), mb_per_s(GIB, write_took));
+    let figures = Figures::Machine(
+        mb_per_s(GIB, md5_took),
+        mb_per_s(GIB, write_took),
+        clock.stolen_since(),
+    );
     let line = Line {
         subject: "machine".into(),
         label: String::new(),
@@ -590,14 +668,19 @@ fn main() {
         // The page cache is warm from here on.
         let (md5, line) = machine(&source, &scratch.0);
         line.print();
-        let mut lines = vec![line];
-        for case in &cases {
-            for line in case.run(&file, &md5) {
-                line.print();
-                lines.push(line);
-            }
+        // Each round starts at another case, so that a slow spell of the
+        // machine does not fall on the same rows every round.
+        let first = (round - 1) * cases.len() / rounds;
+        let mut by_case: Vec<Vec<Line>> = cases.iter().map(|_| Vec::new()).collect();
+        for i in (0..cases.len()).map(|i| (first + i) % cases.len()) {
+            by_case[i] = cases[i].run(&file, &md5);
+            by_case[i].iter().for_each(Line::print);
         }
-        all.push(lines);
+        all.push(
+            std::iter::once(line)
+                .chain(by_case.into_iter().flatten())
+                .collect(),
+        );
     }
     if rounds > 1 {
         print_summary(&all);
@@ -616,9 +699,9 @@ fn sequential(
 ) -> (Row, Option<Duration>) {
     let running = subject.start(flags);
     let (server, auth) = (&running.server, running.auth.as_str());
-    let began = Instant::now();
+    let timer = Timer::start();
     let (id, latencies) = upload(server, auth, file, (0, GIB, chunk), protocol);
-    let elapsed = began.elapsed();
+    let timed = timer.stop();
     let completion = (protocol == Protocol::Chunked).then(|| {
         let started = Instant::now();
         let resp = server.request(
@@ -638,14 +721,14 @@ fn sequential(
         md5,
         "the stored upload is the file"
     );
-    (running.row(GIB, elapsed, latencies), completion)
+    (running.row(GIB, timed, latencies), completion)
 }
 
 /// 64 uploads of 16 MiB at once, in 1 MiB chunks, on a fresh server.
 fn concurrent(subject: Subject, file: &File, protocol: Protocol, flags: &[&str]) -> Row {
     let running = subject.start(flags);
     let (server, auth) = (&running.server, running.auth.as_str());
-    let began = Instant::now();
+    let timer = Timer::start();
     let latencies: Vec<Duration> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..64u64)
             .map(|i| {
@@ -659,5 +742,5 @@ fn concurrent(subject: Subject, file: &File, protocol: Protocol, flags: &[&str])
             .flat_map(|h| h.join().unwrap())
             .collect()
     });
-    running.row(GIB, began.elapsed(), latencies)
+    running.row(GIB, timer.stop(), latencies)
 }
