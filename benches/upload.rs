@@ -7,8 +7,8 @@
 //! without `--sync`, and a fresh server
 //! per scenario, prints MB/s, chunk latency p50/p99, the server's peak RSS
 //! and CPU time (and on PostgreSQL the CPU time of the database processes
-//! serving it, and the share of the machine's time that the hypervisor
-//! gave to other guests meanwhile, "steal"):
+//! serving it), and the share of the machine's time that the hypervisor
+//! gave to other guests meanwhile ("steal"):
 //!   (a) one 1 GiB upload in 8 MiB chunks, (b) the same in 1 MiB chunks,
 //!   (c) 64 concurrent uploads of 16 MiB in 1 MiB chunks,
 //!   (d) the completion POST of the 1 GiB upload (chunked protocol),
