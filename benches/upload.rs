@@ -176,7 +176,6 @@ fn upload(
     (id, latencies)
 }
 
-#[derive(Clone)]
 struct Row {
     bytes: u64,
     elapsed: Duration,
