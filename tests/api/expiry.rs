@@ -56,15 +56,16 @@ fn the_server_sweeps_expired_uploads_by_itself(backend: Backend) {
     let path = format!("/upload/{}/", old.json()["id"].as_str().unwrap());
     let done = client.upload("kept.bin", b"kept", 4);
     let done_id = done["id"].as_str().unwrap();
-    eventually("the expired upload removed", || {
-        client.get(&path).status == 404
+    let kept = vec![(format!("{done_id}.done"), 4)];
+    let logged = || {
+        std::fs::read_to_string(&setup.server.log)
+            .unwrap()
+            .contains("expired, removed")
+    };
+    // The row goes first, then the part file, then the log line.
+    eventually("the expired upload removed and logged", || {
+        client.get(&path).status == 404 && setup.store.part_files() == kept && logged()
     });
-    assert_eq!(
-        setup.store.part_files(),
-        vec![(format!("{done_id}.done"), 4)]
-    );
-    let log = std::fs::read_to_string(&setup.server.log).unwrap();
-    assert!(log.contains("expired, removed"), "{log}");
 }
 
 both_backends!(
