@@ -90,6 +90,16 @@ pub enum Caller {
     Anonymous,
 }
 
+impl Caller {
+    /// The owner whose token it holds; None when anonymous.
+    fn owner(&self) -> Option<&str> {
+        match self {
+            Caller::Owner { name, .. } => Some(name),
+            Caller::Anonymous => None,
+        }
+    }
+}
+
 /// How long a request body must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyLength {
@@ -269,10 +279,10 @@ impl Engine {
     }
 
     fn visible(&self, upload: &UploadRecord, caller: &Caller) -> bool {
-        match (&upload.owner, caller) {
+        match &upload.owner {
             // Anonymous uploads are reachable through their URL alone.
-            (None, _) => true,
-            (Some(owner), Caller::Owner { name, .. }) if owner == name => true,
+            None => true,
+            Some(owner) if caller.owner() == Some(owner.as_str()) => true,
             _ => !self.settings.owner_restricted,
         }
     }
@@ -377,10 +387,10 @@ impl Engine {
 
     /// Whose uploads `caller` may see.
     fn viewer(&self, caller: &Caller) -> Viewer {
-        let sees = match caller {
-            _ if !self.settings.owner_restricted => Sees::Everyone,
-            Caller::Owner { name, .. } => Sees::Owner(Some(name.clone())),
-            Caller::Anonymous => Sees::Owner(None),
+        let sees = if self.settings.owner_restricted {
+            Sees::Owner(caller.owner().map(str::to_owned))
+        } else {
+            Sees::Everyone
         };
         let token_hash = match caller {
             Caller::Owner { token_hash, .. } => Some(token_hash.clone()),
@@ -643,10 +653,7 @@ impl Engine {
             chrono::TimeDelta::from_std(self.settings.expiration).unwrap_or(chrono::TimeDelta::MAX);
         UploadRecord {
             id: staged.id,
-            owner: match caller {
-                Caller::Owner { name, .. } => Some(name.clone()),
-                Caller::Anonymous => None,
-            },
+            owner: caller.owner().map(str::to_owned),
             filename: new.filename,
             total: new.total,
             offset: staged.len,
