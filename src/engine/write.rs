@@ -1,7 +1,9 @@
 //! The one write path: a body stream goes into a part file at an offset.
 //! The body is gathered into segments; each full segment goes at once to
 //! the hasher (the MD5 lane service) and, alone or with the next few, to a
-//! write on the blocking pool, while the next segment fills. Nothing is
+//! write on the blocking pool, while the next segment fills; a write that
+//! only copies into the page cache (no syncing) runs in place instead, as
+//! a hand-over to another thread costs more than the copy. Nothing is
 //! acknowledged here: the caller syncs the bytes and commits the new offset
 //! after `pump` returned. The hash need not have caught up by then: the
 //! caller saves what the feed covers so far, and keeps the feed.
@@ -387,10 +389,12 @@ impl Pipeline {
         }
         let group = std::mem::replace(&mut self.group, Vec::with_capacity(self.shape.per_write));
         let at = std::mem::replace(&mut self.group_at, self.pos);
+        if self.writer.cached() {
+            return write_group_at(self.writer.as_ref(), &group, at);
+        }
         let (writer, guard) = (self.writer.clone(), self.guard.clone());
         self.writing.push_back(tokio::task::spawn_blocking(move || {
-            let bufs: Vec<&[u8]> = group.iter().map(|segment| segment.bytes()).collect();
-            writer.write_at(&bufs, at)?;
+            write_group_at(writer.as_ref(), &group, at)?;
             drop(guard);
             Ok(())
         }));
@@ -410,6 +414,11 @@ impl Pipeline {
         }
         result
     }
+}
+
+fn write_group_at(writer: &dyn PartWriter, group: &[Arc<Segment>], at: u64) -> EngineResult<()> {
+    let bufs: Vec<&[u8]> = group.iter().map(|segment| segment.bytes()).collect();
+    Ok(writer.write_at(&bufs, at)?)
 }
 
 /// Streams `body` into the part file from `start`, and into `feed`, which

@@ -264,6 +264,10 @@ impl PartWriter for LocalFile {
         Ok(())
     }
 
+    fn cached(&self) -> bool {
+        !self.sync
+    }
+
     fn sync(&self) -> StorageResult<()> {
         if self.sync {
             self.file.sync_data()?;

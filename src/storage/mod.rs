@@ -2,7 +2,8 @@
 //! (`{id}.part`) and once it is complete (`{id}.done`).
 //!
 //! The trait is synchronous on purpose: every call is file-system work that the
-//! engine runs on the blocking thread pool.
+//! engine runs on the blocking thread pool (but for writes that only copy
+//! into the page cache, see `PartWriter::cached`).
 
 mod local;
 
@@ -57,6 +58,10 @@ pub trait PartWriter: Send + Sync {
     /// Writes all of `bufs`, one after the other, from byte `pos` (no
     /// shared cursor).
     fn write_at(&self, bufs: &[&[u8]], pos: u64) -> StorageResult<()>;
+    /// Whether a write only copies into the page cache, waiting for no
+    /// disk (no syncing, no direct I/O): quick enough to run on the
+    /// request's own thread, where a hand-over to another would cost more.
+    fn cached(&self) -> bool;
     /// Makes every byte written so far durable (fdatasync).
     fn sync(&self) -> StorageResult<()>;
     /// Cuts the file back to `len` bytes and syncs.

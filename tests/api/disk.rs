@@ -43,12 +43,22 @@ impl Drop for Tmpfs {
 const MIB: usize = 1 << 20;
 
 fn a_full_disk_answers_507_and_keeps_the_upload(backend: Backend) {
+    full_disk(backend, &[]);
+}
+
+/// Without syncing, the part file's writes run on the request's own thread
+/// (`PartWriter::cached`): their failure must be handled the same.
+fn a_full_disk_answers_507_without_sync_too(backend: Backend) {
+    full_disk(backend, &["--sync", "false"]);
+}
+
+fn full_disk(backend: Backend, flags: &[&str]) {
     let store = Store::new(backend);
     let token = store.token("alice");
     let Some(_small) = Tmpfs::mount(&store.data.0.join("small"), "4m") else {
         return;
     };
-    let server = Server::start(&store, &["--path-template", "small"]);
+    let server = Server::start(&store, &[&["--path-template", "small"], flags].concat());
     let client = Client::new(&server, &token);
     let full = json!({"detail": "Insufficient storage"});
 
@@ -106,4 +116,7 @@ fn a_full_disk_answers_507_and_keeps_the_upload(backend: Backend) {
     assert_eq!(client.get(&format!("{path}file")).body, data);
 }
 
-both_backends!(a_full_disk_answers_507_and_keeps_the_upload);
+both_backends!(
+    a_full_disk_answers_507_and_keeps_the_upload,
+    a_full_disk_answers_507_without_sync_too
+);
