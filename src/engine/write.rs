@@ -67,7 +67,8 @@ static LARGE_WRITES: Semaphore = Semaphore::const_new(1);
 /// for the disk and the hasher instead of growing memory past the budget
 /// (64 uploads at once holding three each would take 25 MiB). A held
 /// segment is given back once hashed and written, which never waits for
-/// another request, so waiting for the budget cannot deadlock. Much less
+/// another request, and a request writes its incomplete group before it
+/// waits for the budget, so waiting for it cannot deadlock. Much less
 /// does not pay: a body that waits longer for a segment piles up in the
 /// connection's read buffer instead (64 uploads at once, peak RSS: 58-69 MiB
 /// with 80, 60-75 with 64, 57-70 with 96).
@@ -345,6 +346,14 @@ impl Pipeline {
             ) {
                 (Ok(mine), Ok(process)) => (mine, process),
                 (mine, process) => {
+                    // Segments waiting in an incomplete write group are
+                    // given back only once the group is written: a request
+                    // that waited for the budget holding them could wait
+                    // forever, with every other waiting request holding
+                    // the rest. So it writes them first.
+                    if process.is_err() && !self.group.is_empty() {
+                        self.write_group()?;
+                    }
                     self.hashing.set_waiting(true);
                     let mine = match mine {
                         Ok(mine) => Ok(mine),

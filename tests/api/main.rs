@@ -11,6 +11,7 @@ mod errors;
 mod expiry;
 mod hostile;
 mod large;
+mod load;
 mod locking;
 mod processes;
 mod transcript;
