@@ -35,21 +35,18 @@ fn more_uploads_at_once_than_segments_all_finish(backend: Backend) {
     let new: Vec<String> = (0..UPLOADS)
         .map(|n| format!("/upload/?filename=u{n}.bin"))
         .collect();
-    let mut paths = Vec::new();
+    let mut ids = Vec::new();
     for created in send_all(&new, 0) {
         assert_eq!(created.status, 200, "{}", created.text());
         assert_eq!(created.json()["offset"], MIB);
-        paths.push(format!(
-            "/upload/{}/",
-            created.json()["id"].as_str().unwrap()
-        ));
+        ids.push(created.json()["id"].as_str().unwrap().to_owned());
     }
+    let paths: Vec<String> = ids.iter().map(|id| format!("/upload/{id}/")).collect();
     for appended in send_all(&paths, 1) {
         assert_eq!(appended.status, 200, "{}", appended.text());
         assert_eq!(appended.json()["offset"], 2 * MIB);
     }
-    for (path, data) in paths.iter().zip(&data) {
-        let id = path.trim_start_matches("/upload/").trim_end_matches('/');
+    for (id, data) in ids.iter().zip(&data) {
         assert_eq!(client.complete(id, &md5_hex(data)).status, 200);
     }
     let last = paths.last().unwrap();
