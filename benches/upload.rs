@@ -198,12 +198,15 @@ impl Row {
     }
 }
 
-fn print_row(head: &str, row: &Row) {
+/// A row, and the md5sum throughput measured just before it (MB/s).
+fn print_row(head: &str, row: &Row, md5sum: f64) {
     let mut latencies = row.latencies.clone();
     latencies.sort();
     println!(
-        "{head} {:>6.0} MB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB  server CPU {:>4.2} s  steal {:>2.0} %{}",
+        "{head} {:>6.0} MB/s  {:>4.2} x md5sum {:>4.0}  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>4} MiB  server CPU {:>4.2} s  steal {:>2.0} %{}",
         row.mb_per_s(),
+        row.mb_per_s() / md5sum,
+        md5sum,
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         row.peak_rss >> 20,
@@ -458,8 +461,11 @@ impl Case<'_> {
     }
 
     /// Runs it on a fresh server; its row, and (d) after (a) synced on the
-    /// chunked protocol.
-    fn run(&self, file: &File, md5: &str) -> Vec<Line> {
+    /// chunked protocol. `md5sum` of `source` (the bytes `file` reads) just
+    /// before it gives the row its own measure of the machine: the
+    /// machine's speed drifts by a third within one round.
+    fn run(&self, file: &File, source: &Path, md5: &str) -> Vec<Line> {
+        let md5sum_beside = mb_per_s(GIB, md5sum(source).1);
         let flags: Vec<&str> = [
             self.subject.sync_flags(self.sync),
             self.protocol.server_flags(),
@@ -477,11 +483,11 @@ impl Case<'_> {
             _ => {
                 let row = concurrent(self.subject, file, self.protocol, &flags);
                 let label = self.label("(c) 64 x 16 MiB at once, 1 MiB chunks");
-                return vec![line(label, Figures::Row(row))];
+                return vec![line(label, Figures::Row(row, md5sum_beside))];
             }
         };
         let (row, completion) = sequential(self.subject, file, md5, (chunk, self.protocol), &flags);
-        let mut lines = vec![line(self.label(text), Figures::Row(row))];
+        let mut lines = vec![line(self.label(text), Figures::Row(row, md5sum_beside))];
         if let Some(took) = completion.filter(|_| self.scenario == 'a' && self.sync) {
             let label = self.label("(d) completion POST of 1 GiB");
             lines.push(line(label, Figures::Completion(took)));
@@ -498,7 +504,8 @@ struct Line {
 }
 
 enum Figures {
-    Row(Row),
+    /// A scenario's row, and md5sum's MB/s just before it.
+    Row(Row, f64),
     Completion(Duration),
     /// md5sum and a plain write with fdatasync, in MB/s, and the percent
     /// of the machine's time stolen meanwhile.
@@ -509,7 +516,7 @@ impl Line {
     fn print(&self) {
         let head = format!("{:<9} {:<48}", self.subject, self.label);
         match &self.figures {
-            Figures::Row(row) => print_row(&head, row),
+            Figures::Row(row, md5sum) => print_row(&head, row, *md5sum),
             Figures::Completion(took) => println!("{head} {:.1} ms", took.as_secs_f64() * 1e3),
             Figures::Machine(md5, write, steal) => println!(
                 "machine   md5sum of 1 GiB: {md5:.0} MB/s; plain write of 1 GiB + fdatasync: {write:.0} MB/s  steal {steal:.0} %"
@@ -533,8 +540,9 @@ impl Figures {
     /// What the summary gives the spread of.
     fn numbers(&self) -> Vec<f64> {
         match self {
-            Figures::Row(row) => vec![
+            Figures::Row(row, md5sum) => vec![
                 row.mb_per_s(),
+                row.mb_per_s() / md5sum,
                 (row.peak_rss >> 20) as f64,
                 row.server_cpu.as_secs_f64(),
                 row.steal,
@@ -554,12 +562,13 @@ fn print_summary(rounds: &[Vec<Line>]) {
             |n: usize, decimals| spread(numbers.iter().map(|each| each[n]).collect(), decimals);
         let head = format!("{:<9} {:<48}", first.subject, first.label);
         match first.figures {
-            Figures::Row(_) => println!(
-                "{head} {} MB/s  peak RSS {} MiB  server CPU {} s  steal {} %",
+            Figures::Row(..) => println!(
+                "{head} {} MB/s  {} x md5sum  peak RSS {} MiB  server CPU {} s  steal {} %",
                 of(0, 0),
-                of(1, 0),
-                of(2, 2),
-                of(3, 0)
+                of(1, 2),
+                of(2, 0),
+                of(3, 2),
+                of(4, 0)
             ),
             Figures::Completion(_) => println!("{head} {} ms", of(0, 1)),
             Figures::Machine(..) => println!(
@@ -672,7 +681,7 @@ fn main() {
         let first = (round - 1) * cases.len() / rounds;
         let mut by_case: Vec<Vec<Line>> = cases.iter().map(|_| Vec::new()).collect();
         for i in (0..cases.len()).map(|i| (first + i) % cases.len()) {
-            by_case[i] = cases[i].run(&file, &md5);
+            by_case[i] = cases[i].run(&file, &source, &md5);
             by_case[i].iter().for_each(Line::print);
         }
         all.push(
