@@ -508,9 +508,14 @@ enum Figures {
     /// A scenario's row, and md5sum's MB/s just before it.
     Row(Row, f64),
     Completion(Duration),
-    /// md5sum and a plain write with fdatasync, in MB/s, and the percent
-    /// of the machine's time stolen meanwhile.
-    Machine(f64, f64, f64),
+    /// In MB/s: md5sum, a plain write with fdatasync, the bare receive of
+    /// (c); and the percent of the machine's time stolen meanwhile.
+    Machine {
+        md5sum: f64,
+        write: f64,
+        bare: f64,
+        steal: f64,
+    },
 }
 
 impl Line {
@@ -519,8 +524,13 @@ impl Line {
         match &self.figures {
             Figures::Row(row, md5sum) => print_row(&head, row, *md5sum),
             Figures::Completion(took) => println!("{head} {:.1} ms", took.as_secs_f64() * 1e3),
-            Figures::Machine(md5, write, steal) => println!(
-                "machine   md5sum of 1 GiB: {md5:.0} MB/s; plain write of 1 GiB + fdatasync: {write:.0} MB/s  steal {steal:.0} %"
+            Figures::Machine {
+                md5sum,
+                write,
+                bare,
+                steal,
+            } => println!(
+                "machine   md5sum of 1 GiB: {md5sum:.0} MB/s; plain write of 1 GiB + fdatasync: {write:.0} MB/s; bare receive of (c): {bare:.0} MB/s  steal {steal:.0} %"
             ),
         }
     }
@@ -549,7 +559,12 @@ impl Figures {
                 row.steal,
             ],
             Figures::Completion(took) => vec![took.as_secs_f64() * 1e3],
-            Figures::Machine(md5, write, steal) => vec![*md5, *write, *steal],
+            Figures::Machine {
+                md5sum,
+                write,
+                bare,
+                steal,
+            } => vec![*md5sum, *write, *bare, *steal],
         }
     }
 }
@@ -572,18 +587,97 @@ fn print_summary(rounds: &[Vec<Line>]) {
                 of(4, 0)
             ),
             Figures::Completion(_) => println!("{head} {} ms", of(0, 1)),
-            Figures::Machine(..) => println!(
-                "machine   md5sum of 1 GiB: {} MB/s; plain write of 1 GiB + fdatasync: {} MB/s  steal {} %",
+            Figures::Machine { .. } => println!(
+                "machine   md5sum of 1 GiB: {} MB/s; plain write of 1 GiB + fdatasync: {} MB/s; bare receive of (c): {} MB/s  steal {} %",
                 of(0, 0),
                 of(1, 0),
-                of(2, 0)
+                of(2, 0),
+                of(3, 0)
             ),
         }
     }
 }
 
-/// md5sum of `source` and a plain write of as many bytes, in MB/s.
-fn machine(source: &Path, scratch: &Path) -> (String, Line) {
+/// Scenario (c) with nothing but the bytes' way in: the same 64 x 16 MiB
+/// in 1 MiB requests, each on a new connection and sent with sendfile(2),
+/// to a listener that only reads each body and writes it into the page
+/// cache (a thread per connection; no HTTP, hash or database). What the
+/// loopback and the page cache allow on the machine, in MB/s.
+fn bare_receive(file: &File, scratch: &Path) -> f64 {
+    use std::io::Read;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = scratch.join("bare");
+    std::fs::create_dir_all(&dir).unwrap();
+    let receive = |mut conn: TcpStream, dir: &Path| {
+        // Which upload and which MiB of it.
+        let mut head = [0u8; 16];
+        conn.read_exact(&mut head).unwrap();
+        let upload = u64::from_le_bytes(head[..8].try_into().unwrap());
+        let mut at = u64::from_le_bytes(head[8..].try_into().unwrap()) * MIB;
+        let out = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(upload.to_string()))
+            .unwrap();
+        let mut buf = vec![0u8; 128 * 1024];
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.write_all_at(&buf[..n], at).unwrap();
+            at += n as u64;
+        }
+        conn.write_all(b"k").unwrap();
+    };
+    let timer = Instant::now();
+    std::thread::scope(|scope| {
+        let dir = &dir;
+        scope.spawn(move || {
+            for conn in listener.incoming().take(64 * 16) {
+                let conn = conn.unwrap();
+                scope.spawn(move || receive(conn, dir));
+            }
+        });
+        for upload in 0..64u64 {
+            scope.spawn(move || {
+                for chunk in 0..16u64 {
+                    let mut conn = TcpStream::connect(addr).unwrap();
+                    let mut head = upload.to_le_bytes().to_vec();
+                    head.extend(chunk.to_le_bytes());
+                    conn.write_all(&head).unwrap();
+                    let mut pos = ((upload * 16 + chunk) * MIB) as libc::off_t;
+                    let end = pos + MIB as libc::off_t;
+                    while pos < end {
+                        // SAFETY: both descriptors are open for the whole
+                        // call, and the kernel advances `pos`.
+                        let sent = unsafe {
+                            libc::sendfile(
+                                conn.as_raw_fd(),
+                                file.as_raw_fd(),
+                                &mut pos,
+                                MIB as usize,
+                            )
+                        };
+                        assert!(sent > 0, "sendfile: {}", std::io::Error::last_os_error());
+                    }
+                    conn.shutdown(Shutdown::Write).unwrap();
+                    conn.read_exact(&mut [0u8; 1]).unwrap();
+                }
+            });
+        }
+    });
+    let took = timer.elapsed();
+    std::fs::remove_dir_all(&dir).unwrap();
+    mb_per_s(GIB, took)
+}
+
+/// md5sum of `source`, a plain write of as many bytes, and the bare
+/// receive of (c), in MB/s.
+fn machine(source: &Path, file: &File, scratch: &Path) -> (String, Line) {
     md5sum(source);
     let clock = MachineTime::now();
     let (md5, md5_took) = md5sum(source);
@@ -599,11 +693,12 @@ fn machine(source: &Path, scratch: &Path) -> (String, Line) {
     }
     let write_took = began.elapsed();
     std::fs::remove_file(&plain).unwrap();
-    let figures = Figures::Machine(
-        mb_per_s(GIB, md5_took),
-        mb_per_s(GIB, write_took),
-        clock.stolen_since(),
-    );
+    let figures = Figures::Machine {
+        md5sum: mb_per_s(GIB, md5_took),
+        write: mb_per_s(GIB, write_took),
+        bare: bare_receive(file, scratch),
+        steal: clock.stolen_since(),
+    };
     let line = Line {
         subject: "machine".into(),
         label: String::new(),
@@ -675,7 +770,7 @@ fn main() {
             println!("\nround {round} of {rounds}");
         }
         // The page cache is warm from here on.
-        let (md5, line) = machine(&source, &scratch.0);
+        let (md5, line) = machine(&source, &file, &scratch.0);
         line.print();
         // Each round starts at another case, so that a slow spell of the
         // machine does not fall on the same rows every round.
