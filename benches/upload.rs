@@ -12,9 +12,10 @@
 //!   (a) one 1 GiB upload in 8 MiB chunks, (b) the same in 1 MiB chunks,
 //!   (c) 64 concurrent uploads of 16 MiB in 1 MiB chunks,
 //!   (d) the completion POST of the 1 GiB upload (chunked protocol),
-//! and, in the same run, `md5sum` of the same bytes and a plain write of
-//! them to disk (with fdatasync). Each row runs `md5sum` again just before
-//! it, and prints its MB/s as a multiple of that ("x md5sum").
+//! and, in the same run, `md5sum` of the same bytes, a plain write of them
+//! to disk (with fdatasync) and a bare receive of (c) (`bare_receive`).
+//! Each row runs `md5sum` again just before it, and prints its MB/s as a
+//! multiple of that ("x md5sum").
 //!
 //! A part of it, by comma lists in CHUNKD_BENCH_BACKENDS (sqlite,postgres),
 //! CHUNKD_BENCH_PROTOCOLS (chunked,tus,tus-unhashed), CHUNKD_BENCH_SYNC (on,off) and
