@@ -85,6 +85,22 @@ impl Protocol {
 
 /// Sends one request whose body is `len` bytes of `file` from `file_pos`,
 /// streamed from the file; the response and its latency.
+/// Sends `len` bytes of `file` from `file_pos` to `stream` with
+/// sendfile(2): the page cache straight to the socket, so the client, which
+/// shares the machine's two cores with the server, costs as little as it
+/// can.
+fn sendfile_all(stream: &std::net::TcpStream, file: &File, file_pos: u64, len: u64) {
+    let mut pos = file_pos as libc::off_t;
+    let end = (file_pos + len) as libc::off_t;
+    while pos < end {
+        let count = (end - pos).min(MIB as libc::off_t) as usize;
+        // SAFETY: both descriptors are open for the whole call, and `pos`
+        // is a valid offset that the kernel advances.
+        let sent = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut pos, count) };
+        assert!(sent > 0, "sendfile: {}", std::io::Error::last_os_error());
+    }
+}
+
 fn send_from_file(
     server: &Server,
     head: (&str, &str, &[(&str, &str)]),
@@ -95,18 +111,7 @@ fn send_from_file(
     let (method, path, headers) = head;
     let began = Instant::now();
     let stream = partial_request(server, method, path, headers, len, b"");
-    // sendfile(2): the page cache straight to the socket, so the client,
-    // which shares the machine's two cores with the server, costs as
-    // little as it can.
-    let mut pos = file_pos as libc::off_t;
-    let end = (file_pos + len) as libc::off_t;
-    while pos < end {
-        let count = (end - pos).min(MIB as libc::off_t) as usize;
-        // SAFETY: both descriptors are open for the whole call, and `pos`
-        // is a valid offset that the kernel advances.
-        let sent = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut pos, count) };
-        assert!(sent > 0, "sendfile: {}", std::io::Error::last_os_error());
-    }
+    sendfile_all(&stream, file, file_pos, len);
     let resp = read_response(stream);
     assert!(
         resp.status == 200 || resp.status == 204,
@@ -650,21 +655,7 @@ fn bare_receive(file: &File, scratch: &Path) -> f64 {
                     let mut head = upload.to_le_bytes().to_vec();
                     head.extend(chunk.to_le_bytes());
                     conn.write_all(&head).unwrap();
-                    let mut pos = ((upload * 16 + chunk) * MIB) as libc::off_t;
-                    let end = pos + MIB as libc::off_t;
-                    while pos < end {
-                        // SAFETY: both descriptors are open for the whole
-                        // call, and the kernel advances `pos`.
-                        let sent = unsafe {
-                            libc::sendfile(
-                                conn.as_raw_fd(),
-                                file.as_raw_fd(),
-                                &mut pos,
-                                MIB as usize,
-                            )
-                        };
-                        assert!(sent > 0, "sendfile: {}", std::io::Error::last_os_error());
-                    }
+                    sendfile_all(&conn, file, (upload * 16 + chunk) * MIB, MIB);
                     conn.shutdown(Shutdown::Write).unwrap();
                     conn.read_exact(&mut [0u8; 1]).unwrap();
                 }
