@@ -1,9 +1,11 @@
 //! The one write path: a body stream goes into a part file at an offset.
-//! The body is gathered into segments; each full segment goes at once to
-//! the hasher (the MD5 lane service) and, alone or with the next few, to a
-//! write on the blocking pool, while the next segment fills; a write that
-//! only copies into the page cache (no syncing) runs in place instead, as
-//! a hand-over to another thread costs more than the copy. Nothing is
+//! A body that is synced goes into segments laid out for direct writes:
+//! each full segment goes at once to the hasher (the MD5 lane service)
+//! and, alone or with the next few, to a write on the blocking pool, while
+//! the next segment fills. A body that is not synced only copies into the
+//! page cache, so each piece the connection received goes to the hasher
+//! and is written in place as it is: a hand-over to another thread, or a
+//! copy into a segment, would cost more than the write. Nothing is
 //! acknowledged here: the caller syncs the bytes and commits the new offset
 //! after `pump` returned. The hash need not have caught up by then: the
 //! caller saves what the feed covers so far, and keeps the feed.
@@ -15,6 +17,7 @@ use super::pages::Pages;
 use super::{blocking_failed, detach_blocking};
 use crate::storage::{PartKey, PartStore, PartWriter, ALIGN};
 use bytes::Bytes;
+use chunkd_md5::Shared;
 use futures_util::{Stream, StreamExt};
 use std::collections::VecDeque;
 use std::fmt::Display;
@@ -62,9 +65,10 @@ const LARGE: Shape = Shape {
 /// anyway).
 static LARGE_WRITES: Semaphore = Semaphore::const_new(1);
 
-/// Segments all requests together may hold (10 MiB): with many uploads at
-/// once each still holds up to its `Shape`'s share, but together they wait
-/// for the disk and the hasher instead of growing memory past the budget
+/// Segments (or pieces as received) all requests together may hold (10
+/// MiB): with many uploads at once each still holds up to its `Shape`'s
+/// share, but together they wait for the disk and the hasher instead of
+/// growing memory past the budget
 /// (64 uploads at once holding three each would take 25 MiB). A held
 /// segment is given back once hashed and written, which never waits for
 /// another request, and a request writes its incomplete group before it
@@ -165,8 +169,12 @@ impl WriteGuard {
         self.committed.store(true, Ordering::SeqCst);
     }
 
-    pub fn lock(&self) -> Option<&UploadLock> {
-        self.lock.as_ref()
+    /// Renews the upload's lease when due (see `UploadLock::keep_alive`).
+    pub async fn keep_alive(&self) -> EngineResult<()> {
+        match &self.lock {
+            Some(lock) => lock.keep_alive().await,
+            None => Ok(()),
+        }
     }
 
     /// Makes the bytes written durable, before they are committed.
@@ -238,6 +246,24 @@ pub struct Pumped {
     pub feed: HashFeed,
 }
 
+/// The request's and the process's hold on bytes in memory (a segment, or
+/// a piece as received), given back when they are hashed and written.
+type Hold = (OwnedSemaphorePermit, SemaphorePermit<'static>);
+
+/// A piece of the body as the connection received it, written and hashed
+/// without a copy. It keeps the connection's read buffer it lies in from
+/// being reused, so it holds as much of the budget as a segment.
+struct Received {
+    bytes: Bytes,
+    _held: Hold,
+}
+
+impl AsRef<[u8]> for Received {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// One segment of body bytes, laid out in memory at the same alignment as
 /// their place in the file (see `storage::ALIGN`), and ending on an aligned
 /// file position, so that the disk gets whole blocks straight from it.
@@ -249,14 +275,12 @@ struct Segment {
     /// How many bytes fit: up to the first aligned file position at least
     /// `SEGMENT - ALIGN` bytes on.
     room: usize,
-    /// The request's and the process's hold on it, given back when the
-    /// segment is hashed and written.
-    _held: (OwnedSemaphorePermit, SemaphorePermit<'static>),
+    _held: Hold,
 }
 
 impl Segment {
     /// An empty segment for bytes that go to file position `pos`.
-    fn new(pos: u64, held: (OwnedSemaphorePermit, SemaphorePermit<'static>)) -> Self {
+    fn new(pos: u64, held: Hold) -> Self {
         let mem = Pages::take(SEGMENT + ALIGN);
         let in_block = (pos % ALIGN as u64) as usize;
         let addr = mem.as_ptr() as usize % ALIGN;
@@ -334,42 +358,75 @@ impl Pipeline {
         }
     }
 
-    /// The segment to fill, taken once the request may hold one more: when
-    /// it already holds its share, it waits for the hasher and the disk to
-    /// give one back.
+    /// The segment to fill, taken once the request may hold one more.
     async fn filling(&mut self) -> EngineResult<&mut Segment> {
         if self.filling.is_none() {
-            let closed = |_| EngineError::Internal("segment budget closed".into());
-            let held = match (
-                self.held.clone().try_acquire_owned(),
-                SEGMENTS.try_acquire(),
-            ) {
-                (Ok(mine), Ok(process)) => (mine, process),
-                (mine, process) => {
-                    // Segments waiting in an incomplete write group are
-                    // given back only once the group is written: a request
-                    // that waited for the budget holding them could wait
-                    // forever, with every other waiting request holding
-                    // the rest. So it writes them first.
-                    if process.is_err() && !self.group.is_empty() {
-                        self.write_group()?;
-                    }
-                    self.hashing.set_waiting(true);
-                    let mine = match mine {
-                        Ok(mine) => Ok(mine),
-                        Err(_) => self.held.clone().acquire_owned().await,
-                    };
-                    let process = match process {
-                        Ok(process) => Ok(process),
-                        Err(_) => SEGMENTS.acquire().await,
-                    };
-                    self.hashing.set_waiting(false);
-                    (mine.map_err(closed)?, process.map_err(closed)?)
-                }
-            };
+            let held = self.hold().await?;
             self.filling = Some(Segment::new(self.pos, held));
         }
         Ok(self.filling.as_mut().expect("taken above"))
+    }
+
+    /// A hold on one more segment's worth of memory: when the request
+    /// already holds its share, or all requests the budget, it waits for
+    /// the hasher and the disk to give one back.
+    async fn hold(&mut self) -> EngineResult<Hold> {
+        let closed = |_| EngineError::Internal("segment budget closed".into());
+        match (
+            self.held.clone().try_acquire_owned(),
+            SEGMENTS.try_acquire(),
+        ) {
+            (Ok(mine), Ok(process)) => Ok((mine, process)),
+            (mine, process) => {
+                // Segments waiting in an incomplete write group are given
+                // back only once the group is written: a request that
+                // waited for the budget holding them could wait forever,
+                // with every other waiting request holding the rest. So it
+                // writes them first.
+                if process.is_err() && !self.group.is_empty() {
+                    self.write_group()?;
+                }
+                self.hashing.set_waiting(true);
+                let mine = match mine {
+                    Ok(mine) => Ok(mine),
+                    Err(_) => self.held.clone().acquire_owned().await,
+                };
+                let process = match process {
+                    Ok(process) => Ok(process),
+                    Err(_) => SEGMENTS.acquire().await,
+                };
+                self.hashing.set_waiting(false);
+                Ok((mine.map_err(closed)?, process.map_err(closed)?))
+            }
+        }
+    }
+
+    /// Takes the next piece of the body.
+    async fn take(&mut self, bytes: Bytes) -> EngineResult<()> {
+        self.guard.keep_alive().await?;
+        if self.writer.cached() {
+            return self.write_received(bytes).await;
+        }
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let segment = self.filling().await?;
+            rest = &rest[segment.fill(rest)..];
+            if segment.is_full() {
+                self.submit(false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hashes a piece of a body that is not synced and writes it in place,
+    /// as received.
+    async fn write_received(&mut self, bytes: Bytes) -> EngineResult<()> {
+        let held = self.hold().await?;
+        let at = self.pos;
+        self.pos += bytes.len() as u64;
+        let piece: Shared = Arc::new(Received { bytes, _held: held });
+        self.hashing.push(piece.clone()).await?;
+        Ok(self.writer.write_at(&[(*piece).as_ref()], at)?)
     }
 
     /// Hands the filled segment to the hasher and into the write group; the
@@ -398,9 +455,6 @@ impl Pipeline {
         }
         let group = std::mem::replace(&mut self.group, Vec::with_capacity(self.shape.per_write));
         let at = std::mem::replace(&mut self.group_at, self.pos);
-        if self.writer.cached() {
-            return write_group_at(self.writer.as_ref(), &group, at);
-        }
         let (writer, guard) = (self.writer.clone(), self.guard.clone());
         self.writing.push_back(tokio::task::spawn_blocking(move || {
             write_group_at(writer.as_ref(), &group, at)?;
@@ -459,7 +513,7 @@ where
     let mut pipeline = Pipeline::new(writer.clone(), guard.clone(), start, feed);
     let mut seen: u64 = 0;
     let mut progress = Progress::new(read_timeout);
-    let result = 'body: loop {
+    let result = loop {
         let next = match progress.next(&mut body).await {
             Err(err) => break Err(err),
             Ok(None) => break Ok(()),
@@ -477,23 +531,8 @@ where
         if let Some(check) = check.as_mut() {
             check.hasher.update(&next);
         }
-        let mut rest = &next[..];
-        while !rest.is_empty() {
-            let segment = match pipeline.filling().await {
-                Ok(segment) => segment,
-                Err(err) => break 'body Err(err),
-            };
-            rest = &rest[segment.fill(rest)..];
-            if segment.is_full() {
-                if let Some(lock) = guard.lock() {
-                    if let Err(err) = lock.keep_alive().await {
-                        break 'body Err(err);
-                    }
-                }
-                if let Err(err) = pipeline.submit(false).await {
-                    break 'body Err(err);
-                }
-            }
+        if let Err(err) = pipeline.take(next).await {
+            break Err(err);
         }
     };
     // Never leave a disk job running past this point on a failure either:
@@ -510,9 +549,7 @@ where
             declared: limit,
         });
     }
-    if let Some(lock) = guard.lock() {
-        lock.keep_alive().await?;
-    }
+    guard.keep_alive().await?;
     pipeline.submit(true).await?;
     pipeline.settle_writes().await?;
     if let Some(BodyCheck { hasher, digest }) = check {
