@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 /// Buffers kept for reuse: as many as requests may hold at once (the
 /// segment budget), so none is ever unmapped in use.
-const POOLED: usize = super::write::BUDGET;
+const POOLED: usize = super::write::SEGMENT_BUDGET;
 
 static POOL: Mutex<Vec<Mapping>> = Mutex::new(Vec::new());
 

@@ -65,19 +65,27 @@ const LARGE: Shape = Shape {
 /// anyway).
 static LARGE_WRITES: Semaphore = Semaphore::const_new(1);
 
-/// Segments (or pieces as received) all requests together may hold (10
-/// MiB): with many uploads at once each still holds up to its `Shape`'s
-/// share, but together they wait for the disk and the hasher instead of
-/// growing memory past the budget
-/// (64 uploads at once holding three each would take 25 MiB). A held
-/// segment is given back once hashed and written, which never waits for
-/// another request, and a request writes its incomplete group before it
-/// waits for the budget, so waiting for it cannot deadlock. Much less
-/// does not pay: a body that waits longer for a segment piles up in the
-/// connection's read buffer instead (64 uploads at once, peak RSS: 58-69 MiB
-/// with 80, 60-75 with 64, 57-70 with 96).
-pub(super) const BUDGET: usize = 80;
-static SEGMENTS: Semaphore = Semaphore::const_new(BUDGET);
+/// Segments all synced requests together may hold (6 MiB): with many
+/// uploads at once each still holds up to its `Shape`'s share, but
+/// together they wait for the disk and the hasher instead of growing
+/// memory past the budget (64 uploads at once holding three each would
+/// take 25 MiB). A held segment is given back once hashed and written,
+/// which never waits for another request, and a request writes its
+/// incomplete group before it waits for the budget, so waiting for it
+/// cannot deadlock. 64 synced uploads at once wait for the disk anyway,
+/// with their connections' read buffers full; each segment less is
+/// memory saved (peak RSS 56-63 MiB with 48, 63-66 with 80, on a disk
+/// that syncs at 270 MB/s; as fast either way).
+pub(super) const SEGMENT_BUDGET: usize = 48;
+static SEGMENTS: Semaphore = Semaphore::const_new(SEGMENT_BUDGET);
+
+/// Pieces as received that all unsynced requests together may hold, each
+/// keeping a connection's read buffer of up to 128 KiB. Fewer do not pay:
+/// a body that waits longer for the hasher piles up in the connection's
+/// read buffers instead (64 uploads at once, peak RSS 47-64 MiB with 48,
+/// 45-50 with 80).
+const RECEIVED_BUDGET: usize = 80;
+static RECEIVED: Semaphore = Semaphore::const_new(RECEIVED_BUDGET);
 
 /// Bytes a body must move within each read timeout: a client that sends
 /// nothing, or trickles a byte a second, is cut off.
@@ -367,15 +375,17 @@ impl Pipeline {
         Ok(self.filling.as_mut().expect("taken above"))
     }
 
-    /// A hold on one more segment's worth of memory: when the request
+    /// A hold on one more segment, or piece as received: when the request
     /// already holds its share, or all requests the budget, it waits for
     /// the hasher and the disk to give one back.
     async fn hold(&mut self) -> EngineResult<Hold> {
         let closed = |_| EngineError::Internal("segment budget closed".into());
-        match (
-            self.held.clone().try_acquire_owned(),
-            SEGMENTS.try_acquire(),
-        ) {
+        let budget = if self.writer.cached() {
+            &RECEIVED
+        } else {
+            &SEGMENTS
+        };
+        match (self.held.clone().try_acquire_owned(), budget.try_acquire()) {
             (Ok(mine), Ok(process)) => Ok((mine, process)),
             (mine, process) => {
                 // Segments waiting in an incomplete write group are given
@@ -393,7 +403,7 @@ impl Pipeline {
                 };
                 let process = match process {
                     Ok(process) => Ok(process),
-                    Err(_) => SEGMENTS.acquire().await,
+                    Err(_) => budget.acquire().await,
                 };
                 self.hashing.set_waiting(false);
                 Ok((mine.map_err(closed)?, process.map_err(closed)?))
