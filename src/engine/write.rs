@@ -73,9 +73,9 @@ static LARGE_WRITES: Semaphore = Semaphore::const_new(1);
 /// which never waits for another request, and a request writes its
 /// incomplete group before it waits for the budget, so waiting for it
 /// cannot deadlock. 64 synced uploads at once wait for the disk anyway,
-/// with their connections' read buffers full; each segment less is
-/// memory saved (peak RSS 56-63 MiB with 48, 63-66 with 80, on a disk
-/// that syncs at 270 MB/s; as fast either way).
+/// with their connections' read buffers full, so each segment less is
+/// memory saved (SQLite and PostgreSQL, on a disk that syncs at 270 MB/s:
+/// peak RSS 50-63 MiB with 48, 56-69 with 80, as fast either way).
 pub(super) const SEGMENT_BUDGET: usize = 48;
 static SEGMENTS: Semaphore = Semaphore::const_new(SEGMENT_BUDGET);
 
@@ -260,7 +260,8 @@ type Hold = (OwnedSemaphorePermit, SemaphorePermit<'static>);
 
 /// A piece of the body as the connection received it, written and hashed
 /// without a copy. It keeps the connection's read buffer it lies in from
-/// being reused, so it holds as much of the budget as a segment.
+/// being reused, so it holds a place in a budget (`RECEIVED`) as a
+/// segment does.
 struct Received {
     bytes: Bytes,
     _held: Hold,
