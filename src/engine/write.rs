@@ -332,6 +332,9 @@ struct Pipeline {
     shape: Shape,
     /// Segments the request may still take.
     held: Arc<Semaphore>,
+    /// What all requests' holds come from: `SEGMENTS` for a synced body,
+    /// `RECEIVED` for one taken as received.
+    budget: &'static Semaphore,
     /// File position of the next byte of the body.
     pos: u64,
     /// The segment being filled, once taken.
@@ -352,11 +355,17 @@ impl Pipeline {
             Ok(permit) => (LARGE, Some(permit)),
             Err(_) => (SMALL, None),
         };
+        let budget = if writer.cached() {
+            &RECEIVED
+        } else {
+            &SEGMENTS
+        };
         Pipeline {
             writer,
             guard,
             shape,
             held: Arc::new(Semaphore::new(shape.held)),
+            budget,
             pos,
             filling: None,
             hashing: feed,
@@ -381,11 +390,7 @@ impl Pipeline {
     /// the hasher and the disk to give one back.
     async fn hold(&mut self) -> EngineResult<Hold> {
         let closed = |_| EngineError::Internal("segment budget closed".into());
-        let budget = if self.writer.cached() {
-            &RECEIVED
-        } else {
-            &SEGMENTS
-        };
+        let budget = self.budget;
         match (self.held.clone().try_acquire_owned(), budget.try_acquire()) {
             (Ok(mine), Ok(process)) => Ok((mine, process)),
             (mine, process) => {
