@@ -11,7 +11,8 @@
 //! gave to other guests meanwhile ("steal"):
 //!   (a) one 1 GiB upload in 8 MiB chunks, (b) the same in 1 MiB chunks,
 //!   (c) 64 concurrent uploads of 16 MiB in 1 MiB chunks,
-//!   (d) the completion POST of the 1 GiB upload (chunked protocol),
+//!   (d) the completion POST of the 1 GiB upload (chunked protocol), and
+//!   of one of 10 GiB (the 1 GiB source sent ten times over) after it,
 //! and, in the same run, `md5sum` of the same bytes, a plain write of them
 //! to disk (with fdatasync) and a bare receive of (c) (`bare_receive`).
 //! Each row runs `md5sum` again just before it, and prints its MB/s as a
@@ -19,7 +20,8 @@
 //!
 //! A part of it, by comma lists in CHUNKD_BENCH_BACKENDS (sqlite,postgres),
 //! CHUNKD_BENCH_PROTOCOLS (chunked,tus,tus-unhashed), CHUNKD_BENCH_SYNC (on,off) and
-//! CHUNKD_BENCH_SCENARIOS (a,b,c; d comes with a). CHUNKD_BENCH_ROUNDS=n
+//! CHUNKD_BENCH_SCENARIOS (a,b,c,d; the 1 GiB completion comes with a,
+//! d is the 10 GiB upload and its completion). CHUNKD_BENCH_ROUNDS=n
 //! runs all of it n times over (each round measures the machine again) and
 //! ends with each figure's median and range: on a shared machine one run's
 //! figures drift by a third.
@@ -122,8 +124,10 @@ fn send_from_file(
     (resp, began.elapsed())
 }
 
-/// Uploads the `len` bytes of `file` from `offset` in chunks; returns the
-/// id and each chunk's latency.
+/// Uploads `len` bytes of `file` from `offset` in chunks, starting over at
+/// the file's start after its last GiB (so 10 GiB send the 1 GiB source ten
+/// times over; chunks divide 1 GiB); returns the id and each chunk's
+/// latency.
 fn upload(
     server: &Server,
     auth: &str,
@@ -160,7 +164,13 @@ fn upload(
                 };
                 let range = format!("bytes {sent}-{}/{len}", sent + n - 1);
                 let headers = [("Authorization", auth), ("Content-Range", range.as_str())];
-                send_from_file(server, ("PUT", &path, &headers), file, offset + sent, n)
+                send_from_file(
+                    server,
+                    ("PUT", &path, &headers),
+                    file,
+                    (offset + sent) % GIB,
+                    n,
+                )
             }
             Protocol::Tus | Protocol::TusUnhashed => {
                 let path = format!("/files/{id}");
@@ -171,7 +181,13 @@ fn upload(
                     ("Content-Type", "application/offset+octet-stream"),
                     ("Upload-Offset", at.as_str()),
                 ];
-                send_from_file(server, ("PATCH", &path, &headers), file, offset + sent, n)
+                send_from_file(
+                    server,
+                    ("PATCH", &path, &headers),
+                    file,
+                    (offset + sent) % GIB,
+                    n,
+                )
             }
         };
         if protocol == Protocol::Chunked {
@@ -299,12 +315,39 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / per_second)
 }
 
+/// The digest md5sum printed.
+fn digest_of(md5sum_output: Vec<u8>) -> String {
+    let text = String::from_utf8(md5sum_output).unwrap();
+    text.split_whitespace().next().unwrap().to_owned()
+}
+
 fn md5sum(path: &std::path::Path) -> (String, Duration) {
     let began = Instant::now();
     let out = Command::new("md5sum").arg(path).output().expect("md5sum");
-    let took = began.elapsed();
-    let text = String::from_utf8(out.stdout).unwrap();
-    (text.split_whitespace().next().unwrap().to_owned(), took)
+    (digest_of(out.stdout), began.elapsed())
+}
+
+/// The MD5 of `source` repeated `times` over, as md5sum reads it from a
+/// pipe.
+fn md5_repeated(source: &Path, times: u64) -> String {
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("md5sum");
+    let mut stdin = child.stdin.take().unwrap();
+    for _ in 0..times {
+        std::io::copy(&mut File::open(source).unwrap(), &mut stdin).unwrap();
+    }
+    drop(stdin);
+    digest_of(child.wait_with_output().unwrap().stdout)
+}
+
+/// The MD5s the uploads must end with.
+struct Expected {
+    one_gib: String,
+    /// Of the 10 GiB upload, where (d) runs.
+    ten_gib: Option<String>,
 }
 
 /// The items of a comma list in `var`, or `all` when it is not set.
@@ -467,11 +510,12 @@ impl Case<'_> {
         format!("{} {text}{note}", self.protocol.name())
     }
 
-    /// Runs it on a fresh server; its row, and (d) after (a) synced on the
-    /// chunked protocol. `md5sum` of `source` (the bytes `file` reads) just
-    /// before it gives the row its own measure of the machine: the
-    /// machine's speed drifts by a third within one round.
-    fn run(&self, file: &File, source: &Path, md5: &str) -> Vec<Line> {
+    /// Runs it on a fresh server; its row, and the completion POST after
+    /// (a) synced and after (d) on the chunked protocol. `md5sum` of
+    /// `source` (the bytes `file` reads) just before it gives the row its
+    /// own measure of the machine: the machine's speed drifts by a third
+    /// within one round.
+    fn run(&self, file: &File, source: &Path, expected: &Expected) -> Vec<Line> {
         let md5sum_beside = mb_per_s(GIB, md5sum(source).1);
         let flags: Vec<&str> = [
             self.subject.sync_flags(self.sync),
@@ -484,19 +528,25 @@ impl Case<'_> {
             label,
             figures,
         };
-        let (text, chunk) = match self.scenario {
-            'a' => ("(a) 1 GiB in 8 MiB chunks", 8 * MIB),
-            'b' => ("(b) 1 GiB in 1 MiB chunks", MIB),
+        let (text, len, chunk) = match self.scenario {
+            'a' => ("(a) 1 GiB in 8 MiB chunks", GIB, 8 * MIB),
+            'b' => ("(b) 1 GiB in 1 MiB chunks", GIB, MIB),
+            'd' => ("(d) 10 GiB in 8 MiB chunks", 10 * GIB, 8 * MIB),
             _ => {
                 let row = concurrent(self.subject, file, self.protocol, &flags);
                 let label = self.label("(c) 64 x 16 MiB at once, 1 MiB chunks");
                 return vec![line(label, Figures::Row(row, md5sum_beside))];
             }
         };
-        let (row, completion) = sequential(self.subject, file, md5, (chunk, self.protocol), &flags);
+        let md5 = match len {
+            GIB => &expected.one_gib,
+            _ => expected.ten_gib.as_ref().expect("the MD5 of 10 GiB"),
+        };
+        let upload = (len, chunk, self.protocol);
+        let (row, completion) = sequential(self.subject, file, md5, upload, &flags);
         let mut lines = vec![line(self.label(text), Figures::Row(row, md5sum_beside))];
-        if let Some(took) = completion.filter(|_| self.scenario == 'a' && self.sync) {
-            let label = self.label("(d) completion POST of 1 GiB");
+        if let Some(took) = completion.filter(|_| self.scenario != 'b' && self.sync) {
+            let label = self.label(&format!("(d) completion POST of {} GiB", len / GIB));
             lines.push(line(label, Figures::Completion(took)));
         }
         lines
@@ -669,10 +719,10 @@ fn bare_receive(file: &File, scratch: &Path) -> f64 {
 
 /// md5sum of `source`, a plain write of as many bytes, and the bare
 /// receive of (c), in MB/s.
-fn machine(source: &Path, file: &File, scratch: &Path) -> (String, Line) {
+fn machine(source: &Path, file: &File, scratch: &Path) -> Line {
     md5sum(source);
     let clock = MachineTime::now();
-    let (md5, md5_took) = md5sum(source);
+    let md5_took = md5sum(source).1;
     let plain = scratch.join("plain.bin");
     let data = bytes(MIB as usize, 7);
     let began = Instant::now();
@@ -691,19 +741,18 @@ fn machine(source: &Path, file: &File, scratch: &Path) -> (String, Line) {
         bare: bare_receive(file, scratch),
         steal: clock.stolen_since(),
     };
-    let line = Line {
+    Line {
         subject: "machine".into(),
         label: String::new(),
         figures,
-    };
-    (md5, line)
+    }
 }
 
 fn main() {
     let backends = picked("CHUNKD_BENCH_BACKENDS", "sqlite,postgres");
     let protocols = picked("CHUNKD_BENCH_PROTOCOLS", "chunked,tus,tus-unhashed");
     let syncs = picked("CHUNKD_BENCH_SYNC", "on,off");
-    let scenarios = picked("CHUNKD_BENCH_SCENARIOS", "a,b,c");
+    let scenarios = picked("CHUNKD_BENCH_SCENARIOS", "a,b,c,d");
     let rounds: usize = std::env::var("CHUNKD_BENCH_ROUNDS")
         .map(|n| n.parse().expect("CHUNKD_BENCH_ROUNDS: a number"))
         .unwrap_or(1)
@@ -733,8 +782,11 @@ fn main() {
                 if !syncs.iter().any(|s| s == if sync { "on" } else { "off" }) {
                     continue;
                 }
-                for scenario in ['a', 'b', 'c'] {
-                    if scenarios.iter().any(|s| s == &scenario.to_string()) {
+                for scenario in ['a', 'b', 'c', 'd'] {
+                    // The 10 GiB upload is for its completion: the chunked
+                    // protocol's, on the server as it is by default.
+                    let runs = scenario != 'd' || (protocol == Protocol::Chunked && sync);
+                    if runs && scenarios.iter().any(|s| s == &scenario.to_string()) {
                         cases.push(Case {
                             subject,
                             protocol,
@@ -756,20 +808,27 @@ fn main() {
         file.sync_all().unwrap();
     }
     let file = File::open(&source).unwrap();
+    let expected = Expected {
+        one_gib: md5sum(&source).0,
+        ten_gib: cases
+            .iter()
+            .any(|case| case.scenario == 'd')
+            .then(|| md5_repeated(&source, 10)),
+    };
     let mut all = Vec::new();
     for round in 1..=rounds {
         if rounds > 1 {
             println!("\nround {round} of {rounds}");
         }
         // The page cache is warm from here on.
-        let (md5, line) = machine(&source, &file, &scratch.0);
+        let line = machine(&source, &file, &scratch.0);
         line.print();
         // Each round starts at another case, so that a slow spell of the
         // machine does not fall on the same rows every round.
         let first = (round - 1) * cases.len() / rounds;
         let mut by_case: Vec<Vec<Line>> = cases.iter().map(|_| Vec::new()).collect();
         for i in (0..cases.len()).map(|i| (first + i) % cases.len()) {
-            by_case[i] = cases[i].run(&file, &source, &md5);
+            by_case[i] = cases[i].run(&file, &source, &expected);
             by_case[i].iter().for_each(Line::print);
         }
         all.push(
@@ -783,20 +842,20 @@ fn main() {
     }
 }
 
-/// One 1 GiB upload in chunks of `chunk` bytes on a fresh server; the row
-/// and, for the chunked protocol, the latency of the completion POST (a tus
-/// upload completes with its last PATCH).
+/// One upload of `len` bytes in chunks of `chunk` bytes on a fresh server;
+/// the row and, for the chunked protocol, the latency of the completion POST
+/// (a tus upload completes with its last PATCH).
 fn sequential(
     subject: Subject,
     file: &File,
     md5: &str,
-    (chunk, protocol): (u64, Protocol),
+    (len, chunk, protocol): (u64, u64, Protocol),
     flags: &[&str],
 ) -> (Row, Option<Duration>) {
     let running = subject.start(flags);
     let (server, auth) = (&running.server, running.auth.as_str());
     let timer = Timer::start();
-    let (id, latencies) = upload(server, auth, file, (0, GIB, chunk), protocol);
+    let (id, latencies) = upload(server, auth, file, (0, len, chunk), protocol);
     let timed = timer.stop();
     let completion = (protocol == Protocol::Chunked).then(|| {
         let started = Instant::now();
@@ -817,7 +876,7 @@ fn sequential(
         md5,
         "the stored upload is the file"
     );
-    (running.row(GIB, timed, latencies), completion)
+    (running.row(len, timed, latencies), completion)
 }
 
 /// 64 uploads of 16 MiB at once, in 1 MiB chunks, on a fresh server.
