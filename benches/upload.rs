@@ -155,6 +155,7 @@ fn upload(
     let mut sent = 0;
     while sent < len {
         let n = (len - sent).min(chunk);
+        let file_pos = (offset + sent) % GIB;
         let (resp, took) = match protocol {
             Protocol::Chunked => {
                 let path = if sent == 0 {
@@ -164,13 +165,7 @@ fn upload(
                 };
                 let range = format!("bytes {sent}-{}/{len}", sent + n - 1);
                 let headers = [("Authorization", auth), ("Content-Range", range.as_str())];
-                send_from_file(
-                    server,
-                    ("PUT", &path, &headers),
-                    file,
-                    (offset + sent) % GIB,
-                    n,
-                )
+                send_from_file(server, ("PUT", &path, &headers), file, file_pos, n)
             }
             Protocol::Tus | Protocol::TusUnhashed => {
                 let path = format!("/files/{id}");
@@ -181,13 +176,7 @@ fn upload(
                     ("Content-Type", "application/offset+octet-stream"),
                     ("Upload-Offset", at.as_str()),
                 ];
-                send_from_file(
-                    server,
-                    ("PATCH", &path, &headers),
-                    file,
-                    (offset + sent) % GIB,
-                    n,
-                )
+                send_from_file(server, ("PATCH", &path, &headers), file, file_pos, n)
             }
         };
         if protocol == Protocol::Chunked {
