@@ -9,16 +9,44 @@ pub mod protocol;
 pub mod storage;
 pub mod tokens;
 
+use actix_http::error::DispatchError;
+use actix_http::Protocol;
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
+use actix_web::rt::net::TcpStream;
 use anyhow::Context;
 use config::{ServeArgs, StoreArgs};
 use engine::{Engine, Hashing};
+use http::gate::GatedIo;
 use meta::{DieselStore, MetaStore};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use storage::LocalDisk;
 
 const BLOCKING_THREADS_PER_WORKER: usize = 16;
+
+/// How long a response may take to reach a client that stopped reading,
+/// before its connection is dropped (actix-web's default).
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Pending connections the kernel queues for accepting (actix-web's
+/// default).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// The listening socket, as actix-web would make it.
+fn listen_on(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
 
 /// Opens the database of the settings and brings its schema up to date;
 /// `durable`: commits wait for the disk (`--sync`).
@@ -105,28 +133,56 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.cleanup_interval.0.is_zero() {
         actix_web::rt::spawn(remove_expired_every(state.clone(), args.cleanup_interval.0));
     }
-    let mut server = actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(state.clone())
-            .wrap(actix_web::middleware::from_fn(http::cap_requests))
-            .wrap(actix_web::middleware::from_fn(http::cors))
-            .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
-            .configure(http::routes)
-    })
-    .client_request_timeout(args.read_timeout.0)
-    // Disk and database work runs on these threads; a small pool keeps
-    // memory flat under many concurrent uploads (the CPU has few cores
-    // anyway, and waiting requests queue).
-    .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
-    .bind(args.listen)
-    .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener =
+        listen_on(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let read_timeout = args.read_timeout.0;
+    let builder = actix_server::Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    let mut builder = builder
+        // Disk and database work runs on these threads; a small pool keeps
+        // memory flat under many concurrent uploads (the CPU has few cores
+        // anyway, and waiting requests queue).
+        .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
+        .listen("chunkd", listener, move || {
+            let app = actix_web::App::new()
+                .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(http::cap_requests))
+                .wrap(actix_web::middleware::from_fn(http::cors))
+                .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
+                .configure(http::routes)
+                .into_factory()
+                .map_err(|err: actix_web::Error| err.error_response());
+            let shutdown = shutdown.clone();
+            let service = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .client_request_timeout(read_timeout)
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                .local_addr(addr)
+                .on_connect_ext(|io: &GatedIo<TcpStream>, data| {
+                    data.insert(io.gate());
+                    if let Ok(local) = io.get_ref().local_addr() {
+                        data.insert(http::LocalAddr(local));
+                    }
+                })
+                // Only the URLs of responses would read it, and they take
+                // the connection's own address (`http::base_url`).
+                .finish(map_config(app, |()| AppConfig::default()));
+            fn_service(|io: TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, DispatchError>((GatedIo::new(io), Protocol::Http1, peer))
+            })
+            .and_then(service)
+        })?;
     if let Some(workers) = args.workers {
-        server = server.workers(workers);
+        builder = builder.workers(workers);
     }
-    for addr in server.addrs() {
-        println!("chunkd listening on http://{addr}");
-    }
+    println!("chunkd listening on http://{addr}");
     std::io::stdout().flush()?;
-    server.run().await?;
+    let server = builder.run();
+    server.await?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod gate;
 
 use crate::engine::{run_blocking, Engine, Hashing};
 use crate::protocol::{chunked, tus};
@@ -112,6 +113,10 @@ pub async fn cap_requests(
     Ok(next.call(req).await?.map_into_left_body())
 }
 
+/// The address a connection came in on, for the URLs of clients that send
+/// no Host header.
+pub struct LocalAddr(pub std::net::SocketAddr);
+
 /// `scheme://host` of the URLs in responses. The forwarded headers are used
 /// only when the proxy in front is trusted to set them.
 pub fn base_url(req: &HttpRequest, trust_proxy: bool) -> String {
@@ -129,7 +134,11 @@ pub fn base_url(req: &HttpRequest, trust_proxy: bool) -> String {
         .unwrap_or_else(|| "http".to_owned());
     let host = forwarded("x-forwarded-host")
         .or_else(|| header_value(header::HOST.as_str()))
-        .unwrap_or_else(|| req.app_config().local_addr().to_string());
+        .or_else(|| {
+            req.conn_data::<LocalAddr>()
+                .map(|local| local.0.to_string())
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
     format!("{scheme}://{host}")
 }
 

@@ -5,6 +5,7 @@
 use crate::engine::{BodyRules, Caller, EngineError, Hashing, NewUpload, Progress, Staged};
 use crate::http::auth::{caller, Appender};
 use crate::http::error::{ApiError, ApiResult, RequestError};
+use crate::http::gate::GatedPayload;
 use crate::http::{base_url, AppState};
 use crate::meta::UploadRecord;
 use crate::protocol::headers::{attachment, parse_content_range, parse_range, ByteRange};
@@ -164,7 +165,7 @@ fn raw_filename(req: &HttpRequest) -> ApiResult<Option<String>> {
 
 enum Body {
     Multipart(Multipart),
-    Raw(web::Payload),
+    Raw(GatedPayload),
     /// A urlencoded or JSON form: fields, no chunk.
     Form {
         json: bool,
@@ -174,7 +175,7 @@ enum Body {
 
 fn body(req: &HttpRequest, payload: web::Payload) -> ApiResult<Body> {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
-        return Ok(Body::Raw(payload));
+        return Ok(Body::Raw(GatedPayload::new(req, payload)));
     };
     let media = value.to_str().unwrap_or("").trim().to_owned();
     let essence = media
@@ -186,9 +187,9 @@ fn body(req: &HttpRequest, payload: web::Payload) -> ApiResult<Body> {
     match essence.as_str() {
         "multipart/form-data" => Ok(Body::Multipart(Multipart::new(
             req.headers(),
-            payload.into_inner(),
+            GatedPayload::new(req, payload),
         ))),
-        "application/octet-stream" => Ok(Body::Raw(payload)),
+        "application/octet-stream" => Ok(Body::Raw(GatedPayload::new(req, payload))),
         "application/x-www-form-urlencoded" => Ok(Body::Form {
             json: false,
             payload,

@@ -7,6 +7,7 @@
 use crate::engine::{BodyLength, BodyRules, Caller, ChecksumAlgo, EngineError, NewUpload, PARTIAL};
 use crate::http::auth::{caller, Appender};
 use crate::http::error::ApiError;
+use crate::http::gate::GatedPayload;
 use crate::http::{base_url, AppState};
 use crate::meta::UploadRecord;
 use crate::protocol::headers::{parse_tus_number, parse_upload_checksum, parse_upload_metadata};
@@ -271,7 +272,11 @@ pub async fn create(
         }
         let room = total.unwrap_or(engine.size_limit());
         engine
-            .receive_new(state.tus_hashing, body_rules(&req, room)?, payload)
+            .receive_new(
+                state.tus_hashing,
+                body_rules(&req, room)?,
+                GatedPayload::new(&req, payload),
+            )
             .await?
     } else {
         let nothing = futures_util::stream::empty::<Result<Bytes, Infallible>>();
@@ -421,7 +426,8 @@ async fn patch_as(
     if content_length(req).is_some_and(|len| len > room) {
         return Err(EngineError::TooLarge { limit }.into());
     }
-    let mut upload = session.write(body_rules(req, room)?, payload).await?;
+    let body = GatedPayload::new(req, payload);
+    let mut upload = session.write(body_rules(req, room)?, body).await?;
     if upload.total == Some(upload.offset) {
         upload = engine.finish(caller, id).await?;
     }
