@@ -147,6 +147,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .listen("chunkd", listener, move || {
             let app = actix_web::App::new()
                 .app_data(state.clone())
+                .app_data(http::ListenAddr(addr))
                 .wrap(actix_web::middleware::from_fn(http::cap_requests))
                 .wrap(actix_web::middleware::from_fn(http::cors))
                 .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
@@ -164,12 +165,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .local_addr(addr)
                 .on_connect_ext(|io: &GatedIo<TcpStream>, data| {
                     data.insert(io.gate());
-                    if let Ok(local) = io.get_ref().local_addr() {
-                        data.insert(http::LocalAddr(local));
-                    }
                 })
                 // Only the URLs of responses would read it, and they take
-                // the connection's own address (`http::base_url`).
+                // the listen address from `http::ListenAddr` instead.
                 .finish(map_config(app, |()| AppConfig::default()));
             fn_service(|io: TcpStream| async move {
                 let peer = io.peer_addr().ok();
@@ -182,7 +180,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("chunkd listening on http://{addr}");
     std::io::stdout().flush()?;
-    let server = builder.run();
-    server.await?;
+    builder.run().await?;
     Ok(())
 }

@@ -103,10 +103,6 @@ impl<T> GatedIo<T> {
         }
     }
 
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
     /// The gate, for the requests of this connection (`HttpRequest::conn_data`).
     pub fn gate(&self) -> Rc<ReadGate> {
         self.gate.clone()

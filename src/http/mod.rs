@@ -113,9 +113,9 @@ pub async fn cap_requests(
     Ok(next.call(req).await?.map_into_left_body())
 }
 
-/// The address a connection came in on, for the URLs of clients that send
-/// no Host header.
-pub struct LocalAddr(pub std::net::SocketAddr);
+/// The address the server listens on, for the URLs of clients that send no
+/// Host header.
+pub struct ListenAddr(pub std::net::SocketAddr);
 
 /// `scheme://host` of the URLs in responses. The forwarded headers are used
 /// only when the proxy in front is trusted to set them.
@@ -135,8 +135,8 @@ pub fn base_url(req: &HttpRequest, trust_proxy: bool) -> String {
     let host = forwarded("x-forwarded-host")
         .or_else(|| header_value(header::HOST.as_str()))
         .or_else(|| {
-            req.conn_data::<LocalAddr>()
-                .map(|local| local.0.to_string())
+            req.app_data::<ListenAddr>()
+                .map(|listen| listen.0.to_string())
         })
         .unwrap_or_else(|| "localhost".to_owned());
     format!("{scheme}://{host}")
