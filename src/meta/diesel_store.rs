@@ -152,12 +152,13 @@ pub struct DieselStore {
     /// the others, so that they never wait for one a commit holds.
     lookup_pool: Option<Pool<Manager>>,
     url: DatabaseUrl,
-    /// SQLite takes one writer at a time; writers of this process queue
-    /// here instead of in SQLite's busy handler, which sleeps a millisecond
-    /// and more between tries.
-    sqlite_writer: Option<Mutex<()>>,
-    /// SQLite: chunk commits waiting for the writer's turn.
-    commit_queue: Option<Mutex<CommitQueue>>,
+    /// This process's turn to write. On SQLite every write takes it: SQLite
+    /// takes one writer at a time, and writers of this process queue here
+    /// instead of in SQLite's busy handler, which sleeps a millisecond and
+    /// more between tries. On PostgreSQL only a batch of chunk commits does.
+    write_turn: Mutex<()>,
+    /// Chunk commits waiting for the turn.
+    commit_queue: Mutex<CommitQueue>,
 }
 
 /// A chunk's new offset and hash state, for the upload whose lease `token`
@@ -191,21 +192,109 @@ impl ChunkCommit {
     }
 }
 
-/// SQLite's group commit. One writer commits at a time, and a durable
-/// commit waits for an fsync of the WAL; so the commits of concurrent
-/// uploads queue here, and whoever gets the writer's turn next commits all
-/// that are queued in one transaction, one fsync for them all. The others
-/// find their outcome here when their turn comes.
+/// Group commit of chunks. The commits of concurrent uploads queue here,
+/// and whoever gets the turn next commits all that are queued at once; the
+/// others find their outcome here when their turn comes. On SQLite, which
+/// commits one writer at a time, that is one transaction and one fsync of
+/// the WAL for them all. On PostgreSQL it is one statement for them all: a
+/// statement costs its server about 0.1 ms of CPU, however few rows it
+/// changes, and one WAL flush.
 #[derive(Default)]
 struct CommitQueue {
     next_ticket: u64,
     queued: Vec<(u64, ChunkCommit)>,
-    /// Outcomes of commits another request's transaction carried.
+    /// Outcomes of commits another request's batch carried.
     done: HashMap<u64, Result<bool, String>>,
 }
 
+/// The commits of a batch in one UPDATE (PostgreSQL): each field of theirs
+/// bound as one array, the arrays unnested into rows. It returns the
+/// position (from 1) of each commit that changed its row. Its SQL never
+/// varies, so it stays prepared.
+struct CommitBatch {
+    ids: Vec<String>,
+    tokens: Vec<String>,
+    froms: Vec<i64>,
+    tos: Vec<i64>,
+    hash_states: Vec<Vec<u8>>,
+}
+
+impl CommitBatch {
+    fn of(commits: &[(u64, ChunkCommit)]) -> Self {
+        fn field<T>(commits: &[(u64, ChunkCommit)], f: impl Fn(&ChunkCommit) -> T) -> Vec<T> {
+            commits.iter().map(|(_, commit)| f(commit)).collect()
+        }
+        CommitBatch {
+            ids: field(commits, |c| c.id.to_string()),
+            tokens: field(commits, |c| c.token.clone()),
+            froms: field(commits, |c| to_db(c.from)),
+            tos: field(commits, |c| to_db(c.to)),
+            hash_states: field(commits, |c| c.hash_state.clone()),
+        }
+    }
+
+    /// Whether each commit, in order, changed its row.
+    fn run(self, conn: &mut diesel::PgConnection) -> QueryResult<Vec<bool>> {
+        let mut changed = vec![false; self.ids.len()];
+        for position in self.load::<i64>(conn)? {
+            if let Some(slot) = usize::try_from(position - 1)
+                .ok()
+                .and_then(|i| changed.get_mut(i))
+            {
+                *slot = true;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CommitBatch {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Array, BigInt, Binary, SmallInt, Text};
+        out.push_sql(
+            "UPDATE uploads SET upload_offset = c.to_offset, hash_state = c.hash_state, \
+             lock_token = NULL, lock_until = NULL FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.tokens)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.froms)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.tos)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Binary>, _>(&self.hash_states)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS c(id, token, from_offset, to_offset, hash_state, position) \
+             WHERE uploads.id = c.id AND uploads.lock_token = c.token \
+             AND uploads.upload_offset = c.from_offset AND uploads.status = ",
+        );
+        out.push_bind_param::<SmallInt, _>(&STATUS_UPLOADING)?;
+        out.push_sql(" RETURNING c.position");
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::QueryId for CommitBatch {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for CommitBatch {
+    type SqlType = diesel::sql_types::BigInt;
+}
+
+impl RunQueryDsl<diesel::PgConnection> for CommitBatch {}
+
 fn lock_queue(queue: &Mutex<CommitQueue>) -> MutexGuard<'_, CommitQueue> {
     queue.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_turn(turn: &Mutex<()>) -> MutexGuard<'_, ()> {
+    turn.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -472,13 +561,14 @@ impl DieselStore {
                 DatabaseUrl::Postgres(_) => None,
             },
             url: url.clone(),
-            sqlite_writer: matches!(url, DatabaseUrl::Sqlite(_)).then(|| Mutex::new(())),
-            commit_queue: matches!(url, DatabaseUrl::Sqlite(_)).then(Mutex::default),
+            write_turn: Mutex::new(()),
+            commit_queue: Mutex::default(),
         })
     }
 
-    /// Commits `commit` with whatever else is queued (SQLite).
-    fn commit_queued(&self, queue: &Mutex<CommitQueue>, commit: ChunkCommit) -> MetaResult<bool> {
+    /// Commits `commit` with whatever else is queued.
+    fn commit_queued(&self, commit: ChunkCommit) -> MetaResult<bool> {
+        let queue = &self.commit_queue;
         let ticket = {
             let mut queued = lock_queue(queue);
             let ticket = queued.next_ticket;
@@ -486,20 +576,19 @@ impl DieselStore {
             queued.queued.push((ticket, commit));
             ticket
         };
-        // Connection first, then the turn, as every writer takes them.
-        let conn = checkout(&self.pool);
+        // On SQLite the connection first, then the turn, as every writer
+        // takes them. On PostgreSQL only the turn's holder needs one: those
+        // who wait for it hold none.
+        let early = self.is_sqlite().then(|| checkout(&self.pool));
         let (_turn, batch) = {
-            let turn = self
-                .sqlite_writer
-                .as_ref()
-                .map(|writer| writer.lock().unwrap_or_else(|e| e.into_inner()));
+            let turn = lock_turn(&self.write_turn);
             let mut queued = lock_queue(queue);
             if let Some(outcome) = queued.done.remove(&ticket) {
                 return outcome.map_err(MetaError::Commit);
             }
             (turn, std::mem::take(&mut queued.queued))
         };
-        let mut conn = match conn {
+        let mut conn = match early.unwrap_or_else(|| checkout(&self.pool)) {
             Ok(conn) => conn,
             Err(err) => {
                 // Nothing of the batch ran: the others commit it themselves.
@@ -509,12 +598,16 @@ impl DieselStore {
                 return Err(err);
             }
         };
-        let outcomes = conn.transaction(|conn| {
-            batch
-                .iter()
-                .map(|(_, commit)| commit.run(conn))
-                .collect::<QueryResult<Vec<bool>>>()
-        });
+        let outcomes = match (&mut *conn, batch.as_slice()) {
+            (conn, [(_, alone)]) => alone.run(conn).map(|changed| vec![changed]),
+            (AnyConnection::Postgresql(pg), batch) => CommitBatch::of(batch).run(pg),
+            (conn, batch) => conn.transaction(|conn| {
+                batch
+                    .iter()
+                    .map(|(_, commit)| commit.run(conn))
+                    .collect::<QueryResult<Vec<bool>>>()
+            }),
+        };
         let mut queued = lock_queue(queue);
         let mut mine = None;
         match outcomes {
@@ -542,6 +635,10 @@ impl DieselStore {
         &self.url
     }
 
+    fn is_sqlite(&self) -> bool {
+        matches!(self.url, DatabaseUrl::Sqlite(_))
+    }
+
     fn conn(&self) -> MetaResult<PooledConnection<Manager>> {
         checkout(&self.pool)
     }
@@ -561,10 +658,7 @@ impl DieselStore {
             &self.lease_pool
         };
         let conn = checkout(pool)?;
-        let turn = self
-            .sqlite_writer
-            .as_ref()
-            .map(|writer| writer.lock().unwrap_or_else(|e| e.into_inner()));
+        let turn = self.is_sqlite().then(|| lock_turn(&self.write_turn));
         Ok((conn, turn))
     }
 
@@ -670,13 +764,16 @@ impl MetaStore for DieselStore {
         until: DateTime<Utc>,
     ) -> Option<MetaResult<LeaseOutcome>> {
         // Connection first, then the turn, as every writer takes them.
+        if !self.is_sqlite() {
+            return None;
+        }
         let conn = self.lease_pool.try_get()?;
-        let turn = self.sqlite_writer.as_ref()?.try_lock().ok()?;
+        let turn = self.write_turn.try_lock().ok()?;
         Some(lease_on(conn, Some(turn), (id, viewer, token), now, until))
     }
 
     fn reads_in_place(&self) -> bool {
-        matches!(self.url, DatabaseUrl::Sqlite(_))
+        self.is_sqlite()
     }
 
     fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool> {
@@ -718,13 +815,7 @@ impl MetaStore for DieselStore {
             to,
             hash_state: hash_state.to_vec(),
         };
-        if let Some(queue) = &self.commit_queue {
-            return self.commit_queued(queue, commit);
-        }
-        // PostgreSQL commits concurrent transactions with one WAL flush by
-        // itself.
-        let (mut conn, _turn) = self.durable()?;
-        Ok(commit.run(&mut conn)?)
+        self.commit_queued(commit)
     }
 
     fn mark_complete(
@@ -861,14 +952,70 @@ mod tests {
         }
     }
 
+    /// A migrated store of a test alone, removed when dropped.
+    struct TestStore {
+        store: DieselStore,
+        /// The SQLite store's directory, or the PostgreSQL database's name.
+        place: Result<PathBuf, String>,
+    }
+
+    impl std::ops::Deref for TestStore {
+        type Target = DieselStore;
+        fn deref(&self) -> &DieselStore {
+            &self.store
+        }
+    }
+
+    impl Drop for TestStore {
+        fn drop(&mut self) {
+            match &self.place {
+                Ok(dir) => drop(std::fs::remove_dir_all(dir)),
+                Err(database) => {
+                    let dropped =
+                        pg_admin().batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"));
+                    dropped.unwrap();
+                }
+            }
+        }
+    }
+
+    /// The local PostgreSQL (trust auth), as the integration tests use it.
+    fn pg_url(database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{database}?sslmode=disable")
+    }
+
+    fn pg_admin() -> diesel::PgConnection {
+        let url = pg_url("postgres");
+        diesel::PgConnection::establish(&url)
+            .unwrap_or_else(|e| panic!("PostgreSQL is required at {url}: {e}"))
+    }
+
     /// A new SQLite store with `connections` in its pool, in a directory
-    /// of its own (removed by the caller).
-    fn sqlite_store(connections: u32) -> (DieselStore, PathBuf) {
+    /// of its own.
+    fn sqlite_store(connections: u32) -> TestStore {
         let dir = std::env::temp_dir().join(format!("chunkd-meta-{}", Uuid::new_v4()));
         let url = DatabaseUrl::Sqlite(dir.join("db.sqlite3"));
         let store = DieselStore::open(&url, connections, true).unwrap();
         store.migrate().unwrap();
-        (store, dir)
+        TestStore {
+            store,
+            place: Ok(dir),
+        }
+    }
+
+    /// A new store on a PostgreSQL database of its own.
+    fn pg_store(connections: u32) -> TestStore {
+        let database = format!("chunkd_unit_{}", Uuid::new_v4().simple());
+        pg_admin()
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .unwrap();
+        let url = DatabaseUrl::Postgres(pg_url(&database));
+        let store = TestStore {
+            store: DieselStore::open(&url, connections, true).unwrap(),
+            place: Err(database),
+        };
+        store.migrate().unwrap();
+        store
     }
 
     /// A new, empty upload of 30 bytes, recorded in `store`.
@@ -898,11 +1045,11 @@ mod tests {
     /// A lease for a token holder is taken only while the token exists.
     #[test]
     fn a_lease_needs_the_callers_token() {
-        let (store, dir) = sqlite_store(2);
+        let store = sqlite_store(2);
         let now = Utc::now();
         let until = now + chrono::Duration::seconds(10);
         let upload = insert_upload(&store, now);
-        let (record, _) = crate::tokens::create_token(&store, "alice").unwrap();
+        let (record, _) = crate::tokens::create_token(&*store, "alice").unwrap();
         let holder = |token_hash: &str| Viewer {
             sees: Sees::Owner(Some("alice".into())),
             token_hash: Some(token_hash.into()),
@@ -930,7 +1077,6 @@ mod tests {
             lease(&Viewer::SERVER, "b"),
             LeaseOutcome::Acquired(_)
         ));
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// The lease, its renewal and release and the commit of a chunk run
@@ -938,7 +1084,7 @@ mod tests {
     #[test]
     fn chunk_updates_stay_prepared() {
         diesel::connection::set_default_instrumentation(|| Some(Box::new(CountUpdates))).unwrap();
-        let (store, dir) = sqlite_store(2);
+        let store = sqlite_store(2);
         let now = Utc::now();
         let upload = insert_upload(&store, now);
         let until = now + chrono::Duration::seconds(10);
@@ -966,58 +1112,96 @@ mod tests {
         prepared.sort();
         prepared.dedup();
         assert_eq!(prepared.len(), 4, "{prepared:#?}");
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Commits of many uploads at once, however they are grouped into
-    /// transactions, each change their own row as if alone: a commit whose
-    /// lease is gone changes nothing and fails alone.
-    #[test]
-    fn concurrent_commits_each_change_their_own_row() {
-        let (store, dir) = sqlite_store(4);
+    /// batches, each change their own row as if alone: a commit whose
+    /// lease is gone or whose offset moved changes nothing and fails alone.
+    fn concurrent_commits_each_change_their_own_row(store: &TestStore) {
         let now = Utc::now();
         let until = now + chrono::Duration::seconds(10);
-        let uploads: Vec<UploadRecord> = (0..24).map(|_| insert_upload(&store, now)).collect();
+        let uploads: Vec<UploadRecord> = (0..24).map(|_| insert_upload(store, now)).collect();
         for (n, upload) in uploads.iter().enumerate() {
             let token = format!("lease{n}");
             let lease = store.try_lease(upload.id, &Viewer::SERVER, &token, now, until);
             assert!(matches!(lease, Ok(LeaseOutcome::Acquired(_))));
         }
-        let barrier = std::sync::Barrier::new(uploads.len());
+        // Every third commit holds no lease, every fifth (of the others)
+        // starts at an offset the row is not at.
+        let lost = |n: usize| n.is_multiple_of(3);
+        let moved = |n: usize| n.is_multiple_of(5);
+        let fails = |n: usize| lost(n) || moved(n);
+        // All commits queue while the turn is held here, so that one batch
+        // carries them all.
+        let turn = lock_turn(&store.write_turn);
         let committed: Vec<bool> = std::thread::scope(|scope| {
             let commits: Vec<_> = uploads
                 .iter()
                 .enumerate()
                 .map(|(n, upload)| {
-                    let (store, barrier) = (&store, &barrier);
+                    let store = &store;
                     scope.spawn(move || {
-                        // Every third commit holds no lease.
-                        let token = if n % 3 == 0 {
+                        let token = if lost(n) {
                             "lost".to_owned()
                         } else {
                             format!("lease{n}")
                         };
-                        barrier.wait();
+                        let from = if moved(n) { 10 } else { 0 };
                         let state = [n as u8; 3];
                         store
-                            .commit_chunk(upload.id, &token, 0, 10, &state)
+                            .commit_chunk(upload.id, &token, from, from + 10, &state)
                             .unwrap()
                     })
                 })
                 .collect();
+            while lock_queue(&store.commit_queue).queued.len() < uploads.len() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(turn);
             commits.into_iter().map(|c| c.join().unwrap()).collect()
         });
         for (n, (upload, committed)) in uploads.iter().zip(committed).enumerate() {
             let row = store.get_upload(upload.id).unwrap().unwrap();
-            if n % 3 == 0 {
-                assert!(!committed);
-                assert_eq!((row.offset, row.hash_state), (0, Vec::new()));
+            assert_eq!(committed, !fails(n), "commit {n}");
+            if fails(n) {
+                assert_eq!((row.offset, row.hash_state), (0, Vec::new()), "{n}");
             } else {
-                assert!(committed);
-                assert_eq!((row.offset, row.hash_state), (10, vec![n as u8; 3]));
+                assert_eq!((row.offset, row.hash_state), (10, vec![n as u8; 3]), "{n}");
             }
         }
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn concurrent_sqlite_commits_each_change_their_own_row() {
+        concurrent_commits_each_change_their_own_row(&sqlite_store(4));
+    }
+
+    #[test]
+    fn concurrent_postgres_commits_each_change_their_own_row() {
+        concurrent_commits_each_change_their_own_row(&pg_store(4));
+    }
+
+    /// The batch's SQL never varies with its size: it stays prepared.
+    #[test]
+    fn a_batch_of_commits_stays_prepared() {
+        use diesel::query_builder::QueryFragment;
+        let commit = |n| ChunkCommit {
+            id: Uuid::new_v4(),
+            token: format!("t{n}"),
+            from: n,
+            to: n + 1,
+            hash_state: vec![1, 2],
+        };
+        let sql = |n| {
+            let batch = CommitBatch::of(&(0..n).map(|t| (t, commit(t))).collect::<Vec<_>>());
+            assert!(batch.is_safe_to_cache_prepared(&diesel::pg::Pg).unwrap());
+            diesel::debug_query::<diesel::pg::Pg, _>(&batch)
+                .to_string()
+                .split(" -- binds")
+                .next()
+                .map(str::to_owned)
+        };
+        assert_eq!(sql(2), sql(7));
     }
 
     #[test]
