@@ -162,7 +162,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 })
                 .client_request_timeout(read_timeout)
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-                .local_addr(addr)
                 .on_connect_ext(|io: &GatedIo<TcpStream>, data| {
                     data.insert(io.gate());
                 })

@@ -763,10 +763,10 @@ impl MetaStore for DieselStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Option<MetaResult<LeaseOutcome>> {
-        // Connection first, then the turn, as every writer takes them.
         if !self.is_sqlite() {
             return None;
         }
+        // Connection first, then the turn, as every writer takes them.
         let conn = self.lease_pool.try_get()?;
         let turn = self.write_turn.try_lock().ok()?;
         Some(lease_on(conn, Some(turn), (id, viewer, token), now, until))
@@ -955,8 +955,14 @@ mod tests {
     /// A migrated store of a test alone, removed when dropped.
     struct TestStore {
         store: DieselStore,
-        /// The SQLite store's directory, or the PostgreSQL database's name.
-        place: Result<PathBuf, String>,
+        place: TestPlace,
+    }
+
+    enum TestPlace {
+        /// The SQLite store's directory.
+        Directory(PathBuf),
+        /// The PostgreSQL database's name.
+        Database(String),
     }
 
     impl std::ops::Deref for TestStore {
@@ -969,8 +975,8 @@ mod tests {
     impl Drop for TestStore {
         fn drop(&mut self) {
             match &self.place {
-                Ok(dir) => drop(std::fs::remove_dir_all(dir)),
-                Err(database) => {
+                TestPlace::Directory(dir) => drop(std::fs::remove_dir_all(dir)),
+                TestPlace::Database(database) => {
                     let dropped =
                         pg_admin().batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"));
                     dropped.unwrap();
@@ -999,7 +1005,7 @@ mod tests {
         store.migrate().unwrap();
         TestStore {
             store,
-            place: Ok(dir),
+            place: TestPlace::Directory(dir),
         }
     }
 
@@ -1012,7 +1018,7 @@ mod tests {
         let url = DatabaseUrl::Postgres(pg_url(&database));
         let store = TestStore {
             store: DieselStore::open(&url, connections, true).unwrap(),
-            place: Err(database),
+            place: TestPlace::Database(database),
         };
         store.migrate().unwrap();
         store
