@@ -359,7 +359,8 @@ impl Response {
     }
 }
 
-/// The head of a request, for tests that send its body themselves.
+/// The head of a request, for tests that send its body themselves; the
+/// server closes the connection once it has answered.
 pub fn request_head(
     method: &str,
     path: &str,
@@ -367,7 +368,21 @@ pub fn request_head(
     headers: &[(&str, &str)],
     len: Option<u64>,
 ) -> Vec<u8> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut with_close = vec![("Connection", "close")];
+    with_close.extend_from_slice(headers);
+    kept_alive_head(method, path, addr, &with_close, len)
+}
+
+/// The head of a request after which the connection stays open for the
+/// next one (HTTP/1.1's default).
+pub fn kept_alive_head(
+    method: &str,
+    path: &str,
+    addr: &str,
+    headers: &[(&str, &str)],
+    len: Option<u64>,
+) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -427,6 +442,37 @@ pub fn try_read_response(mut stream: TcpStream) -> std::io::Result<Response> {
         ));
     }
     Ok(parse_response(&raw))
+}
+
+/// The next response on a connection that stays open: its head, and as
+/// many body bytes as its Content-Length says (none without one).
+pub fn read_response_on(stream: &mut TcpStream) -> Response {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let fill = |stream: &mut TcpStream, raw: &mut Vec<u8>, buf: &mut [u8]| {
+        let n = stream.read(buf).expect("a response");
+        assert!(n > 0, "the server closed the connection mid-response");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let body_at = loop {
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        fill(stream, &mut raw, &mut buf);
+    };
+    let head = parse_response(&raw[..body_at]);
+    assert!(
+        head.header("transfer-encoding").is_none(),
+        "a chunked response on a kept connection"
+    );
+    let len: usize = head
+        .header("content-length")
+        .map_or(0, |v| v.parse().unwrap());
+    while raw.len() < body_at + len {
+        fill(stream, &mut raw, &mut buf);
+    }
+    assert_eq!(raw.len(), body_at + len, "bytes past the response");
+    parse_response(&raw)
 }
 
 pub fn parse_response(raw: &[u8]) -> Response {
