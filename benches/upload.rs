@@ -85,8 +85,6 @@ impl Protocol {
     }
 }
 
-/// Sends one request whose body is `len` bytes of `file` from `file_pos`,
-/// streamed from the file; the response and its latency.
 /// Sends `len` bytes of `file` from `file_pos` to `stream` with
 /// sendfile(2): the page cache straight to the socket, so the client, which
 /// shares the machine's two cores with the server, costs as little as it
@@ -103,8 +101,14 @@ fn sendfile_all(stream: &std::net::TcpStream, file: &File, file_pos: u64, len: u
     }
 }
 
+/// Sends one request whose body is `len` bytes of `file` from `file_pos`,
+/// streamed from the file, on the upload's connection `conn` (opened when
+/// there is none, kept for the next request unless the server closes it,
+/// as chunkup's and browsers' connections are); the response and its
+/// latency.
 fn send_from_file(
     server: &Server,
+    conn: &mut Option<std::net::TcpStream>,
     head: (&str, &str, &[(&str, &str)]),
     file: &File,
     file_pos: u64,
@@ -112,15 +116,27 @@ fn send_from_file(
 ) -> (Response, Duration) {
     let (method, path, headers) = head;
     let began = Instant::now();
-    let stream = partial_request(server, method, path, headers, len, b"");
+    let mut stream = conn.take().unwrap_or_else(|| connect(&server.addr));
+    stream
+        .write_all(&kept_alive_head(
+            method,
+            path,
+            &server.addr,
+            headers,
+            Some(len),
+        ))
+        .unwrap();
     sendfile_all(&stream, file, file_pos, len);
-    let resp = read_response(stream);
+    let resp = read_response_on(&mut stream);
     assert!(
         resp.status == 200 || resp.status == 204,
         "{} {}",
         resp.status,
         resp.text()
     );
+    if resp.header("connection") != Some("close") {
+        *conn = Some(stream);
+    }
     (resp, began.elapsed())
 }
 
@@ -153,6 +169,7 @@ fn upload(
     }
     let mut latencies = Vec::new();
     let mut sent = 0;
+    let mut conn = None;
     while sent < len {
         let n = (len - sent).min(chunk);
         let file_pos = (offset + sent) % GIB;
@@ -165,7 +182,14 @@ fn upload(
                 };
                 let range = format!("bytes {sent}-{}/{len}", sent + n - 1);
                 let headers = [("Authorization", auth), ("Content-Range", range.as_str())];
-                send_from_file(server, ("PUT", &path, &headers), file, file_pos, n)
+                send_from_file(
+                    server,
+                    &mut conn,
+                    ("PUT", &path, &headers),
+                    file,
+                    file_pos,
+                    n,
+                )
             }
             Protocol::Tus | Protocol::TusUnhashed => {
                 let path = format!("/files/{id}");
@@ -176,7 +200,14 @@ fn upload(
                     ("Content-Type", "application/offset+octet-stream"),
                     ("Upload-Offset", at.as_str()),
                 ];
-                send_from_file(server, ("PATCH", &path, &headers), file, file_pos, n)
+                send_from_file(
+                    server,
+                    &mut conn,
+                    ("PATCH", &path, &headers),
+                    file,
+                    file_pos,
+                    n,
+                )
             }
         };
         if protocol == Protocol::Chunked {
@@ -644,58 +675,59 @@ fn print_summary(rounds: &[Vec<Line>]) {
 }
 
 /// Scenario (c) with nothing but the bytes' way in: the same 64 x 16 MiB
-/// in 1 MiB requests, each on a new connection and sent with sendfile(2),
-/// to a listener that only reads each body and writes it into the page
-/// cache (a thread per connection; no HTTP, hash or database). What the
-/// loopback and the page cache allow on the machine, in MB/s.
+/// in 1 MiB requests, each upload's on one connection and sent with
+/// sendfile(2), as the benchmark's client sends them, to a listener that
+/// only reads each body and writes it into the page cache (a thread per
+/// connection; no HTTP, hash or database). What the loopback and the page
+/// cache allow on the machine, in MB/s.
 fn bare_receive(file: &File, scratch: &Path) -> f64 {
     use std::io::Read;
-    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::net::{TcpListener, TcpStream};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let dir = scratch.join("bare");
     std::fs::create_dir_all(&dir).unwrap();
     let receive = |mut conn: TcpStream, dir: &Path| {
-        // Which upload and which MiB of it.
-        let mut head = [0u8; 16];
-        conn.read_exact(&mut head).unwrap();
-        let upload = u64::from_le_bytes(head[..8].try_into().unwrap());
-        let mut at = u64::from_le_bytes(head[8..].try_into().unwrap()) * MIB;
-        let out = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(upload.to_string()))
-            .unwrap();
         let mut buf = vec![0u8; 128 * 1024];
-        loop {
-            let n = conn.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
+        // Each request: which upload and which MiB of it, then the MiB.
+        let mut head = [0u8; 16];
+        while conn.read_exact(&mut head).is_ok() {
+            let upload = u64::from_le_bytes(head[..8].try_into().unwrap());
+            let mut at = u64::from_le_bytes(head[8..].try_into().unwrap()) * MIB;
+            let out = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(upload.to_string()))
+                .unwrap();
+            let end = at + MIB;
+            while at < end {
+                let want = buf.len().min((end - at) as usize);
+                let n = conn.read(&mut buf[..want]).unwrap();
+                assert!(n > 0, "the client closed mid-request");
+                out.write_all_at(&buf[..n], at).unwrap();
+                at += n as u64;
             }
-            out.write_all_at(&buf[..n], at).unwrap();
-            at += n as u64;
+            conn.write_all(b"k").unwrap();
         }
-        conn.write_all(b"k").unwrap();
     };
     let timer = Instant::now();
     std::thread::scope(|scope| {
         let dir = &dir;
         scope.spawn(move || {
-            for conn in listener.incoming().take(64 * 16) {
+            for conn in listener.incoming().take(64) {
                 let conn = conn.unwrap();
                 scope.spawn(move || receive(conn, dir));
             }
         });
         for upload in 0..64u64 {
             scope.spawn(move || {
+                let mut conn = TcpStream::connect(addr).unwrap();
                 for chunk in 0..16u64 {
-                    let mut conn = TcpStream::connect(addr).unwrap();
                     let mut head = upload.to_le_bytes().to_vec();
                     head.extend(chunk.to_le_bytes());
                     conn.write_all(&head).unwrap();
                     sendfile_all(&conn, file, (upload * 16 + chunk) * MIB, MIB);
-                    conn.shutdown(Shutdown::Write).unwrap();
                     conn.read_exact(&mut [0u8; 1]).unwrap();
                 }
             });
