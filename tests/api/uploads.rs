@@ -258,7 +258,8 @@ fn requests_on_one_kept_alive_connection(backend: Backend) {
         let mut conn = kept.take().unwrap_or_else(|| connect(addr));
         let head = kept_alive_head(method, path, addr, &all, Some(body.len() as u64));
         conn.write_all(&head).unwrap();
-        conn.write_all(body).unwrap();
+        // The server may answer (and close) before reading the whole body.
+        let _ = conn.write_all(body);
         let resp = read_response_on(&mut conn);
         let closing = resp.header("connection") == Some("close");
         assert!(
@@ -270,12 +271,12 @@ fn requests_on_one_kept_alive_connection(backend: Backend) {
         }
         resp
     };
-    let raw = [("Content-Type", "application/octet-stream")];
+    let raw = ("Content-Type", "application/octet-stream");
     let data = bytes(700_000, 9);
     let first = exchange(
         "PUT",
         "/upload/?filename=kept.bin",
-        &[raw[0], ("Content-Range", "bytes 0-299999/700000")],
+        &[raw, ("Content-Range", "bytes 0-299999/700000")],
         &data[..300_000],
     );
     assert_eq!(first.status, 200, "{}", first.text());
@@ -286,7 +287,7 @@ fn requests_on_one_kept_alive_connection(backend: Backend) {
     let stale = exchange(
         "PUT",
         &path,
-        &[raw[0], ("Content-Range", "bytes 0-299999/700000")],
+        &[raw, ("Content-Range", "bytes 0-299999/700000")],
         &data[300_000..600_000],
     );
     assert_eq!(stale.status, 400, "{}", stale.text());
@@ -294,7 +295,7 @@ fn requests_on_one_kept_alive_connection(backend: Backend) {
     let second = exchange(
         "PUT",
         &path,
-        &[raw[0], ("Content-Range", "bytes 300000-699999/700000")],
+        &[raw, ("Content-Range", "bytes 300000-699999/700000")],
         &data[300_000..],
     );
     assert_eq!(second.status, 200, "{}", second.text());
@@ -306,13 +307,8 @@ fn requests_on_one_kept_alive_connection(backend: Backend) {
     assert_eq!(done.json()["md5"], md5_hex(&data));
 
     // tus on the same connection.
-    let tus = [("Tus-Resumable", "1.0.0")];
-    let created = exchange(
-        "POST",
-        "/files/",
-        &[tus[0], ("Upload-Length", "700000")],
-        b"",
-    );
+    let tus = ("Tus-Resumable", "1.0.0");
+    let created = exchange("POST", "/files/", &[tus, ("Upload-Length", "700000")], b"");
     assert_eq!(created.status, 201, "{}", created.text());
     let tus_id = created.location_id();
     let file = format!("/files/{tus_id}");
@@ -322,7 +318,7 @@ fn requests_on_one_kept_alive_connection(backend: Backend) {
             "PATCH",
             &file,
             &[
-                tus[0],
+                tus,
                 ("Content-Type", "application/offset+octet-stream"),
                 ("Upload-Offset", &offset),
             ],
