@@ -158,29 +158,19 @@ fn send_from_file(
 ) -> (Response, Duration) {
     let (method, path, headers) = head;
     let began = Instant::now();
-    let mut stream = conn
-        .take()
-        .unwrap_or_else(|| client_connection(&server.addr));
-    stream
-        .write_all(&kept_alive_head(
-            method,
-            path,
-            &server.addr,
-            headers,
-            Some(len),
-        ))
-        .unwrap();
-    sendfile_all(&stream, file, file_pos, len);
-    let resp = read_response_on(&mut stream);
+    let head = kept_alive_head(method, path, &server.addr, headers, Some(len));
+    let resp = exchange_kept(
+        conn,
+        || client_connection(&server.addr),
+        &head,
+        |stream| sendfile_all(stream, file, file_pos, len),
+    );
     assert!(
         resp.status == 200 || resp.status == 204,
         "{} {}",
         resp.status,
         resp.text()
     );
-    if resp.header("connection") != Some("close") {
-        *conn = Some(stream);
-    }
     (resp, began.elapsed())
 }
 

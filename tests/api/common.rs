@@ -444,6 +444,26 @@ pub fn try_read_response(mut stream: TcpStream) -> std::io::Result<Response> {
     Ok(parse_response(&raw))
 }
 
+/// One request on a connection kept between requests: `kept`'s, or a new
+/// one from `open`; the head, the body that `send_body` sends, and the
+/// response, after which the connection is kept for the next request
+/// unless the server said it closes it.
+pub fn exchange_kept(
+    kept: &mut Option<TcpStream>,
+    open: impl FnOnce() -> TcpStream,
+    head: &[u8],
+    send_body: impl FnOnce(&mut TcpStream),
+) -> Response {
+    let mut conn = kept.take().unwrap_or_else(open);
+    conn.write_all(head).unwrap();
+    send_body(&mut conn);
+    let resp = read_response_on(&mut conn);
+    if resp.header("connection") != Some("close") {
+        *kept = Some(conn);
+    }
+    resp
+}
+
 /// The next response on a connection that stays open: its head, and as
 /// many body bytes as its Content-Length says (none without one).
 pub fn read_response_on(stream: &mut TcpStream) -> Response {

@@ -255,20 +255,20 @@ fn requests_on_one_kept_alive_connection(backend: Backend) {
     let mut exchange = |method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
         let mut all = vec![("Authorization", auth.as_str())];
         all.extend_from_slice(headers);
-        let mut conn = kept.take().unwrap_or_else(|| connect(addr));
         let head = kept_alive_head(method, path, addr, &all, Some(body.len() as u64));
-        conn.write_all(&head).unwrap();
-        // The server may answer (and close) before reading the whole body.
-        let _ = conn.write_all(body);
-        let resp = read_response_on(&mut conn);
-        let closing = resp.header("connection") == Some("close");
+        let resp = exchange_kept(
+            &mut kept,
+            || connect(addr),
+            &head,
+            |conn| {
+                // The server may answer (and close) before reading the whole body.
+                let _ = conn.write_all(body);
+            },
+        );
         assert!(
-            resp.status >= 400 || !closing,
+            resp.status >= 400 || kept.is_some(),
             "{method} {path}: closed after a success"
         );
-        if !closing {
-            kept = Some(conn);
-        }
         resp
     };
     let raw = ("Content-Type", "application/octet-stream");
