@@ -193,6 +193,9 @@ pub struct StoreArgs {
     #[arg(long, env = "CHUNKD_DB_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_connections: u32,
+    /// Mode of stored files (uploads and the SQLite database), in octal.
+    #[arg(long, env = "CHUNKD_FILE_MODE", default_value = "640")]
+    pub file_mode: FileMode,
 }
 
 impl StoreArgs {
@@ -250,9 +253,6 @@ pub struct ServeArgs {
     /// Allowed media types (as implied by the extension), comma-separated, like image/*,application/pdf.
     #[arg(long, env = "CHUNKD_ALLOWED_MEDIA_TYPES", value_delimiter = ',', value_parser = parse_media_type)]
     pub allowed_media_types: Vec<String>,
-    /// Mode of stored files, in octal.
-    #[arg(long, env = "CHUNKD_FILE_MODE", default_value = "640")]
-    pub file_mode: FileMode,
     /// Largest body of one request (none by default).
     #[arg(long, env = "CHUNKD_MAX_CHUNK_BYTES")]
     pub max_chunk_bytes: Option<Size>,
@@ -288,6 +288,16 @@ pub struct ServeArgs {
     pub workers: Option<usize>,
 }
 
+/// A bound of a duration flag, as a person would write it.
+fn describe(span: Duration) -> String {
+    match span.as_millis() {
+        0 => "0s".into(),
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 impl ServeArgs {
     pub fn engine_settings(&self) -> EngineSettings {
         EngineSettings {
@@ -319,11 +329,46 @@ impl ServeArgs {
         if self.complete_ext == self.incomplete_ext {
             return Err("--complete-ext and --incomplete-ext must differ".into());
         }
-        if self.lease_time.0 < Duration::from_millis(400) {
-            return Err("--lease-time must be at least 400ms".into());
+        const DAY: Duration = Duration::from_secs(86_400);
+        // Every time the server computes from a duration (an expiry date,
+        // a lease's end, a deadline) stays far inside what clocks and HTTP
+        // dates can hold.
+        for (name, span, least, most) in [
+            ("--expiration", self.expiration, Duration::from_secs(1), DAY * 36_500),
+            ("--lease-time", self.lease_time, Duration::from_millis(400), DAY),
+            ("--lock-timeout", self.lock_timeout, Duration::ZERO, DAY),
+            ("--read-timeout", self.read_timeout, Duration::from_millis(100), DAY),
+            ("--cleanup-interval", self.cleanup_interval, Duration::ZERO, DAY * 366),
+        ] {
+            if span.0 < least || span.0 > most {
+                return Err(format!(
+                    "{name} must be from {} to {}",
+                    describe(least),
+                    describe(most)
+                ));
+            }
         }
-        if self.max_requests == 0 {
-            return Err("--max-requests must be at least 1".into());
+        // Sizes are stored as BIGINT.
+        let largest = i64::MAX as u64;
+        for (name, size) in [
+            ("--max-bytes", self.max_bytes),
+            ("--min-bytes", Some(self.min_bytes)),
+            ("--max-chunk-bytes", self.max_chunk_bytes),
+        ] {
+            if size.is_some_and(|size| size.0 > largest) {
+                return Err(format!("{name} must be at most {largest} bytes"));
+            }
+        }
+        if self.max_chunk_bytes.is_some_and(|size| size.0 == 0) {
+            return Err("--max-chunk-bytes must be at least 1".into());
+        }
+        for (name, count) in [
+            ("--max-requests", Some(self.max_requests)),
+            ("--workers", self.workers),
+        ] {
+            if count == Some(0) {
+                return Err(format!("{name} must be at least 1"));
+            }
         }
         if let Some(max) = self.max_bytes {
             if max.0 < self.min_bytes.0 {

@@ -52,8 +52,8 @@ fn listen_on(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// `durable`: commits wait for the disk (`--sync`).
 pub fn open_store(store: &StoreArgs, durable: bool) -> anyhow::Result<Arc<DieselStore>> {
     let url = store.database().map_err(anyhow::Error::msg)?;
-    let meta =
-        DieselStore::open(&url, store.db_connections, durable).with_context(|| url.describe())?;
+    let meta = DieselStore::open(&url, store.db_connections, durable, store.file_mode.0)
+        .with_context(|| url.describe())?;
     let applied = meta.migrate().context("applying migrations")?;
     for version in applied {
         log::info!("applied migration {version}");
@@ -64,7 +64,7 @@ pub fn open_store(store: &StoreArgs, durable: bool) -> anyhow::Result<Arc<Diesel
 pub fn build_engine(args: &ServeArgs, meta: Arc<dyn MetaStore>) -> Engine {
     let storage = LocalDisk::new(
         args.store.data_dir.clone(),
-        args.file_mode.0,
+        args.store.file_mode.0,
         &args.incomplete_ext,
         &args.complete_ext,
         args.sync,
@@ -83,22 +83,36 @@ fn ensure_a_token(meta: &dyn MetaStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The server's own `chunkd cleanup`, now and then. Uploads in use are left
-/// for the next round, so several processes sweeping one database is safe.
+/// The server's own `chunkd cleanup`, at startup and now and then.
+/// Uploads in use are left for the next round, so several processes
+/// sweeping one database is safe.
 async fn remove_expired_every(state: actix_web::web::Data<http::AppState>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match state.engine.remove_expired().await {
-            Ok(removed) => {
-                for upload in removed {
+        match cleanup(&state.engine).await {
+            Ok((expired, orphans)) => {
+                for upload in expired {
                     log::info!("upload {}: expired, removed", upload.id);
                 }
+                for key in orphans {
+                    log::info!("upload {}: files without a row, removed", key.id);
+                }
             }
-            Err(err) => log::warn!("removing expired uploads failed: {err}"),
+            Err(err) => log::warn!("cleanup failed: {err}"),
         }
     }
+}
+
+/// Removes expired uploads, then files no upload row knows; returns what
+/// went.
+pub async fn cleanup(
+    engine: &Engine,
+) -> engine::EngineResult<(Vec<meta::UploadRecord>, Vec<storage::PartKey>)> {
+    let expired = engine.remove_expired().await?;
+    let orphans = engine.remove_orphans().await?;
+    Ok((expired, orphans))
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {

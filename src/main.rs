@@ -96,7 +96,7 @@ async fn cleanup(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     let meta = chunkd::open_store(&args.store, args.sync)?;
     let engine = chunkd::build_engine(&args, meta);
-    let removed = engine.remove_expired().await?;
+    let (removed, orphans) = chunkd::cleanup(&engine).await?;
     for upload in &removed {
         println!(
             "removed {} {:?} ({} of {} bytes, expired {})",
@@ -108,5 +108,9 @@ async fn cleanup(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!("{} expired uploads removed", removed.len());
+    for key in &orphans {
+        println!("removed the files of {} in {:?}, which no upload row knows", key.id, key.dir);
+    }
+    println!("{} files without an upload removed", orphans.len());
     Ok(())
 }

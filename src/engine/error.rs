@@ -38,6 +38,8 @@ pub enum EngineError {
     Unhashed,
     #[error("only complete partial uploads can be concatenated")]
     NotConcatenable,
+    #[error("invalid concatenation: {0}")]
+    BadConcat(&'static str),
     #[error("the checksum of the request body does not match")]
     BodyChecksumMismatch,
     #[error("upload incomplete: {offset} of {total:?} bytes")]

@@ -14,7 +14,9 @@ mod write;
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
 
-use crate::meta::{ListQuery, MetaResult, MetaStore, Sees, UploadRecord, Viewer};
+use crate::meta::{
+    ChunkCommit, Completed, ListQuery, MetaResult, MetaStore, Sees, UploadRecord, Viewer,
+};
 use crate::storage::{PartKey, PartReader, PartStore, PartWriter, StorageError};
 use bytes::Bytes;
 use checksum::{HashFeed, Hasher};
@@ -53,6 +55,51 @@ pub(crate) fn detach_blocking<F: FnOnce() + Send + 'static>(work: F) {
         Err(_) => work(),
     }
 }
+
+/// Turns the part file of an upload whose row was just marked complete into
+/// its completed file. A failure loses nothing: the part file holds the
+/// bytes and the next download renames it (`Engine::open_completed`).
+fn finalize_after_commit(storage: &dyn PartStore, key: &PartKey) {
+    if let Err(err) = storage.finalize(key) {
+        log::warn!(
+            "upload {}: complete, but its completed file is not in place yet: {err}",
+            key.id
+        );
+    }
+}
+
+/// `hasher` caught up to `len` bytes from `reader`.
+fn hash_file(reader: &dyn PartReader, mut hasher: Hasher, len: u64) -> EngineResult<Hasher> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = hasher.hashed_len();
+    while pos < len {
+        let want = usize::try_from(len - pos).map_or(buf.len(), |n| n.min(buf.len()));
+        let got = reader.read_at(&mut buf[..want], pos)?;
+        if got == 0 {
+            return Err(StorageError::Damaged {
+                expected: len,
+                found: pos,
+            }
+            .into());
+        }
+        hasher.update(&buf[..got]);
+        pos += got as u64;
+    }
+    Ok(hasher)
+}
+
+/// The most parts one tus final upload may join: each is a file opened
+/// while the request runs.
+const MAX_CONCAT_PARTS: usize = 256;
+
+/// How many read timeouts a file no row knows is left alone after it was
+/// last written: a creation under way writes its body at least every few
+/// (its pipeline holds a couple of segments, which fill at the least
+/// progress allowed within a read timeout each).
+const ORPHAN_GRACE_TIMEOUTS: u32 = 4;
+
+/// Files looked up in the database together by the orphan sweep.
+const ORPHAN_BATCH: usize = 256;
 
 /// The largest size a database row can hold.
 const MAX_TOTAL: u64 = i64::MAX as u64;
@@ -181,6 +228,17 @@ pub enum Hashing {
     /// Not at all: the upload never has a checksum. Saves the hash's CPU
     /// where the client checks nothing (tus with `--hash-tus false`).
     Off,
+}
+
+/// What completes an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Its last byte (tus): the commit that brings the offset to the total
+    /// completes the upload in the same statement, so no moment, dropped
+    /// request or crash leaves all its bytes in and the upload incomplete.
+    LastByte,
+    /// A request of its own, with the client's checksum (`complete`).
+    Request,
 }
 
 /// The `checksum_algo` of an upload that is not hashed.
@@ -522,27 +580,7 @@ impl Engine {
             return Ok(hasher);
         }
         let (storage, key, len) = (self.storage.clone(), Self::key(upload), upload.offset);
-        run_blocking(move || {
-            let reader = storage.open_part_reader(&key)?;
-            let mut hasher = hasher;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut pos = hasher.hashed_len();
-            while pos < len {
-                let want = usize::try_from(len - pos).map_or(buf.len(), |n| n.min(buf.len()));
-                let got = reader.read_at(&mut buf[..want], pos)?;
-                if got == 0 {
-                    return Err(StorageError::Damaged {
-                        expected: len,
-                        found: pos,
-                    }
-                    .into());
-                }
-                hasher.update(&buf[..got]);
-                pos += got as u64;
-            }
-            Ok(hasher)
-        })
-        .await
+        run_blocking(move || hash_file(storage.open_part_reader(&key)?.as_ref(), hasher, len)).await
     }
 
     /// A hasher for a new upload: with the configured checksum, or none.
@@ -597,39 +635,38 @@ impl Engine {
         let dir = expand_path_template(&self.settings.path_template, created_at)
             .ok_or_else(|| EngineError::Internal("invalid path template".into()))?;
         let key = PartKey { dir, id };
-        let storage = self.storage.clone();
-        let create_key = key.clone();
-        let writer: Arc<dyn PartWriter> =
-            run_blocking(move || Ok(Arc::from(storage.create(&create_key)?))).await?;
-        let guard = WriteGuard::new(
-            self.storage.clone(),
-            key.clone(),
-            writer.clone(),
-            Rollback::Remove,
-            None,
-        );
+        let (storage, job_key) = (self.storage.clone(), key.clone());
+        // The guard is made in the job that creates the file: if the
+        // request is dropped meanwhile, dropping the job's result removes
+        // the file again.
+        let (writer, guard) = run_blocking(move || {
+            let writer: Arc<dyn PartWriter> = Arc::from(storage.create(&job_key)?);
+            let guard = WriteGuard::new(storage, job_key, writer.clone(), Rollback::Remove, None);
+            Ok((writer, guard))
+        })
+        .await?;
         Ok((id, key, created_at, writer, guard))
     }
 
     /// The engine's limits applied to a body's rules.
     fn intake(&self, rules: BodyRules) -> Intake {
-        let expected = match rules.length {
-            BodyLength::Exact(len) => Expected::Exact(len),
-            BodyLength::UpTo(limit) => Expected::AtMost(limit, EngineError::TooLarge { limit }),
+        // Every body that is not of an exact, already checked length is
+        // counted against the chunk limit as it streams, whatever its
+        // Content-Length said (or with none, as with chunked encoding).
+        let (limit, past_limit) = match rules.length {
+            BodyLength::Exact(len) => (len, None),
+            BodyLength::UpTo(limit) => (limit, Some(EngineError::TooLarge { limit })),
             BodyLength::Unlimited => {
-                match (self.settings.max_bytes, self.settings.max_chunk_bytes) {
-                    (Some(max), Some(chunk)) if chunk < max => {
-                        Expected::AtMost(chunk, EngineError::ChunkTooLarge { limit: chunk })
-                    }
-                    (Some(max), _) => Expected::AtMost(max, EngineError::TooLarge { limit: max }),
-                    (None, Some(chunk)) => {
-                        Expected::AtMost(chunk, EngineError::ChunkTooLarge { limit: chunk })
-                    }
-                    (None, None) => {
-                        Expected::AtMost(MAX_TOTAL, EngineError::TooLarge { limit: MAX_TOTAL })
-                    }
-                }
+                let limit = self.size_limit();
+                (limit, Some(EngineError::TooLarge { limit }))
             }
+        };
+        let expected = match (past_limit, self.settings.max_chunk_bytes) {
+            (None, _) => Expected::Exact(limit),
+            (Some(_), Some(chunk)) if chunk < limit => {
+                Expected::AtMost(chunk, EngineError::ChunkTooLarge { limit: chunk })
+            }
+            (Some(err), _) => Expected::AtMost(limit, err),
         };
         Intake {
             expected,
@@ -677,15 +714,21 @@ impl Engine {
         }
     }
 
-    /// Records a new upload whose first chunk was staged.
+    /// Records a new upload whose first chunk was staged; complete at once
+    /// when that chunk is all of it and its last byte completes it.
     pub async fn create(
         &self,
         staged: Staged,
         caller: &Caller,
         new: NewUpload,
+        completion: Completion,
     ) -> EngineResult<UploadRecord> {
         self.check_filename(&new.filename)?;
         let Staged { file, feed } = staged;
+        if completion == Completion::LastByte && new.total == Some(file.len) {
+            let hasher = feed.finish().await?;
+            return self.record_complete(file, hasher, caller, new, None).await;
+        }
         let record = self.new_record(&file, caller, new, &feed.checkpoint()?);
         let (meta, guard, row) = (self.meta.clone(), file.guard, record.clone());
         run_blocking(move || {
@@ -768,6 +811,13 @@ impl Engine {
         hashing: Hashing,
         new: NewUpload,
     ) -> EngineResult<UploadRecord> {
+        if parts.len() > MAX_CONCAT_PARTS {
+            return Err(EngineError::BadConcat("too many parts"));
+        }
+        let distinct: std::collections::HashSet<&Uuid> = parts.iter().collect();
+        if distinct.len() != parts.len() {
+            return Err(EngineError::BadConcat("a part is named more than once"));
+        }
         let mut sources = Vec::with_capacity(parts.len());
         let mut total: u64 = 0;
         for &id in parts {
@@ -776,27 +826,26 @@ impl Engine {
                 return Err(EngineError::NotConcatenable);
             }
             total = total.saturating_add(part.offset);
-            sources.push(Self::key(&part));
+            sources.push(part);
         }
         self.check_total(total)?;
         self.check_filename(&new.filename)?;
+        let mut readers = Vec::with_capacity(sources.len());
+        for part in &sources {
+            readers.push((self.open_completed(caller, part).await?, part.offset));
+        }
         let new = NewUpload {
             total: Some(total),
             ..new
         };
         let (id, key, created_at, writer, guard) = self.new_part().await?;
-        let (storage, mut hasher, job_guard) = (
-            self.storage.clone(),
-            self.whole_hasher(hashing),
-            guard.clone(),
-        );
+        let (mut hasher, job_guard) = (self.whole_hasher(hashing), guard.clone());
         let hasher = run_blocking(move || {
             let mut buf = vec![0u8; 1 << 20];
             let mut pos = 0;
-            for source in &sources {
-                let reader = storage.open_done(source)?;
-                let (size, mut read) = (reader.size(), 0);
-                while read < size {
+            for (reader, size) in &readers {
+                let mut read = 0;
+                while read < *size {
                     let want = usize::try_from(size - read).map_or(buf.len(), |n| n.min(buf.len()));
                     let got = reader.read_at(&mut buf[..want], read)?;
                     if got == 0 {
@@ -861,7 +910,8 @@ impl Engine {
                     provided,
                 });
             }
-            // The client now says the total it deferred.
+            // The client now says the total it deferred: recorded with the
+            // chunk's commit, so a refused chunk leaves it untold.
             (None, Some(provided)) => {
                 if provided < upload.offset {
                     return Err(EngineError::TotalBelowOffset {
@@ -870,11 +920,6 @@ impl Engine {
                     });
                 }
                 self.check_total(provided)?;
-                let (meta, token) = (self.meta.clone(), lock.token().to_owned());
-                let set = run_blocking(move || Ok(meta.set_total(id, &token, provided)?)).await?;
-                if !set {
-                    return Err(EngineError::LeaseLost);
-                }
                 upload.total = Some(provided);
             }
             _ => {}
@@ -904,31 +949,13 @@ impl Engine {
         let seen = self.find(caller, id).await?;
         let algo = self.algo(&seen)?.ok_or(EngineError::Unhashed)?;
         let given = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
-        self.complete_checked(caller, seen, Some(given)).await
-    }
-
-    /// Completes an upload whose bytes all arrived, without a checksum from
-    /// the client (tus: the upload is complete when its last byte is in);
-    /// the checksum is recorded all the same.
-    pub async fn finish(&self, caller: &Caller, id: Uuid) -> EngineResult<UploadRecord> {
-        let seen = self.find(caller, id).await?;
-        self.complete_checked(caller, seen, None).await
-    }
-
-    async fn complete_checked(
-        &self,
-        caller: &Caller,
-        seen: UploadRecord,
-        given: Option<&str>,
-    ) -> EngineResult<UploadRecord> {
         let already = |upload: UploadRecord| {
-            if checksum_matches(upload.checksum.as_deref(), given) {
+            if checksum_matches(upload.checksum.as_deref(), Some(given)) {
                 Ok(upload)
             } else {
                 Err(EngineError::AlreadyComplete)
             }
         };
-        let id = seen.id;
         if seen.complete {
             return already(seen);
         }
@@ -948,23 +975,45 @@ impl Engine {
         }
         let hashed = self.final_hash(&upload).await;
         let digest = self.record_loss(&lock, id, hashed).await?.hex();
-        if !checksum_matches(digest.as_deref(), given) {
+        if !checksum_matches(digest.as_deref(), Some(given)) {
             return Err(EngineError::ChecksumMismatch);
         }
-        let completed_at = Utc::now().trunc_subsecs(6);
-        let (meta, storage, key, token) = (
+        let completed = Completed {
+            checksum: digest,
+            at: Utc::now().trunc_subsecs(6),
+        };
+        let (meta, storage, key, token, len) = (
             self.meta.clone(),
             self.storage.clone(),
             Self::key(&upload),
             lock.token().to_owned(),
+            upload.offset,
         );
-        let checksum = digest.clone();
-        // The locks go with the work, so they outlive it even if this
-        // request is dropped meanwhile.
-        let finalized = run_blocking(move || Ok(storage.finalize(&key)?)).await;
-        self.record_loss(&lock, id, finalized).await?;
+        let record = completed.clone();
+        let (check_storage, check_key) = (storage.clone(), key.clone());
+        let checked = run_blocking(move || {
+            let found = check_storage.open_part_reader(&check_key)?.size();
+            if found == len {
+                Ok(())
+            } else {
+                Err(StorageError::Damaged {
+                    expected: len,
+                    found,
+                }
+                .into())
+            }
+        })
+        .await;
+        self.record_loss(&lock, id, checked).await?;
+        // One job, which the locks go with: once started it runs to its end
+        // even if the request is dropped. The row is marked first; the
+        // rename that follows it is redone at the next download if a crash
+        // comes between them (`open_completed`).
         let marked = run_blocking(move || {
-            let marked = meta.mark_complete(id, &token, checksum.as_deref(), completed_at)?;
+            let marked = meta.mark_complete(id, &token, &record)?;
+            if marked {
+                finalize_after_commit(storage.as_ref(), &key);
+            }
             drop(lock);
             Ok(marked)
         })
@@ -973,8 +1022,8 @@ impl Engine {
             return Err(EngineError::LeaseLost);
         }
         upload.complete = true;
-        upload.checksum = digest;
-        upload.completed_at = Some(completed_at);
+        upload.checksum = completed.checksum;
+        upload.completed_at = Some(completed.at);
         Ok(upload)
     }
 
@@ -1024,9 +1073,100 @@ impl Engine {
                 total: upload.total,
             });
         }
-        let (storage, key) = (self.storage.clone(), Self::key(&upload));
-        let reader = run_blocking(move || Ok(Arc::from(storage.open_done(&key)?))).await?;
+        let reader = self.open_completed(caller, &upload).await?;
         Ok((upload, reader))
+    }
+
+    /// The completed file of a complete upload. Where a crash came between
+    /// the row's completion and the rename of its part file, the part file
+    /// is verified against the row (its length, and its digest against the
+    /// recorded checksum) and renamed now, under the upload's locks.
+    async fn open_completed(
+        &self,
+        caller: &Caller,
+        upload: &UploadRecord,
+    ) -> EngineResult<Arc<dyn PartReader>> {
+        let open = |storage: Arc<dyn PartStore>, key: PartKey| {
+            run_blocking(move || Ok(Arc::from(storage.open_done(&key)?)))
+        };
+        let key = Self::key(upload);
+        match open(self.storage.clone(), key.clone()).await {
+            Err(EngineError::Storage(StorageError::Missing)) => {}
+            opened => return opened,
+        }
+        let (_lock, _) = self.lock(caller, upload.id).await?;
+        let algo = self.algo(upload)?;
+        let (storage, job_key, len, checksum) = (
+            self.storage.clone(),
+            key.clone(),
+            upload.offset,
+            upload.checksum.clone(),
+        );
+        run_blocking(move || {
+            if storage.open_done(&job_key).is_ok() {
+                return Ok(());
+            }
+            let reader = storage.open_part_reader(&job_key)?;
+            let found = reader.size();
+            if found != len {
+                return Err(EngineError::Lost(format!(
+                    "part file holds {found} bytes of {len}"
+                )));
+            }
+            if let Some(algo) = algo {
+                let hasher = hash_file(reader.as_ref(), Hasher::new(algo), len)?;
+                if hasher.hex() != checksum {
+                    return Err(EngineError::Lost("part file does not match its checksum".into()));
+                }
+            }
+            log::warn!("upload {}: completed file renamed after a crash", job_key.id);
+            Ok(storage.finalize(&job_key)?)
+        })
+        .await?;
+        open(self.storage.clone(), key).await
+    }
+
+    /// Removes the files that no upload row knows and that nothing wrote
+    /// for a while: what a creation left when its server died before the
+    /// row was inserted. A creation still under way writes at least every
+    /// few read timeouts, or is cut off; returns what was removed.
+    pub async fn remove_orphans(&self) -> EngineResult<Vec<PartKey>> {
+        let (meta, storage) = (self.meta.clone(), self.storage.clone());
+        let grace = self.settings.read_timeout * ORPHAN_GRACE_TIMEOUTS;
+        run_blocking(move || {
+            let cutoff = std::time::SystemTime::now()
+                .checked_sub(grace)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let mut removed = Vec::new();
+            let mut batch = Vec::with_capacity(ORPHAN_BATCH);
+            let mut failed = Ok(());
+            let mut settle = |batch: &mut Vec<PartKey>| -> EngineResult<()> {
+                let ids: Vec<Uuid> = batch.iter().map(|key| key.id).collect();
+                let known: std::collections::HashSet<Uuid> =
+                    meta.known_uploads(&ids)?.into_iter().collect();
+                for key in batch.drain(..) {
+                    // An upload with both files is visited twice.
+                    if !known.contains(&key.id) && !removed.contains(&key) {
+                        storage.remove(&key)?;
+                        removed.push(key);
+                    }
+                }
+                Ok(())
+            };
+            storage.visit_files(&mut |file| {
+                if failed.is_err() || file.modified > cutoff {
+                    return;
+                }
+                batch.push(file.key);
+                if batch.len() == ORPHAN_BATCH {
+                    failed = settle(&mut batch);
+                }
+            })?;
+            failed?;
+            settle(&mut batch)?;
+            Ok(removed)
+        })
+        .await
     }
 
     /// Deletes every expired incomplete upload that no request holds; returns
@@ -1074,20 +1214,50 @@ pub struct AppendSession<'a> {
     opened: EngineResult<Option<Arc<dyn PartWriter>>>,
 }
 
-impl AppendSession<'_> {
+impl<'a> AppendSession<'a> {
     pub fn upload(&self) -> &UploadRecord {
         &self.upload
     }
 
-    /// Streams the chunk in, then commits the new offset and hash state.
-    pub async fn write<S, E>(self, rules: BodyRules, body: S) -> EngineResult<UploadRecord>
+    /// How many bytes the chunk may have: up to the upload's total, or the
+    /// size limit while the total is deferred.
+    pub fn room(&self) -> EngineResult<u64> {
+        let limit = self.upload.total.unwrap_or(self.engine.size_limit());
+        limit
+            .checked_sub(self.upload.offset)
+            .ok_or(EngineError::TooLarge { limit })
+    }
+
+    /// Streams the chunk in and commits it (`receive`, then `commit`).
+    pub async fn write<S, E>(
+        self,
+        rules: BodyRules,
+        body: S,
+        completion: Completion,
+    ) -> EngineResult<UploadRecord>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        self.receive(rules, body, completion).await?.commit().await
+    }
+
+    /// Streams the chunk into the part file, written but not committed:
+    /// the caller commits it once the rest of its request is accepted, and
+    /// dropping it instead rolls it back.
+    pub async fn receive<S, E>(
+        self,
+        rules: BodyRules,
+        body: S,
+        completion: Completion,
+    ) -> EngineResult<ReceivedChunk<'a>>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
         let AppendSession {
             engine,
-            mut upload,
+            upload,
             lock,
             opened,
         } = self;
@@ -1101,7 +1271,7 @@ impl AppendSession<'_> {
         let token = lock.token().to_owned();
         let guard = WriteGuard::new(
             engine.storage.clone(),
-            key,
+            key.clone(),
             writer.clone(),
             Rollback::TruncateTo(from),
             Some(lock),
@@ -1109,13 +1279,86 @@ impl AppendSession<'_> {
         let intake = engine.intake(rules);
         let pumped = pump(writer, guard.clone(), from, feed, intake, body).await?;
         let to = from + pumped.len;
-        let state = pumped.feed.checkpoint()?.save();
-        let (meta, id, saved) = (engine.meta.clone(), upload.id, state.clone());
+        let last = completion == Completion::LastByte && upload.total == Some(to);
+        let (commit, feed) = if last {
+            let hasher = pumped.feed.finish().await?;
+            let commit = ChunkCommit {
+                from,
+                to,
+                hash_state: hasher.save(),
+                total: upload.total,
+                completed: Some(Completed {
+                    checksum: hasher.hex(),
+                    at: Utc::now().trunc_subsecs(6),
+                }),
+            };
+            (commit, None)
+        } else {
+            let commit = ChunkCommit {
+                from,
+                to,
+                hash_state: pumped.feed.checkpoint()?.save(),
+                total: upload.total,
+                completed: None,
+            };
+            (commit, Some(pumped.feed))
+        };
+        Ok(ReceivedChunk {
+            engine,
+            upload,
+            key,
+            token,
+            guard,
+            commit,
+            feed,
+        })
+    }
+}
+
+/// A chunk written to its part file, not yet committed: dropped, it is
+/// rolled back.
+pub struct ReceivedChunk<'a> {
+    engine: &'a Engine,
+    upload: UploadRecord,
+    key: PartKey,
+    token: String,
+    guard: Arc<WriteGuard>,
+    commit: ChunkCommit,
+    /// The feed of the upload's hash, kept for its next chunk (None once
+    /// the upload completes).
+    feed: Option<HashFeed>,
+}
+
+impl ReceivedChunk<'_> {
+    /// Syncs the chunk's bytes and commits the new offset and hash state;
+    /// with the upload's last byte, if that completes it, the completion
+    /// goes in the same commit.
+    pub async fn commit(self) -> EngineResult<UploadRecord> {
+        let ReceivedChunk {
+            engine,
+            mut upload,
+            key,
+            token,
+            guard,
+            commit,
+            feed,
+        } = self;
+        guard.keep_alive().await?;
+        let (meta, storage, id, job_commit) = (
+            engine.meta.clone(),
+            engine.storage.clone(),
+            upload.id,
+            commit.clone(),
+        );
         let committed = run_blocking(move || {
             guard.sync()?;
-            let committed = meta.commit_chunk(id, &token, from, to, &saved)?;
+            let committed = meta.commit_chunk(id, &token, &job_commit)?;
             if committed {
                 guard.mark_committed();
+                if job_commit.completed.is_some() {
+                    // Still under the guard's locks.
+                    finalize_after_commit(storage.as_ref(), &key);
+                }
             }
             Ok(committed)
         })
@@ -1123,9 +1366,16 @@ impl AppendSession<'_> {
         if !committed {
             return Err(EngineError::LeaseLost);
         }
-        engine.feeds.park(upload.id, to, pumped.feed);
-        upload.offset = to;
-        upload.hash_state = state;
+        if let Some(feed) = feed {
+            engine.feeds.park(upload.id, commit.to, feed);
+        }
+        upload.offset = commit.to;
+        upload.hash_state = commit.hash_state;
+        if let Some(completed) = commit.completed {
+            upload.complete = true;
+            upload.checksum = completed.checksum;
+            upload.completed_at = Some(completed.at);
+        }
         Ok(upload)
     }
 }

@@ -110,6 +110,21 @@ impl Progress {
         }
     }
 
+    /// Waits for `step` of reading the body (a multipart form's next part,
+    /// say) within the same deadline; `ReadTimeout` past it.
+    pub async fn within<F: std::future::Future>(&self, step: F) -> EngineResult<F::Output> {
+        tokio::time::timeout_at(self.deadline, step)
+            .await
+            .map_err(|_| EngineError::ReadTimeout)
+    }
+
+    /// Starts a new period, after a part of the body that was read under
+    /// a progress rule of its own.
+    pub fn restart(&mut self) {
+        self.credit = 0;
+        self.deadline = tokio::time::Instant::now() + self.timeout;
+    }
+
     /// The next piece of the body; `ReadTimeout` once the body has not
     /// moved `MIN_PROGRESS` bytes within the timeout.
     pub async fn next<S, E>(&mut self, body: &mut S) -> EngineResult<Option<Bytes>>

@@ -25,6 +25,8 @@ pub enum RequestError {
     Multipart(String),
     #[error("malformed request body")]
     MalformedBody,
+    #[error("form fields larger than allowed")]
+    FormTooLarge,
     #[error("invalid query parameter {0}")]
     InvalidQuery(&'static str),
     #[error("method {0} not allowed")]
@@ -78,6 +80,10 @@ impl ApiError {
                 ),
                 R::Multipart(msg) => (bad, detail(format!("Multipart form parse error - {msg}"))),
                 R::MalformedBody => (bad, detail("Malformed request.")),
+                R::FormTooLarge => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    detail("Form fields exceed 64 KiB together"),
+                ),
                 R::InvalidQuery(name) => (bad, detail(format!("Invalid query parameter: {name}"))),
                 R::MethodNotAllowed(method) => (
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -151,6 +157,7 @@ impl ApiError {
                     bad,
                     detail("Only complete partial uploads can be concatenated"),
                 ),
+                E::BadConcat(reason) => (bad, detail(format!("Invalid concatenation: {reason}"))),
                 E::BodyChecksumMismatch => (
                     StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
                     detail("Checksum mismatch"),

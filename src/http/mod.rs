@@ -55,7 +55,18 @@ pub async fn cors(
         state.is_some_and(|s| s.allows_origin(text))
     });
     let Some(origin) = origin else {
-        return Ok(next.call(req).await?.map_into_left_body());
+        // Where some origins are allowed, the answer depends on the
+        // Origin a request has, also when it has none or another: a cache
+        // must not serve it to the allowed ones.
+        let varies = req
+            .app_data::<web::Data<AppState>>()
+            .is_some_and(|state| !state.cors_origins.is_empty());
+        let mut response = next.call(req).await?;
+        if varies {
+            let headers = response.headers_mut();
+            headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
+        }
+        return Ok(response.map_into_left_body());
     };
     let preflight = req.method() == Method::OPTIONS
         && req

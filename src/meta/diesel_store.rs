@@ -3,8 +3,8 @@
 
 use super::schema::{tokens, uploads};
 use super::{
-    LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, Sees, TokenRecord, UploadRecord,
-    Viewer,
+    ChunkCommit, Completed, LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, Sees,
+    TokenRecord, UploadRecord, Viewer,
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
@@ -161,28 +161,43 @@ pub struct DieselStore {
     commit_queue: Mutex<CommitQueue>,
 }
 
-/// A chunk's new offset and hash state, for the upload whose lease `token`
-/// holds, if its offset is still `from`.
-struct ChunkCommit {
+/// A chunk's commit, for the upload whose lease `token` holds.
+struct QueuedCommit {
     id: Uuid,
     token: String,
-    from: u64,
-    to: u64,
-    hash_state: Vec<u8>,
+    commit: ChunkCommit,
 }
 
-impl ChunkCommit {
-    /// Whether it changed the row.
+/// The status an upload has once `commit` is in.
+fn status_after(commit: &ChunkCommit) -> i16 {
+    if commit.completed.is_some() {
+        STATUS_COMPLETE
+    } else {
+        STATUS_UPLOADING
+    }
+}
+
+impl QueuedCommit {
+    /// Whether it changed the row. Every column a commit may change is
+    /// set, to what it already is where this commit leaves it, so that
+    /// the statement's text never varies.
     fn run(&self, conn: &mut AnyConnection) -> QueryResult<bool> {
+        let c = &self.commit;
+        let completed = c.completed.as_ref();
         Prepared(
             diesel::update(
                 held(self.id, &self.token)
-                    .filter(uploads::upload_offset.eq(to_db(self.from)))
+                    .filter(uploads::upload_offset.eq(to_db(c.from)))
                     .filter(uploads::status.eq(STATUS_UPLOADING)),
             )
             .set((
-                uploads::upload_offset.eq(to_db(self.to)),
-                uploads::hash_state.eq(&self.hash_state),
+                uploads::upload_offset.eq(to_db(c.to)),
+                uploads::hash_state.eq(&c.hash_state),
+                uploads::total.eq(to_db(c.total.unwrap_or(0))),
+                uploads::length_deferred.eq(c.total.is_none()),
+                uploads::status.eq(status_after(c)),
+                uploads::checksum.eq(completed.and_then(|done| done.checksum.as_deref())),
+                uploads::completed_at.eq(completed.map(|done| naive(done.at))),
                 uploads::lock_token.eq(None::<String>),
                 uploads::lock_until.eq(None::<NaiveDateTime>),
             ))
@@ -202,7 +217,7 @@ impl ChunkCommit {
 #[derive(Default)]
 struct CommitQueue {
     next_ticket: u64,
-    queued: Vec<(u64, ChunkCommit)>,
+    queued: Vec<(u64, QueuedCommit)>,
     /// Outcomes of commits another request's batch carried.
     done: HashMap<u64, Result<bool, String>>,
 }
@@ -217,19 +232,31 @@ struct CommitBatch {
     froms: Vec<i64>,
     tos: Vec<i64>,
     hash_states: Vec<Vec<u8>>,
+    totals: Vec<i64>,
+    deferred: Vec<bool>,
+    statuses: Vec<i16>,
+    checksums: Vec<Option<String>>,
+    completed_ats: Vec<Option<NaiveDateTime>>,
 }
 
 impl CommitBatch {
-    fn of(commits: &[(u64, ChunkCommit)]) -> Self {
-        fn field<T>(commits: &[(u64, ChunkCommit)], f: impl Fn(&ChunkCommit) -> T) -> Vec<T> {
-            commits.iter().map(|(_, commit)| f(commit)).collect()
+    fn of(commits: &[(u64, QueuedCommit)]) -> Self {
+        fn field<T>(commits: &[(u64, QueuedCommit)], f: impl Fn(&QueuedCommit) -> T) -> Vec<T> {
+            commits.iter().map(|(_, queued)| f(queued)).collect()
         }
         CommitBatch {
-            ids: field(commits, |c| c.id.to_string()),
-            tokens: field(commits, |c| c.token.clone()),
-            froms: field(commits, |c| to_db(c.from)),
-            tos: field(commits, |c| to_db(c.to)),
-            hash_states: field(commits, |c| c.hash_state.clone()),
+            ids: field(commits, |q| q.id.to_string()),
+            tokens: field(commits, |q| q.token.clone()),
+            froms: field(commits, |q| to_db(q.commit.from)),
+            tos: field(commits, |q| to_db(q.commit.to)),
+            hash_states: field(commits, |q| q.commit.hash_state.clone()),
+            totals: field(commits, |q| to_db(q.commit.total.unwrap_or(0))),
+            deferred: field(commits, |q| q.commit.total.is_none()),
+            statuses: field(commits, |q| status_after(&q.commit)),
+            checksums: field(commits, |q| {
+                q.commit.completed.as_ref().and_then(|c| c.checksum.clone())
+            }),
+            completed_ats: field(commits, |q| q.commit.completed.as_ref().map(|c| naive(c.at))),
         }
     }
 
@@ -253,9 +280,11 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CommitBatch {
         &'b self,
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
     ) -> QueryResult<()> {
-        use diesel::sql_types::{Array, BigInt, Binary, SmallInt, Text};
+        use diesel::sql_types::{Array, BigInt, Binary, Bool, Nullable, SmallInt, Text, Timestamp};
         out.push_sql(
             "UPDATE uploads SET upload_offset = c.to_offset, hash_state = c.hash_state, \
+             total = c.total, length_deferred = c.deferred, status = c.status, \
+             checksum = c.checksum, completed_at = c.completed_at, \
              lock_token = NULL, lock_until = NULL FROM unnest(",
         );
         out.push_bind_param::<Array<Text>, _>(&self.ids)?;
@@ -267,8 +296,19 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CommitBatch {
         out.push_bind_param::<Array<BigInt>, _>(&self.tos)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Binary>, _>(&self.hash_states)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.totals)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Bool>, _>(&self.deferred)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<SmallInt>, _>(&self.statuses)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.checksums)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.completed_ats)?;
         out.push_sql(
-            ") WITH ORDINALITY AS c(id, token, from_offset, to_offset, hash_state, position) \
+            ") WITH ORDINALITY AS c(id, token, from_offset, to_offset, hash_state, total, \
+             deferred, status, checksum, completed_at, position) \
              WHERE uploads.id = c.id AND uploads.lock_token = c.token \
              AND uploads.upload_offset = c.from_offset AND uploads.status = ",
         );
@@ -522,17 +562,40 @@ fn lease_on(
     })
 }
 
+/// Creates the SQLite file, and its directory, if they do not exist.
+fn create_sqlite_file(path: &Path, mode: u32) -> MetaResult<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |what: &Path, err: std::io::Error| {
+        MetaError::Connection(format!("cannot create {}: {err}", what.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => Err(failed(path, err)),
+        _ => Ok(()),
+    }
+}
+
 impl DieselStore {
     /// Opens a pool of at most `connections` on the database; the SQLite
     /// file is created if needed. `durable`: commits wait until they are on
     /// the disk (not only for a crash of this process, also of the machine).
-    pub fn open(url: &DatabaseUrl, connections: u32, durable: bool) -> MetaResult<Self> {
+    /// `file_mode`: the mode a new SQLite file is created with (SQLite
+    /// gives its journal files the same).
+    pub fn open(
+        url: &DatabaseUrl,
+        connections: u32,
+        durable: bool,
+        file_mode: u32,
+    ) -> MetaResult<Self> {
         if let DatabaseUrl::Sqlite(path) = url {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    MetaError::Connection(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+            create_sqlite_file(path, file_mode)?;
         }
         let pool = |size, durable| {
             Pool::builder()
@@ -567,7 +630,7 @@ impl DieselStore {
     }
 
     /// Commits `commit` with whatever else is queued.
-    fn commit_queued(&self, commit: ChunkCommit) -> MetaResult<bool> {
+    fn commit_queued(&self, commit: QueuedCommit) -> MetaResult<bool> {
         let queue = &self.commit_queue;
         let ticket = {
             let mut queued = lock_queue(queue);
@@ -743,6 +806,22 @@ impl MetaStore for DieselStore {
             .collect()
     }
 
+    fn known_uploads(&self, ids: &[Uuid]) -> MetaResult<Vec<Uuid>> {
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        uploads::table
+            .select(uploads::id)
+            .filter(uploads::id.eq_any(ids))
+            .load::<String>(&mut *self.conn()?)?
+            .into_iter()
+            .map(|id| {
+                Uuid::parse_str(&id).map_err(|_| MetaError::CorruptRow {
+                    id,
+                    reason: "id is not a UUID".into(),
+                })
+            })
+            .collect()
+    }
+
     fn try_lease(
         &self,
         id: Uuid,
@@ -800,53 +879,26 @@ impl MetaStore for DieselStore {
         Ok(())
     }
 
-    fn commit_chunk(
-        &self,
-        id: Uuid,
-        token: &str,
-        from: u64,
-        to: u64,
-        hash_state: &[u8],
-    ) -> MetaResult<bool> {
-        let commit = ChunkCommit {
+    fn commit_chunk(&self, id: Uuid, token: &str, commit: &ChunkCommit) -> MetaResult<bool> {
+        self.commit_queued(QueuedCommit {
             id,
             token: token.to_owned(),
-            from,
-            to,
-            hash_state: hash_state.to_vec(),
-        };
-        self.commit_queued(commit)
+            commit: commit.clone(),
+        })
     }
 
-    fn mark_complete(
-        &self,
-        id: Uuid,
-        token: &str,
-        checksum: Option<&str>,
-        completed_at: DateTime<Utc>,
-    ) -> MetaResult<bool> {
+    fn mark_complete(&self, id: Uuid, token: &str, completed: &Completed) -> MetaResult<bool> {
         let (mut conn, _turn) = self.durable()?;
-        let marked = diesel::update(held(id, token))
+        let marked = diesel::update(held(id, token).filter(uploads::status.eq(STATUS_UPLOADING)))
             .set((
                 uploads::status.eq(STATUS_COMPLETE),
-                uploads::checksum.eq(checksum),
-                uploads::completed_at.eq(naive(completed_at)),
+                uploads::checksum.eq(completed.checksum.as_deref()),
+                uploads::completed_at.eq(naive(completed.at)),
                 uploads::lock_token.eq(None::<String>),
                 uploads::lock_until.eq(None::<NaiveDateTime>),
             ))
             .execute(&mut *conn)?;
         Ok(marked == 1)
-    }
-
-    fn set_total(&self, id: Uuid, token: &str, total: u64) -> MetaResult<bool> {
-        let (mut conn, _turn) = self.durable()?;
-        let set = diesel::update(held(id, token).filter(uploads::length_deferred.eq(true)))
-            .set((
-                uploads::total.eq(to_db(total)),
-                uploads::length_deferred.eq(false),
-            ))
-            .execute(&mut *conn)?;
-        Ok(set == 1)
     }
 
     fn mark_failed(&self, id: Uuid, token: &str) -> MetaResult<bool> {
@@ -915,6 +967,7 @@ impl MetaStore for DieselStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::SubsecRound;
 
     fn versions(backend: &str) -> Vec<String> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1001,7 +1054,7 @@ mod tests {
     fn sqlite_store(connections: u32) -> TestStore {
         let dir = std::env::temp_dir().join(format!("chunkd-meta-{}", Uuid::new_v4()));
         let url = DatabaseUrl::Sqlite(dir.join("db.sqlite3"));
-        let store = DieselStore::open(&url, connections, true).unwrap();
+        let store = DieselStore::open(&url, connections, true, 0o600).unwrap();
         store.migrate().unwrap();
         TestStore {
             store,
@@ -1017,7 +1070,7 @@ mod tests {
             .unwrap();
         let url = DatabaseUrl::Postgres(pg_url(&database));
         let store = TestStore {
-            store: DieselStore::open(&url, connections, true).unwrap(),
+            store: DieselStore::open(&url, connections, true, 0o600).unwrap(),
             place: TestPlace::Database(database),
         };
         store.migrate().unwrap();
@@ -1046,6 +1099,17 @@ mod tests {
         };
         store.insert_upload(&upload).unwrap();
         upload
+    }
+
+    /// The commit of bytes `from..to` of an upload of 30 bytes.
+    fn chunk(from: u64, to: u64, hash_state: &[u8]) -> ChunkCommit {
+        ChunkCommit {
+            from,
+            to,
+            hash_state: hash_state.to_vec(),
+            total: Some(30),
+            completed: None,
+        }
     }
 
     /// A lease for a token holder is taken only while the token exists.
@@ -1094,15 +1158,15 @@ mod tests {
         let now = Utc::now();
         let upload = insert_upload(&store, now);
         let until = now + chrono::Duration::seconds(10);
-        for chunk in 0..3u64 {
+        for n in 0..3u64 {
             for (token, commits) in [("released", false), ("committed", true)] {
                 let lease = store.try_lease(upload.id, &Viewer::SERVER, token, now, until);
                 assert!(matches!(lease, Ok(LeaseOutcome::Acquired(_))));
                 assert!(store.renew_lease(upload.id, token, until).unwrap());
                 if commits {
-                    let (from, to) = (chunk * 10, chunk * 10 + 10);
+                    let (from, to) = (n * 10, n * 10 + 10);
                     assert!(store
-                        .commit_chunk(upload.id, token, from, to, b"s")
+                        .commit_chunk(upload.id, token, &chunk(from, to, b"s"))
                         .unwrap());
                 } else {
                     store.release_lease(upload.id, token).unwrap();
@@ -1122,7 +1186,8 @@ mod tests {
 
     /// Commits of many uploads at once, however they are grouped into
     /// batches, each change their own row as if alone: a commit whose
-    /// lease is gone or whose offset moved changes nothing and fails alone.
+    /// lease is gone or whose offset moved changes nothing and fails alone,
+    /// and one that completes its upload completes it and no other.
     fn concurrent_commits_each_change_their_own_row(store: &TestStore) {
         let now = Utc::now();
         let until = now + chrono::Duration::seconds(10);
@@ -1137,6 +1202,11 @@ mod tests {
         let lost = |n: usize| n.is_multiple_of(3);
         let moved = |n: usize| n.is_multiple_of(5);
         let fails = |n: usize| lost(n) || moved(n);
+        // Every fourth commit completes its upload, with a checksum when
+        // it is even.
+        let completes = |n: usize| n.is_multiple_of(4);
+        let checksum = |n: usize| n.is_multiple_of(8).then(|| format!("sum{n}"));
+        let at = now.trunc_subsecs(6);
         // All commits queue while the turn is held here, so that one batch
         // carries them all.
         let turn = lock_turn(&store.write_turn);
@@ -1153,10 +1223,12 @@ mod tests {
                             format!("lease{n}")
                         };
                         let from = if moved(n) { 10 } else { 0 };
-                        let state = [n as u8; 3];
-                        store
-                            .commit_chunk(upload.id, &token, from, from + 10, &state)
-                            .unwrap()
+                        let mut commit = chunk(from, from + 10, &[n as u8; 3]);
+                        commit.completed = completes(n).then(|| Completed {
+                            checksum: checksum(n),
+                            at,
+                        });
+                        store.commit_chunk(upload.id, &token, &commit).unwrap()
                     })
                 })
                 .collect();
@@ -1171,8 +1243,17 @@ mod tests {
             assert_eq!(committed, !fails(n), "commit {n}");
             if fails(n) {
                 assert_eq!((row.offset, row.hash_state), (0, Vec::new()), "{n}");
+                assert!(!row.complete, "{n}");
+                continue;
+            }
+            assert_eq!((row.offset, row.hash_state), (10, vec![n as u8; 3]), "{n}");
+            assert_eq!(row.total, Some(30), "{n}");
+            if completes(n) {
+                assert!(row.complete, "{n}");
+                assert_eq!(row.checksum, checksum(n), "{n}");
+                assert_eq!(row.completed_at, Some(at), "{n}");
             } else {
-                assert_eq!((row.offset, row.hash_state), (10, vec![n as u8; 3]), "{n}");
+                assert_eq!((row.complete, row.checksum, row.completed_at), (false, None, None));
             }
         }
     }
@@ -1191,12 +1272,10 @@ mod tests {
     #[test]
     fn a_batch_of_commits_stays_prepared() {
         use diesel::query_builder::QueryFragment;
-        let commit = |n| ChunkCommit {
+        let commit = |n| QueuedCommit {
             id: Uuid::new_v4(),
             token: format!("t{n}"),
-            from: n,
-            to: n + 1,
-            hash_state: vec![1, 2],
+            commit: chunk(n, n + 1, &[1, 2]),
         };
         let sql = |n| {
             let batch = CommitBatch::of(&(0..n).map(|t| (t, commit(t))).collect::<Vec<_>>());

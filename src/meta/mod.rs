@@ -65,6 +65,31 @@ pub struct TokenRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// One chunk's commit: the upload's new offset and hash state, and what
+/// else the upload becomes with these bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkCommit {
+    pub from: u64,
+    pub to: u64,
+    /// The saved hasher state after some prefix of the `to` bytes.
+    pub hash_state: Vec<u8>,
+    /// The upload's total once committed (None: still deferred). A total
+    /// the client tells with a chunk is recorded only with that chunk, so
+    /// a refused chunk leaves it untold.
+    pub total: Option<u64>,
+    /// Set when these bytes complete the upload: it is then complete in
+    /// the same statement that records its last byte.
+    pub completed: Option<Completed>,
+}
+
+/// What an upload records when it completes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    /// The final hex digest; None for an upload that is not hashed.
+    pub checksum: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
 /// Which uploads a listing returns.
 #[derive(Debug, Clone)]
 pub struct ListQuery {
@@ -123,6 +148,9 @@ pub trait MetaStore: Send + Sync {
     /// Incomplete uploads whose expiry time is at or before `now`.
     fn expired_uploads(&self, now: DateTime<Utc>) -> MetaResult<Vec<UploadRecord>>;
 
+    /// Which of `ids` have a row.
+    fn known_uploads(&self, ids: &[Uuid]) -> MetaResult<Vec<Uuid>>;
+
     /// Takes the lease of an upload `viewer` may see, if it is free or its
     /// holder let it run out, and reads the row in the same statement.
     /// Leases need not survive a power loss (everything they guard is
@@ -156,29 +184,15 @@ pub trait MetaStore: Send + Sync {
     /// Extends a lease still held; false if it was lost.
     fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool>;
     fn release_lease(&self, id: Uuid, token: &str) -> MetaResult<()>;
-    /// Advances the offset and the hash state together, and releases the
-    /// lease; false (nothing changed) unless the lease is held and the
-    /// offset is still `from`.
-    fn commit_chunk(
-        &self,
-        id: Uuid,
-        token: &str,
-        from: u64,
-        to: u64,
-        hash_state: &[u8],
-    ) -> MetaResult<bool>;
+    /// Advances the offset and the hash state together, with what else the
+    /// upload becomes with these bytes (its told total, its completion),
+    /// and releases the lease; false (nothing changed) unless the lease is
+    /// held, the upload is in progress and its offset is still
+    /// `commit.from`.
+    fn commit_chunk(&self, id: Uuid, token: &str, commit: &ChunkCommit) -> MetaResult<bool>;
     /// Marks the upload complete and releases the lease; false if the lease
     /// was lost.
-    fn mark_complete(
-        &self,
-        id: Uuid,
-        token: &str,
-        checksum: Option<&str>,
-        completed_at: DateTime<Utc>,
-    ) -> MetaResult<bool>;
-    /// Sets the total of an upload created without one; false if the lease
-    /// was lost or the total is already known.
-    fn set_total(&self, id: Uuid, token: &str, total: u64) -> MetaResult<bool>;
+    fn mark_complete(&self, id: Uuid, token: &str, completed: &Completed) -> MetaResult<bool>;
     /// Marks the upload failed for good; false if the lease was lost.
     fn mark_failed(&self, id: Uuid, token: &str) -> MetaResult<bool>;
     /// Deletes the row; false if the lease was lost.

@@ -2,7 +2,9 @@
 //! requests, calls the engine, renders the upload JSON. No storage or
 //! database code here.
 
-use crate::engine::{BodyRules, Caller, EngineError, Hashing, NewUpload, Progress, Staged};
+use crate::engine::{
+    BodyRules, Caller, Completion, EngineError, Hashing, NewUpload, Progress, Staged,
+};
 use crate::http::auth::{caller, Appender};
 use crate::http::error::{ApiError, ApiResult, RequestError};
 use crate::http::gate::GatedPayload;
@@ -24,8 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Largest form field or completion body read into memory.
+/// Largest form read into memory: a completion body, or the text fields of
+/// a multipart form together (names and values).
 const FORM_LIMIT: usize = 64 * 1024;
+/// Most parts of a multipart form besides its file: a form needs a handful.
+const MAX_FORM_FIELDS: usize = 32;
 /// Bytes read from disk per step of a download.
 const DOWNLOAD_STEP: u64 = 256 * 1024;
 const FILENAME_REQUIRED: EngineError = EngineError::InvalidFilename("This field is required.");
@@ -209,26 +214,26 @@ struct Form<T> {
     file: Option<T>,
 }
 
-async fn next_field(form: &mut Multipart, wait: Duration) -> ApiResult<Option<Field>> {
-    match tokio::time::timeout(wait, form.try_next()).await {
-        Err(_) => Err(EngineError::ReadTimeout.into()),
-        Ok(Err(err)) => Err(RequestError::Multipart(err.to_string()).into()),
-        Ok(Ok(field)) => Ok(field),
+async fn next_field(form: &mut Multipart, progress: &Progress) -> ApiResult<Option<Field>> {
+    match progress.within(form.try_next()).await? {
+        Err(err) => Err(RequestError::Multipart(err.to_string()).into()),
+        Ok(field) => Ok(field),
     }
 }
 
-/// Reads a whole small field; `keep` false just drains it.
-async fn read_field(field: &mut Field, wait: Duration, keep: bool) -> ApiResult<Vec<u8>> {
+/// Reads a whole small field into `text`, within what the form may still
+/// hold (`room`); `keep` false just drains it.
+async fn read_field(
+    field: &mut Field,
+    progress: &mut Progress,
+    keep: bool,
+    room: usize,
+) -> ApiResult<Vec<u8>> {
     let mut text = Vec::new();
-    let mut progress = Progress::new(wait);
     while let Some(chunk) = progress.next(field).await? {
         if keep {
-            if text.len() + chunk.len() > FORM_LIMIT {
-                return Err(RequestError::Multipart(format!(
-                    "field {:?} is larger than {FORM_LIMIT} bytes",
-                    field.name().unwrap_or("")
-                ))
-                .into());
+            if text.len() + chunk.len() > room {
+                return Err(RequestError::FormTooLarge.into());
             }
             text.extend_from_slice(&chunk);
         }
@@ -236,6 +241,10 @@ async fn read_field(field: &mut Field, wait: Duration, keep: bool) -> ApiResult<
     Ok(text)
 }
 
+/// Reads a multipart form: its text fields, at most `MAX_FORM_FIELDS` of
+/// them in `FORM_LIMIT` bytes together, and its first `file` part, which
+/// `on_file` takes. The whole body is held to one progress rule: a form
+/// that trickles field after field is cut off like a trickling file.
 async fn read_form<T, F, Fut>(
     mut form: Multipart,
     wait: Duration,
@@ -246,23 +255,36 @@ where
     Fut: Future<Output = ApiResult<T>>,
 {
     let mut fields = HashMap::new();
-    let mut file = None;
-    while let Some(mut field) = next_field(&mut form, wait).await? {
+    let (mut file, mut parts, mut held) = (None, 0, 0);
+    let mut progress = Progress::new(wait);
+    while let Some(mut field) = next_field(&mut form, &progress).await? {
         let name = field.name().unwrap_or("").to_owned();
         if name == "file" && file.is_none() {
             file = Some(on_file(fields.clone(), field).await?);
-        } else if field
+            // The file part is read under the engine's own progress rule.
+            progress.restart();
+            continue;
+        }
+        parts += 1;
+        if parts > MAX_FORM_FIELDS {
+            return Err(RequestError::Multipart(format!(
+                "more than {MAX_FORM_FIELDS} fields besides the file"
+            ))
+            .into());
+        }
+        if field
             .content_disposition()
             .and_then(|cd| cd.get_filename())
             .is_some()
         {
-            read_field(&mut field, wait, false).await?;
-        } else {
-            let value = read_field(&mut field, wait, true).await?;
-            let value = String::from_utf8(value)
-                .map_err(|_| RequestError::Multipart(format!("field {name:?} is not UTF-8")))?;
-            fields.insert(name, value);
+            read_field(&mut field, &mut progress, false, 0).await?;
+            continue;
         }
+        let value = read_field(&mut field, &mut progress, true, FORM_LIMIT.saturating_sub(held)).await?;
+        held += name.len() + value.len();
+        let value = String::from_utf8(value)
+            .map_err(|_| RequestError::Multipart(format!("field {name:?} is not UTF-8")))?;
+        fields.insert(name, value);
     }
     Ok(Form { fields, file })
 }
@@ -277,7 +299,8 @@ async fn read_small_form(
     let (json, payload) = match body(req, payload)? {
         Body::Multipart(form) => {
             let form = read_form(form, wait, |_, mut field| async move {
-                read_field(&mut field, wait, false).await.map(drop)
+                let mut progress = Progress::new(wait);
+                read_field(&mut field, &mut progress, false, 0).await.map(drop)
             })
             .await?;
             return Ok(form.fields);
@@ -383,6 +406,7 @@ pub async fn create(
                 total: Some(range.total),
                 ..NewUpload::default()
             },
+            Completion::Request,
         )
         .await?;
     Ok(upload_response(&req, &state, &upload))
@@ -462,7 +486,7 @@ async fn append_as(
         .begin_append(caller, id, range.start, Some(range.total))
         .await?;
     let upload = match body {
-        Body::Raw(payload) => session.write(rules, payload).await?,
+        Body::Raw(payload) => session.write(rules, payload, Completion::Request).await?,
         Body::Multipart(form) => {
             let mut session = Some(session);
             let form = read_form(form, state_wait(state), |_, field| {
@@ -471,11 +495,12 @@ async fn append_as(
                 async move {
                     let session = session
                         .ok_or_else(|| EngineError::Internal("second chunk in one form".into()))?;
-                    Ok(session.write(rules, field).await?)
+                    Ok(session.receive(rules, field, Completion::Request).await?)
                 }
             })
             .await?;
-            form.file.ok_or(RequestError::NoChunk)?
+            // Committed only once the whole form was read and accepted.
+            form.file.ok_or(RequestError::NoChunk)?.commit().await?
         }
         Body::Form { .. } => return Err(RequestError::NoChunk.into()),
     };

@@ -4,7 +4,9 @@
 //! complete when its last byte is in; it is then an upload like any other
 //! (listed under `/upload/`, downloaded from `/upload/{id}/file`).
 
-use crate::engine::{BodyLength, BodyRules, Caller, ChecksumAlgo, EngineError, NewUpload, PARTIAL};
+use crate::engine::{
+    BodyLength, BodyRules, Caller, ChecksumAlgo, Completion, EngineError, NewUpload, PARTIAL,
+};
 use crate::http::auth::{caller, Appender};
 use crate::http::error::ApiError;
 use crate::http::gate::GatedPayload;
@@ -80,6 +82,7 @@ impl TusError {
                 }
                 E::BodyChecksumMismatch => own(460, "Checksum mismatch"),
                 E::NotConcatenable => own(400, "Only complete partial uploads can be concatenated"),
+                E::BadConcat(reason) => own(400, &format!("Invalid Upload-Concat: {reason}")),
                 E::TotalMismatch { .. } => {
                     own(400, "Upload-Length differs from the upload's length")
                 }
@@ -132,12 +135,37 @@ fn header_text<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Every request but OPTIONS names the protocol version it speaks.
+/// The headers of tus whose value the server acts on.
+const TUS_HEADERS: [&str; 6] = [
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Checksum",
+    "Upload-Concat",
+];
+
+/// The largest `Upload-Metadata` kept with an upload.
+const MAX_METADATA: usize = 4096;
+
+/// Every request but OPTIONS names the protocol version it speaks, and
+/// its tus headers are ASCII: one that is not would otherwise read as
+/// absent (a checksum skipped, metadata dropped).
 fn check_version(req: &HttpRequest) -> TusResult<()> {
-    match header_text(req, "Tus-Resumable") {
-        Some(TUS_VERSION) => Ok(()),
-        _ => Err(TusError::UnsupportedVersion),
+    if header_text(req, "Tus-Resumable") != Some(TUS_VERSION) {
+        return Err(TusError::UnsupportedVersion);
     }
+    for name in TUS_HEADERS {
+        if let Some(value) = req.headers().get(name) {
+            if value.to_str().is_err() {
+                return Err(TusError::BadRequest("A tus header is not ASCII"));
+            }
+        }
+    }
+    if header_text(req, "Upload-Metadata").is_some_and(|m| m.len() > MAX_METADATA) {
+        return Err(TusError::BadRequest("Upload-Metadata is larger than 4 KiB"));
+    }
+    Ok(())
 }
 
 fn upload_id(req: &HttpRequest) -> TusResult<Uuid> {
@@ -290,10 +318,9 @@ pub async fn create(
         metadata: raw_metadata,
         concat,
     };
-    let mut upload = engine.create(staged, &caller, new).await?;
-    if upload.total == Some(upload.offset) {
-        upload = engine.finish(&caller, upload.id).await?;
-    }
+    let upload = engine
+        .create(staged, &caller, new, Completion::LastByte)
+        .await?;
     Ok(created(&req, &state, &upload, with_body))
 }
 
@@ -421,16 +448,15 @@ async fn patch_as(
         }
         other => other?,
     };
-    let limit = session.upload().total.unwrap_or(engine.size_limit());
-    let room = limit - offset;
+    let room = session.room()?;
     if content_length(req).is_some_and(|len| len > room) {
+        let limit = session.upload().total.unwrap_or(engine.size_limit());
         return Err(EngineError::TooLarge { limit }.into());
     }
     let body = GatedPayload::new(req, payload);
-    let mut upload = session.write(body_rules(req, room)?, body).await?;
-    if upload.total == Some(upload.offset) {
-        upload = engine.finish(caller, id).await?;
-    }
+    let upload = session
+        .write(body_rules(req, room)?, body, Completion::LastByte)
+        .await?;
     let mut response = HttpResponse::NoContent();
     tus_headers(&mut response);
     response.insert_header(("Upload-Offset", upload.offset.to_string()));

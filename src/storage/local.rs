@@ -1,6 +1,8 @@
 //! Part files on a local disk.
 
-use super::{PartKey, PartReader, PartStore, PartWriter, StorageError, StorageResult, ALIGN};
+use super::{
+    PartKey, PartReader, PartStore, PartWriter, StorageError, StorageResult, StoredFile, ALIGN,
+};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -88,6 +90,24 @@ impl LocalDisk {
 
     fn done_path(&self, key: &PartKey) -> PathBuf {
         self.path(key, &self.complete_ext)
+    }
+
+    /// Takes back the bytes of an upload still in progress that were
+    /// renamed to the completed file by a completion that never reached
+    /// the database (servers before completion was made one step). The
+    /// row is the truth: the upload is incomplete, so its bytes are a
+    /// part file again, and the completion that comes next verifies them.
+    fn reclaim(&self, key: &PartKey) -> io::Result<()> {
+        let (part, done) = (self.part_path(key), self.done_path(key));
+        if part.exists() || !done.exists() {
+            return Ok(());
+        }
+        log::warn!("upload {}: taking back a completed file of an upload in progress", key.id);
+        match fs::rename(&done, &part) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound && part.exists() => {}
+            renamed => renamed?,
+        }
+        self.sync_dir(&self.dir(key))
     }
 }
 
@@ -307,6 +327,7 @@ impl PartStore for LocalDisk {
     }
 
     fn open_at(&self, key: &PartKey, committed: u64) -> StorageResult<Box<dyn PartWriter>> {
+        self.reclaim(key)?;
         let path = self.part_path(key);
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let found = file.metadata()?.len();
@@ -324,6 +345,7 @@ impl PartStore for LocalDisk {
     }
 
     fn open_part_reader(&self, key: &PartKey) -> StorageResult<Box<dyn PartReader>> {
+        self.reclaim(key)?;
         Ok(Box::new(self.reader(File::open(self.part_path(key))?)))
     }
 
@@ -350,6 +372,48 @@ impl PartStore for LocalDisk {
                 Ok(()) => {}
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_files(&self, visit: &mut dyn FnMut(StoredFile)) -> StorageResult<()> {
+        // Directories to read, relative to the root: a list, not recursion,
+        // so a deep tree costs no stack.
+        let mut dirs = vec![PathBuf::new()];
+        while let Some(rel) = dirs.pop() {
+            let entries = match fs::read_dir(self.root.join(&rel)) {
+                Ok(entries) => entries,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err.into()),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                let name = entry.file_name();
+                if kind.is_dir() {
+                    dirs.push(rel.join(&name));
+                    continue;
+                }
+                let Some(name) = name.to_str().filter(|_| kind.is_file()) else {
+                    continue;
+                };
+                let stem = [&self.incomplete_ext, &self.complete_ext]
+                    .iter()
+                    .find_map(|ext| name.strip_suffix(ext.as_str()));
+                let (Some(id), Some(dir)) = (
+                    stem.and_then(|stem| uuid::Uuid::try_parse(stem).ok()),
+                    rel.to_str(),
+                ) else {
+                    continue;
+                };
+                visit(StoredFile {
+                    key: PartKey {
+                        dir: dir.to_owned(),
+                        id,
+                    },
+                    modified: entry.metadata()?.modified()?,
+                });
             }
         }
         Ok(())

@@ -53,6 +53,14 @@ pub const ALIGN: usize = 4096;
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// A file of some upload, found by walking the storage.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub key: PartKey,
+    /// When it was last written.
+    pub modified: std::time::SystemTime,
+}
+
 /// An open part file being written.
 pub trait PartWriter: Send + Sync {
     /// Writes all of `bufs`, one after the other, from byte `pos` (no
@@ -79,9 +87,12 @@ pub trait PartStore: Send + Sync {
     /// Creates a new, empty part file; fails if it exists.
     fn create(&self, key: &PartKey) -> StorageResult<Box<dyn PartWriter>>;
     /// Opens an existing part file to append at `committed`: bytes past it
-    /// (left by a request that died before committing) are cut off.
+    /// (left by a request that died before committing) are cut off. The
+    /// upload is in progress, so a completed file found in place of its
+    /// part file is taken back (a completion cut off before its row).
     fn open_at(&self, key: &PartKey, committed: u64) -> StorageResult<Box<dyn PartWriter>>;
-    /// Opens a part file for reading (incomplete uploads), e.g. to re-hash it.
+    /// Opens a part file for reading, e.g. to re-hash it; a completed file
+    /// found in its place is taken back, as with `open_at`.
     fn open_part_reader(&self, key: &PartKey) -> StorageResult<Box<dyn PartReader>>;
     /// Turns the part file into the completed file, durably. Idempotent: a
     /// completed file that is already in place counts as success.
@@ -90,6 +101,9 @@ pub trait PartStore: Send + Sync {
     fn open_done(&self, key: &PartKey) -> StorageResult<Box<dyn PartReader>>;
     /// Removes whatever files the upload has; missing files are not an error.
     fn remove(&self, key: &PartKey) -> StorageResult<()>;
+    /// Calls `visit` with every upload file in the storage, a part file or
+    /// a completed one (an upload with both is visited twice).
+    fn visit_files(&self, visit: &mut dyn FnMut(StoredFile)) -> StorageResult<()>;
     /// Checks that the storage root is usable (for health checks).
     fn check(&self) -> StorageResult<()>;
 }
