@@ -334,11 +334,31 @@ impl ServeArgs {
         // a lease's end, a deadline) stays far inside what clocks and HTTP
         // dates can hold.
         for (name, span, least, most) in [
-            ("--expiration", self.expiration, Duration::from_secs(1), DAY * 36_500),
-            ("--lease-time", self.lease_time, Duration::from_millis(400), DAY),
+            (
+                "--expiration",
+                self.expiration,
+                Duration::from_secs(1),
+                DAY * 36_500,
+            ),
+            (
+                "--lease-time",
+                self.lease_time,
+                Duration::from_millis(400),
+                DAY,
+            ),
             ("--lock-timeout", self.lock_timeout, Duration::ZERO, DAY),
-            ("--read-timeout", self.read_timeout, Duration::from_millis(100), DAY),
-            ("--cleanup-interval", self.cleanup_interval, Duration::ZERO, DAY * 366),
+            (
+                "--read-timeout",
+                self.read_timeout,
+                Duration::from_millis(100),
+                DAY,
+            ),
+            (
+                "--cleanup-interval",
+                self.cleanup_interval,
+                Duration::ZERO,
+                DAY * 366,
+            ),
         ] {
             if span.0 < least || span.0 > most {
                 return Err(format!(

@@ -21,9 +21,55 @@ fn tune_the_allocator() {
     }
 }
 
+/// Logs through env_logger (`RUST_LOG`, `info` by default), with the
+/// HTTP layer's complaints about requests it could not parse demoted from
+/// ERROR to INFO: they are a client's fault, and at ERROR any client could
+/// flood the error log.
+fn init_logging() {
+    let inner =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    log::set_max_level(inner.filter());
+    if log::set_boxed_logger(Box::new(ClientFaultsAtInfo(inner))).is_err() {
+        eprintln!("chunkd: a logger was already set");
+    }
+}
+
+/// The target under which actix-http logs a connection it gave up on
+/// ("stream error: request parse error …").
+const HTTP_DISPATCHER: &str = "actix_http::h1::dispatcher";
+
+struct ClientFaultsAtInfo(env_logger::Logger);
+
+impl log::Log for ClientFaultsAtInfo {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if record.target() != HTTP_DISPATCHER || record.level() != log::Level::Error {
+            return self.0.log(record);
+        }
+        let demoted = log::Record::builder()
+            .args(*record.args())
+            .level(log::Level::Info)
+            .target(record.target())
+            .module_path(record.module_path())
+            .file(record.file())
+            .line(record.line())
+            .build();
+        if self.0.enabled(demoted.metadata()) {
+            self.0.log(&demoted);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
 fn main() -> ExitCode {
     tune_the_allocator();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         None => run_async(chunkd::serve(*cli.serve)),
@@ -109,7 +155,10 @@ async fn cleanup(args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("{} expired uploads removed", removed.len());
     for key in &orphans {
-        println!("removed the files of {} in {:?}, which no upload row knows", key.id, key.dir);
+        println!(
+            "removed the files of {} in {:?}, which no upload row knows",
+            key.id, key.dir
+        );
     }
     println!("{} files without an upload removed", orphans.len());
     Ok(())

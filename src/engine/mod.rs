@@ -1116,10 +1116,15 @@ impl Engine {
             if let Some(algo) = algo {
                 let hasher = hash_file(reader.as_ref(), Hasher::new(algo), len)?;
                 if hasher.hex() != checksum {
-                    return Err(EngineError::Lost("part file does not match its checksum".into()));
+                    return Err(EngineError::Lost(
+                        "part file does not match its checksum".into(),
+                    ));
                 }
             }
-            log::warn!("upload {}: completed file renamed after a crash", job_key.id);
+            log::warn!(
+                "upload {}: completed file renamed after a crash",
+                job_key.id
+            );
             Ok(storage.finalize(&job_key)?)
         })
         .await?;

@@ -256,7 +256,9 @@ impl CommitBatch {
             checksums: field(commits, |q| {
                 q.commit.completed.as_ref().and_then(|c| c.checksum.clone())
             }),
-            completed_ats: field(commits, |q| q.commit.completed.as_ref().map(|c| naive(c.at))),
+            completed_ats: field(commits, |q| {
+                q.commit.completed.as_ref().map(|c| naive(c.at))
+            }),
         }
     }
 
@@ -1253,7 +1255,10 @@ mod tests {
                 assert_eq!(row.checksum, checksum(n), "{n}");
                 assert_eq!(row.completed_at, Some(at), "{n}");
             } else {
-                assert_eq!((row.complete, row.checksum, row.completed_at), (false, None, None));
+                assert_eq!(
+                    (row.complete, row.checksum, row.completed_at),
+                    (false, None, None)
+                );
             }
         }
     }

@@ -280,7 +280,13 @@ where
             read_field(&mut field, &mut progress, false, 0).await?;
             continue;
         }
-        let value = read_field(&mut field, &mut progress, true, FORM_LIMIT.saturating_sub(held)).await?;
+        let value = read_field(
+            &mut field,
+            &mut progress,
+            true,
+            FORM_LIMIT.saturating_sub(held),
+        )
+        .await?;
         held += name.len() + value.len();
         let value = String::from_utf8(value)
             .map_err(|_| RequestError::Multipart(format!("field {name:?} is not UTF-8")))?;
@@ -300,7 +306,9 @@ async fn read_small_form(
         Body::Multipart(form) => {
             let form = read_form(form, wait, |_, mut field| async move {
                 let mut progress = Progress::new(wait);
-                read_field(&mut field, &mut progress, false, 0).await.map(drop)
+                read_field(&mut field, &mut progress, false, 0)
+                    .await
+                    .map(drop)
             })
             .await?;
             return Ok(form.fields);

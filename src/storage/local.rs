@@ -102,7 +102,10 @@ impl LocalDisk {
         if part.exists() || !done.exists() {
             return Ok(());
         }
-        log::warn!("upload {}: taking back a completed file of an upload in progress", key.id);
+        log::warn!(
+            "upload {}: taking back a completed file of an upload in progress",
+            key.id
+        );
         match fs::rename(&done, &part) {
             Err(err) if err.kind() == io::ErrorKind::NotFound && part.exists() => {}
             renamed => renamed?,

@@ -51,7 +51,11 @@ fn tus_create(client: &Client, len: usize) -> String {
     let resp = client.send(
         "POST",
         "/files/",
-        &[TUS, ("Upload-Length", &len), ("Upload-Metadata", "filename ZmluaXNo")],
+        &[
+            TUS,
+            ("Upload-Length", &len),
+            ("Upload-Metadata", "filename ZmluaXNo"),
+        ],
         b"",
     );
     assert_eq!(resp.status, 201, "{}", resp.text());
@@ -139,7 +143,10 @@ fn tus_last_patch_reset(backend: Backend) {
         .iter()
         .filter(|(id, data)| tus_resume_and_check(&client, id, data))
         .count();
-    eprintln!("{complete} of {} uploads were complete at HEAD", uploads.len());
+    eprintln!(
+        "{complete} of {} uploads were complete at HEAD",
+        uploads.len()
+    );
     assert!(complete > 0, "no reset came after the last byte was in");
 }
 

@@ -59,10 +59,7 @@ fn many_form_fields_keep_memory_flat(backend: Backend) {
     let client = setup.client();
     let field = "v".repeat(60_000);
     let names: Vec<String> = (0..3000).map(|n| format!("f{n}")).collect();
-    let mut parts: Vec<Part> = names
-        .iter()
-        .map(|name| Part::Text(name, &field))
-        .collect();
+    let mut parts: Vec<Part> = names.iter().map(|name| Part::Text(name, &field)).collect();
     let without_file = multipart(&parts);
     parts.push(Part::File("file", "x.bin", b"0123456789"));
     let with_file_last = multipart(&parts);
@@ -141,7 +138,11 @@ fn a_form_refused_after_its_file_moves_nothing(backend: Backend) {
     let setup = Setup::new(backend, &[]);
     let client = setup.client();
     let data = bytes(20_000, 5);
-    let created = client.put_raw("/upload/?filename=f.bin", "bytes 0-9999/20000", &data[..10_000]);
+    let created = client.put_raw(
+        "/upload/?filename=f.bin",
+        "bytes 0-9999/20000",
+        &data[..10_000],
+    );
     assert_eq!(created.status, 200);
     let id = created.json()["id"].as_str().unwrap().to_owned();
     let path = format!("/upload/{id}/");
@@ -150,8 +151,7 @@ fn a_form_refused_after_its_file_moves_nothing(backend: Backend) {
     let mut not_utf8 = multipart(&[Part::File("file", "c.bin", &data[10_000..])]);
     not_utf8.truncate(not_utf8.len() - close.len());
     not_utf8.extend_from_slice(
-        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n")
-            .as_bytes(),
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n").as_bytes(),
     );
     not_utf8.extend_from_slice(&[0xff, 0xfe, b'\r', b'\n']);
     not_utf8.extend_from_slice(close.as_bytes());
@@ -193,7 +193,12 @@ fn a_refused_patch_leaves_the_length_deferred(backend: Backend) {
     let resp = client.send(
         "PATCH",
         &format!("/files/{id}"),
-        &[TUS, STREAM, ("Upload-Offset", "5"), ("Upload-Length", "100")],
+        &[
+            TUS,
+            STREAM,
+            ("Upload-Offset", "5"),
+            ("Upload-Length", "100"),
+        ],
         b"hello",
     );
     assert_eq!(resp.status, 409, "{}", resp.text());
@@ -215,7 +220,10 @@ fn a_refused_patch_leaves_the_length_deferred(backend: Backend) {
         b"hello",
     );
     assert_eq!(resp.status, 460, "{}", resp.text());
-    assert_eq!(tus_head(&client, &id).header("upload-defer-length"), Some("1"));
+    assert_eq!(
+        tus_head(&client, &id).header("upload-defer-length"),
+        Some("1")
+    );
 }
 
 /// `--max-chunk-bytes` holds for bodies without a Content-Length: tus
@@ -310,7 +318,10 @@ fn a_deferred_upload_past_a_lowered_limit_takes_nothing(backend: Backend) {
 fn a_final_upload_names_each_part_once(backend: Backend) {
     let setup = Setup::new(backend, &[]);
     let client = setup.client();
-    let id = tus_create(&client, &[("Upload-Length", "5"), ("Upload-Concat", "partial")]);
+    let id = tus_create(
+        &client,
+        &[("Upload-Length", "5"), ("Upload-Concat", "partial")],
+    );
     let resp = client.send(
         "PATCH",
         &format!("/files/{id}"),
@@ -348,7 +359,10 @@ fn no_orphan_outlives_a_sweep(backend: Backend) {
             &server,
             "PUT",
             &path,
-            &[("Authorization", &client.auth), ("Content-Range", "bytes 0-99999/100000")],
+            &[
+                ("Authorization", &client.auth),
+                ("Content-Range", "bytes 0-99999/100000"),
+            ],
             100_000,
             &bytes(n * 1000, 4),
         );
@@ -381,7 +395,10 @@ fn no_orphan_outlives_a_sweep(backend: Backend) {
         &server,
         "PUT",
         "/upload/?filename=k.bin",
-        &[("Authorization", &client.auth), ("Content-Range", "bytes 0-2999999/3000000")],
+        &[
+            ("Authorization", &client.auth),
+            ("Content-Range", "bytes 0-2999999/3000000"),
+        ],
         3_000_000,
         &bytes(1_500_000, 3),
     );
@@ -511,28 +528,27 @@ fn small_leaks_are_closed(backend: Backend) {
             .mode();
         assert_eq!(mode & 0o777, 0o640);
     }
-    let resp = client.send("GET", "/upload/", &[("Origin", "https://evil.example")], b"");
+    let resp = client.send(
+        "GET",
+        "/upload/",
+        &[("Origin", "https://evil.example")],
+        b"",
+    );
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("vary"), Some("Origin"));
     assert_eq!(resp.header("access-control-allow-origin"), None);
     let resp = client.put_raw("/upload/?filename=m.bin", "bytes 0-nine/10", b"0123456789");
     assert_eq!(resp.status, 400);
-    let head = request_head(
-        "POST",
-        "/files/",
-        &setup.server.addr,
-        &[
-            ("Authorization", &client.auth),
-            TUS,
-            STREAM,
-            ("Upload-Length", "10"),
-            ("Transfer-Encoding", "chunked"),
-        ],
-        None,
-    );
-    send_whole(&setup.server.addr, head, b"zz\r\n0123\r\n".to_vec());
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /upload/ HTTP/1.1\r\nHost: x\r\nX-Bad: \x01\x02\r\n\r\n",
+    ] {
+        let resp = send_whole(&setup.server.addr, garbage.to_vec(), Vec::new());
+        assert_eq!(resp.map(|r| r.status), Some(400));
+    }
     std::thread::sleep(Duration::from_millis(200));
     let log = std::fs::read_to_string(&setup.server.log).unwrap();
+    assert!(log.contains("request parse error"), "{log}");
     assert!(!log.contains(" ERROR "), "{log}");
 }
 
