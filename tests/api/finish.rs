@@ -121,6 +121,31 @@ fn tus_resume_and_check(client: &Client, id: &str, data: &[u8]) -> bool {
     was_complete
 }
 
+/// A chunked upload of all of `data` in one chunk, not yet completed; its id.
+fn chunked_whole(client: &Client, data: &[u8]) -> String {
+    let range = format!("bytes 0-{}/{}", data.len() - 1, data.len());
+    let created = client.put_raw("/upload/?filename=finish.bin", &range, data);
+    assert_eq!(created.status, 200, "{}", created.text());
+    created.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// The completion POST of upload `id` with the MD5 of `data`: its head and
+/// body.
+fn completion_request(client: &Client, id: &str, data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let body = format!("md5={}", md5_hex(data)).into_bytes();
+    let head = request_head(
+        "POST",
+        &format!("/upload/{id}/"),
+        &client.server.addr,
+        &[
+            ("Authorization", &client.auth),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        Some(body.len() as u64),
+    );
+    (head, body)
+}
+
 /// A tus PATCH carrying the last bytes, its connection reset 0–6 ms after
 /// them: every upload whose offset reached its length is complete.
 fn tus_last_patch_reset(backend: Backend) {
@@ -160,27 +185,9 @@ fn chunked_completion_reset(backend: Backend) {
     let uploads: Vec<(String, Vec<u8>)> = (0..60)
         .map(|round| {
             let data = bytes(SIZE, 100 + round);
-            let range = format!("bytes 0-{}/{SIZE}", SIZE - 1);
-            let created = client.put_raw("/upload/?filename=finish.bin", &range, &data);
-            assert_eq!(created.status, 200, "{}", created.text());
-            let id = created.json()["id"].as_str().unwrap().to_owned();
-            let body = format!("md5={}", md5_hex(&data));
-            let head = request_head(
-                "POST",
-                &format!("/upload/{id}/"),
-                &setup.server.addr,
-                &[
-                    ("Authorization", &client.auth),
-                    ("Content-Type", "application/x-www-form-urlencoded"),
-                ],
-                Some(body.len() as u64),
-            );
-            send_then_reset(
-                &setup.server.addr,
-                &head,
-                body.as_bytes(),
-                moments.next(3000),
-            );
+            let id = chunked_whole(&client, &data);
+            let (head, body) = completion_request(&client, &id, &data);
+            send_then_reset(&setup.server.addr, &head, &body, moments.next(3000));
             (id, data)
         })
         .collect();
@@ -236,25 +243,11 @@ fn chunked_kill_at_the_completion(backend: Backend) {
         let data = bytes(SIZE, 300 + round);
         let server = Server::start(&store, CRASH_FLAGS);
         let client = Client::new(&server, &token);
-        let range = format!("bytes 0-{}/{SIZE}", SIZE - 1);
-        let created = client.put_raw("/upload/?filename=finish.bin", &range, &data);
-        assert_eq!(created.status, 200, "{}", created.text());
-        let id = created.json()["id"].as_str().unwrap().to_owned();
-        let body = format!("md5={}", md5_hex(&data));
+        let id = chunked_whole(&client, &data);
+        let (head, body) = completion_request(&client, &id, &data);
         let mut stream = connect(&server.addr);
-        stream
-            .write_all(&request_head(
-                "POST",
-                &format!("/upload/{id}/"),
-                &server.addr,
-                &[
-                    ("Authorization", &client.auth),
-                    ("Content-Type", "application/x-www-form-urlencoded"),
-                ],
-                Some(body.len() as u64),
-            ))
-            .unwrap();
-        stream.write_all(body.as_bytes()).unwrap();
+        stream.write_all(&head).unwrap();
+        stream.write_all(&body).unwrap();
         std::thread::sleep(moments.next(8000));
         drop(client);
         drop(server);
