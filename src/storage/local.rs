@@ -7,6 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub struct LocalDisk {
     root: PathBuf,
@@ -56,6 +57,7 @@ impl LocalDisk {
             file,
             direct,
             sync: self.sync,
+            unsynced_dir: Mutex::new(None),
         })
     }
 
@@ -64,6 +66,7 @@ impl LocalDisk {
             file,
             direct: None,
             sync: self.sync,
+            unsynced_dir: Mutex::new(None),
         }
     }
 
@@ -245,6 +248,10 @@ fn write_vectored_direct(direct: &File, pieces: &[&[u8]], pos: u64) -> io::Resul
 
 struct LocalFile {
     file: File,
+    /// The directory of a file just created, until its first sync makes
+    /// its entry durable with its bytes: nothing about a new file needs to
+    /// last before the first of its bytes is acknowledged.
+    unsynced_dir: Mutex<Option<PathBuf>>,
     /// The same file opened with O_DIRECT, used when syncing: whole aligned
     /// blocks go from our buffer straight to the disk. That saves the copy
     /// into the page cache and its write-back, which cost as much CPU as the
@@ -294,6 +301,14 @@ impl PartWriter for LocalFile {
     fn sync(&self) -> StorageResult<()> {
         if self.sync {
             self.file.sync_data()?;
+            let dir = self
+                .unsynced_dir
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(dir) = dir {
+                File::open(dir)?.sync_all()?;
+            }
         }
         Ok(())
     }
@@ -325,8 +340,12 @@ impl PartStore for LocalDisk {
             .create_new(true)
             .mode(self.file_mode)
             .open(&path)?;
-        self.sync_dir(&dir)?;
-        Ok(Box::new(self.file(file, &path)?))
+        let mut file = self.file(file, &path)?;
+        *file
+            .unsynced_dir
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = Some(dir);
+        Ok(Box::new(file))
     }
 
     fn open_at(&self, key: &PartKey, committed: u64) -> StorageResult<Box<dyn PartWriter>> {
@@ -355,14 +374,11 @@ impl PartStore for LocalDisk {
     fn finalize(&self, key: &PartKey) -> StorageResult<()> {
         let done = self.done_path(key);
         match fs::rename(self.part_path(key), &done) {
-            Ok(()) => {}
-            // A crash after the rename but before the row was updated leaves
-            // the completed file already in place.
-            Err(err) if err.kind() == io::ErrorKind::NotFound && done.exists() => {}
-            Err(err) => return Err(err.into()),
+            Ok(()) => Ok(()),
+            // Renamed already, by an earlier try.
+            Err(err) if err.kind() == io::ErrorKind::NotFound && done.exists() => Ok(()),
+            Err(err) => Err(err.into()),
         }
-        self.sync_dir(&self.dir(key))?;
-        Ok(())
     }
 
     fn open_done(&self, key: &PartKey) -> StorageResult<Box<dyn PartReader>> {

@@ -70,7 +70,8 @@ pub trait PartWriter: Send + Sync {
     /// disk (no syncing, no direct I/O): quick enough to run on the
     /// request's own thread, where a hand-over to another would cost more.
     fn cached(&self) -> bool;
-    /// Makes every byte written so far durable (fdatasync).
+    /// Makes every byte written so far durable (fdatasync), and a new
+    /// file's directory entry.
     fn sync(&self) -> StorageResult<()>;
     /// Cuts the file back to `len` bytes and syncs.
     fn truncate(&self, len: u64) -> StorageResult<()>;
@@ -84,7 +85,8 @@ pub trait PartReader: Send + Sync {
 }
 
 pub trait PartStore: Send + Sync {
-    /// Creates a new, empty part file; fails if it exists.
+    /// Creates a new, empty part file; fails if it exists. Its directory
+    /// entry becomes durable with the writer's first `sync`.
     fn create(&self, key: &PartKey) -> StorageResult<Box<dyn PartWriter>>;
     /// Opens an existing part file to append at `committed`: bytes past it
     /// (left by a request that died before committing) are cut off. The
@@ -94,8 +96,11 @@ pub trait PartStore: Send + Sync {
     /// Opens a part file for reading, e.g. to re-hash it; a completed file
     /// found in its place is taken back, as with `open_at`.
     fn open_part_reader(&self, key: &PartKey) -> StorageResult<Box<dyn PartReader>>;
-    /// Turns the part file into the completed file, durably. Idempotent: a
-    /// completed file that is already in place counts as success.
+    /// Turns the part file into the completed file. Idempotent: a
+    /// completed file that is already in place counts as success. Not
+    /// durable by itself: a rename lost to a power failure leaves the part
+    /// file, which the engine verifies and renames again when the complete
+    /// upload is next read.
     fn finalize(&self, key: &PartKey) -> StorageResult<()>;
     /// Opens the completed file for reading.
     fn open_done(&self, key: &PartKey) -> StorageResult<Box<dyn PartReader>>;
