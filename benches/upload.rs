@@ -13,6 +13,10 @@
 //!   (c) 64 concurrent uploads of 16 MiB in 1 MiB chunks,
 //!   (d) the completion POST of the 1 GiB upload (chunked protocol), and
 //!   of one of 10 GiB (the 1 GiB source sent ten times over) after it,
+//!   (e) 2,000 small uploads of 256 KiB, 32 at once, each in one request
+//!   that creates it, carries all its bytes and completes it (tus
+//!   creation-with-upload; the chunked protocol's `POST /upload/` with
+//!   its MD5), in uploads per second,
 //! and, in the same run, `md5sum` of the same bytes, a plain write of them
 //! to disk (with fdatasync) and a bare receive of (c) (`bare_receive`).
 //! Each row runs `md5sum` again just before it, and prints its MB/s as a
@@ -20,8 +24,8 @@
 //!
 //! A part of it, by comma lists in CHUNKD_BENCH_BACKENDS (sqlite,postgres),
 //! CHUNKD_BENCH_PROTOCOLS (chunked,tus,tus-unhashed), CHUNKD_BENCH_SYNC (on,off) and
-//! CHUNKD_BENCH_SCENARIOS (a,b,c,d; the 1 GiB completion comes with a,
-//! d is the 10 GiB upload and its completion). CHUNKD_BENCH_ROUNDS=n
+//! CHUNKD_BENCH_SCENARIOS (a,b,c,d,e; the 1 GiB completion comes with a,
+//! d is the 10 GiB upload and its completion, e the small uploads). CHUNKD_BENCH_ROUNDS=n
 //! runs all of it n times over (each round measures the machine again) and
 //! ends with each figure's median and range: on a shared machine one run's
 //! figures drift by a third.
@@ -166,7 +170,7 @@ fn send_from_file(
         |stream| sendfile_all(stream, file, file_pos, len),
     );
     assert!(
-        resp.status == 200 || resp.status == 204,
+        (200..=204).contains(&resp.status),
         "{} {}",
         resp.status,
         resp.text()
@@ -586,6 +590,11 @@ impl Case<'_> {
             'a' => ("(a) 1 GiB in 8 MiB chunks", GIB, 8 * MIB),
             'b' => ("(b) 1 GiB in 1 MiB chunks", GIB, MIB),
             'd' => ("(d) 10 GiB in 8 MiB chunks", 10 * GIB, 8 * MIB),
+            'e' => {
+                let small = small_uploads(self.subject, file, self.protocol, &flags);
+                let label = self.label("(e) 2000 x 256 KiB, one request each, 32 at once");
+                return vec![line(label, small)];
+            }
             _ => {
                 let row = concurrent(self.subject, file, self.protocol, &flags);
                 let label = self.label("(c) 64 x 16 MiB at once, 1 MiB chunks");
@@ -618,6 +627,14 @@ enum Figures {
     /// A scenario's row, and md5sum's MB/s just before it.
     Row(Row, f64),
     Completion(Duration),
+    /// Small uploads: how many a second, and the server's peak RSS and CPU
+    /// time, and the steal, as a row has them.
+    Small {
+        per_s: f64,
+        peak_rss: u64,
+        server_cpu: Duration,
+        steal: f64,
+    },
     /// In MB/s: md5sum, a plain write with fdatasync, the bare receive of
     /// (c); and the percent of the machine's time stolen meanwhile.
     Machine {
@@ -634,6 +651,16 @@ impl Line {
         match &self.figures {
             Figures::Row(row, md5sum) => print_row(&head, row, *md5sum),
             Figures::Completion(took) => println!("{head} {:.1} ms", took.as_secs_f64() * 1e3),
+            Figures::Small {
+                per_s,
+                peak_rss,
+                server_cpu,
+                steal,
+            } => println!(
+                "{head} {per_s:>6.0} uploads/s  peak RSS {:>4} MiB  server CPU {:>4.2} s  steal {steal:>2.0} %",
+                peak_rss >> 20,
+                server_cpu.as_secs_f64()
+            ),
             Figures::Machine {
                 md5sum,
                 write,
@@ -669,6 +696,17 @@ impl Figures {
                 row.steal,
             ],
             Figures::Completion(took) => vec![took.as_secs_f64() * 1e3],
+            Figures::Small {
+                per_s,
+                peak_rss,
+                server_cpu,
+                steal,
+            } => vec![
+                *per_s,
+                (peak_rss >> 20) as f64,
+                server_cpu.as_secs_f64(),
+                *steal,
+            ],
             Figures::Machine {
                 md5sum,
                 write,
@@ -697,6 +735,13 @@ fn print_summary(rounds: &[Vec<Line>]) {
                 of(4, 0)
             ),
             Figures::Completion(_) => println!("{head} {} ms", of(0, 1)),
+            Figures::Small { .. } => println!(
+                "{head} {} uploads/s  peak RSS {} MiB  server CPU {} s  steal {} %",
+                of(0, 0),
+                of(1, 0),
+                of(2, 2),
+                of(3, 0)
+            ),
             Figures::Machine { .. } => println!(
                 "machine   md5sum of 1 GiB: {} MB/s; plain write of 1 GiB + fdatasync: {} MB/s; bare receive of (c): {} MB/s  steal {} %",
                 of(0, 0),
@@ -807,7 +852,7 @@ fn main() {
     let backends = picked("CHUNKD_BENCH_BACKENDS", "sqlite,postgres");
     let protocols = picked("CHUNKD_BENCH_PROTOCOLS", "chunked,tus,tus-unhashed");
     let syncs = picked("CHUNKD_BENCH_SYNC", "on,off");
-    let scenarios = picked("CHUNKD_BENCH_SCENARIOS", "a,b,c,d");
+    let scenarios = picked("CHUNKD_BENCH_SCENARIOS", "a,b,c,d,e");
     let rounds: usize = std::env::var("CHUNKD_BENCH_ROUNDS")
         .map(|n| n.parse().expect("CHUNKD_BENCH_ROUNDS: a number"))
         .unwrap_or(1)
@@ -844,7 +889,7 @@ fn main() {
                 if !syncs.iter().any(|s| s == if sync { "on" } else { "off" }) {
                     continue;
                 }
-                for scenario in ['a', 'b', 'c', 'd'] {
+                for scenario in ['a', 'b', 'c', 'd', 'e'] {
                     // The 10 GiB upload is for its completion: the chunked
                     // protocol's, on the server as it is by default.
                     let runs = scenario != 'd' || (protocol == Protocol::Chunked && sync);
@@ -960,4 +1005,80 @@ fn concurrent(subject: Subject, file: &File, protocol: Protocol, flags: &[&str])
             .collect()
     });
     running.row(GIB, timer.stop(), latencies)
+}
+
+/// Scenario (e): how many small uploads of `SMALL` bytes, `SMALL_AT_ONCE`
+/// at a time, a server takes a second.
+const SMALL: u64 = 256 << 10;
+const SMALL_UPLOADS: u64 = 2000;
+const SMALL_AT_ONCE: u64 = 32;
+
+/// `SMALL_UPLOADS` uploads of `SMALL` bytes on a fresh server, each in one
+/// request that creates it, carries every byte and completes it, from
+/// `SMALL_AT_ONCE` clients at once, each on its own kept-alive connection.
+fn small_uploads(subject: Subject, file: &File, protocol: Protocol, flags: &[&str]) -> Figures {
+    let source_at = |n: u64| n * SMALL % GIB;
+    // The chunked protocol's whole-file POST carries its MD5.
+    let md5s: Vec<String> = (0..SMALL_UPLOADS)
+        .map(|n| {
+            let mut piece = vec![0u8; SMALL as usize];
+            file.read_exact_at(&mut piece, source_at(n)).unwrap();
+            md5_hex(&piece)
+        })
+        .collect();
+    let running = subject.start(flags);
+    let (server, auth) = (&running.server, running.auth.as_str());
+    let length = SMALL.to_string();
+    let timer = Timer::start();
+    let last_ids: Vec<(u64, String)> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..SMALL_AT_ONCE)
+            .map(|client| {
+                let (md5s, length) = (&md5s, length.as_str());
+                scope.spawn(move || {
+                    let mut conn = None;
+                    let mut last = (0, String::new());
+                    for n in (client..SMALL_UPLOADS).step_by(SMALL_AT_ONCE as usize) {
+                        let (resp, _) = if protocol.is_tus() {
+                            let headers = [
+                                ("Authorization", auth),
+                                ("Tus-Resumable", "1.0.0"),
+                                ("Content-Type", "application/offset+octet-stream"),
+                                ("Upload-Length", length),
+                            ];
+                            let head = ("POST", "/files/", &headers[..]);
+                            send_from_file(server, &mut conn, head, file, source_at(n), SMALL)
+                        } else {
+                            let path = format!("/upload/?filename=s.bin&md5={}", md5s[n as usize]);
+                            let headers = [
+                                ("Authorization", auth),
+                                ("Content-Type", "application/octet-stream"),
+                            ];
+                            let head = ("POST", path.as_str(), &headers[..]);
+                            send_from_file(server, &mut conn, head, file, source_at(n), SMALL)
+                        };
+                        let id = if protocol.is_tus() {
+                            assert_eq!(resp.header("upload-offset"), Some(length));
+                            resp.location_id()
+                        } else {
+                            resp.json()["id"].as_str().unwrap().to_owned()
+                        };
+                        last = (n, id);
+                    }
+                    last
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let timed = timer.stop();
+    for (n, id) in &last_ids {
+        assert_eq!(running.stored_md5(id), md5s[*n as usize], "upload {n}");
+    }
+    let row = running.row(SMALL * SMALL_UPLOADS, timed, Vec::new());
+    Figures::Small {
+        per_s: SMALL_UPLOADS as f64 / row.elapsed.as_secs_f64(),
+        peak_rss: row.peak_rss,
+        server_cpu: row.server_cpu,
+        steal: row.steal,
+    }
 }
