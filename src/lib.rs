@@ -17,8 +17,9 @@ use actix_web::rt::net::TcpStream;
 use anyhow::Context;
 use config::{ServeArgs, StoreArgs};
 use engine::{Engine, Hashing};
-use http::gate::GatedIo;
 use meta::{DieselStore, MetaStore};
+use protocol::kit::gate::GatedIo;
+use protocol::kit::{AppState, ListenAddr};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ fn ensure_a_token(meta: &dyn MetaStore) -> anyhow::Result<()> {
 /// The server's own `chunkd cleanup`, at startup and now and then.
 /// Uploads in use are left for the next round, so several processes
 /// sweeping one database is safe.
-async fn remove_expired_every(state: actix_web::web::Data<http::AppState>, every: Duration) {
+async fn remove_expired_every(state: actix_web::web::Data<AppState>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -125,12 +126,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => log::info!("MD5 of each upload on its own (no AVX2 on this CPU)"),
     }
     ensure_a_token(meta.as_ref())?;
-    let engine = build_engine(&args, meta);
-    engine
-        .storage()
-        .check()
+    LocalDisk::check_root(&args.store.data_dir)
         .with_context(|| format!("data directory {}", args.store.data_dir.display()))?;
-    let state = actix_web::web::Data::new(http::AppState {
+    let engine = build_engine(&args, meta);
+    let state = actix_web::web::Data::new(AppState {
         engine,
         anonymous: args.anonymous,
         trust_proxy: args.trust_proxy,
@@ -161,7 +160,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .listen("chunkd", listener, move || {
             let app = actix_web::App::new()
                 .app_data(state.clone())
-                .app_data(http::ListenAddr(addr))
+                .app_data(ListenAddr(addr))
                 .wrap(actix_web::middleware::from_fn(http::cap_requests))
                 .wrap(actix_web::middleware::from_fn(http::cors))
                 .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
@@ -180,7 +179,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     data.insert(io.gate());
                 })
                 // Only the URLs of responses would read it, and they take
-                // the listen address from `http::ListenAddr` instead.
+                // the listen address from `ListenAddr` instead.
                 .finish(map_config(app, |()| AppConfig::default()));
             fn_service(|io: TcpStream| async move {
                 let peer = io.peer_addr().ok();

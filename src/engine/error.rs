@@ -56,12 +56,43 @@ pub enum EngineError {
     Lost(String),
     #[error("the lock on the upload was lost")]
     LeaseLost,
+    #[error("no space left for the upload's bytes")]
+    NoSpace,
+    /// The upload's stored bytes are not what was committed: missing, or
+    /// shorter.
+    #[error("stored data damaged: {0}")]
+    Damaged(String),
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    /// Any other failure of the storage.
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
+    /// Any other failure of the database.
     #[error(transparent)]
-    Meta(#[from] MetaError),
+    Meta(MetaError),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+impl From<StorageError> for EngineError {
+    fn from(err: StorageError) -> Self {
+        match err {
+            StorageError::NoSpace => EngineError::NoSpace,
+            StorageError::Damaged { .. } | StorageError::Missing => {
+                EngineError::Damaged(err.to_string())
+            }
+            StorageError::Io(_) => EngineError::Storage(err),
+        }
+    }
+}
+
+impl From<MetaError> for EngineError {
+    fn from(err: MetaError) -> Self {
+        match err {
+            MetaError::Connection(reason) => EngineError::DatabaseUnavailable(reason),
+            other => EngineError::Meta(other),
+        }
+    }
+}

@@ -11,6 +11,8 @@ mod lock;
 mod pages;
 mod write;
 
+/// An upload as the engine shows it to adapters.
+pub use crate::meta::UploadRecord as Upload;
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
 
@@ -306,12 +308,15 @@ impl Engine {
         &self.settings
     }
 
-    pub fn meta(&self) -> &Arc<dyn MetaStore> {
-        &self.meta
-    }
-
-    pub fn storage(&self) -> &Arc<dyn PartStore> {
-        &self.storage
+    /// Whether the database answers and the storage is usable.
+    pub async fn check_health(&self) -> EngineResult<()> {
+        let (meta, storage) = (self.meta.clone(), self.storage.clone());
+        run_blocking(move || {
+            meta.ping()?;
+            storage.check()?;
+            Ok(())
+        })
+        .await
     }
 
     /// What the upload is hashed whole with; None when it is not.
@@ -517,9 +522,7 @@ impl Engine {
         result: EngineResult<T>,
     ) -> EngineResult<T> {
         let reason = match &result {
-            Err(EngineError::Storage(
-                err @ (StorageError::Damaged { .. } | StorageError::Missing),
-            )) => err.to_string(),
+            Err(EngineError::Damaged(reason)) => reason.clone(),
             _ => return result,
         };
         log::error!("upload {id}: stored data lost ({reason}); marking it failed");
@@ -1061,11 +1064,7 @@ impl Engine {
     }
 
     /// Opens the bytes of a completed upload for download.
-    pub async fn open_download(
-        &self,
-        caller: &Caller,
-        id: Uuid,
-    ) -> EngineResult<(UploadRecord, Arc<dyn PartReader>)> {
+    pub async fn open_download(&self, caller: &Caller, id: Uuid) -> EngineResult<Download> {
         let upload = self.find(caller, id).await?;
         if !upload.complete {
             return Err(EngineError::Incomplete {
@@ -1074,7 +1073,7 @@ impl Engine {
             });
         }
         let reader = self.open_completed(caller, &upload).await?;
-        Ok((upload, reader))
+        Ok(Download { upload, reader })
     }
 
     /// The completed file of a complete upload. Where a crash came between
@@ -1087,12 +1086,15 @@ impl Engine {
         upload: &UploadRecord,
     ) -> EngineResult<Arc<dyn PartReader>> {
         let open = |storage: Arc<dyn PartStore>, key: PartKey| {
-            run_blocking(move || Ok(Arc::from(storage.open_done(&key)?)))
+            run_blocking(move || match storage.open_done(&key) {
+                Ok(reader) => Ok(Some(Arc::from(reader))),
+                Err(StorageError::Missing) => Ok(None),
+                Err(err) => Err(err.into()),
+            })
         };
         let key = Self::key(upload);
-        match open(self.storage.clone(), key.clone()).await {
-            Err(EngineError::Storage(StorageError::Missing)) => {}
-            opened => return opened,
+        if let Some(reader) = open(self.storage.clone(), key.clone()).await? {
+            return Ok(reader);
         }
         let (_lock, _) = self.lock(caller, upload.id).await?;
         let algo = self.algo(upload)?;
@@ -1128,7 +1130,9 @@ impl Engine {
             Ok(storage.finalize(&job_key)?)
         })
         .await?;
-        open(self.storage.clone(), key).await
+        open(self.storage.clone(), key)
+            .await?
+            .ok_or_else(|| EngineError::Damaged("completed file missing".into()))
     }
 
     /// Removes the files that no upload row knows and that nothing wrote
@@ -1206,6 +1210,56 @@ impl Engine {
             removed.push(upload);
         }
         Ok(removed)
+    }
+}
+
+/// Bytes read from disk per step of a download.
+const DOWNLOAD_STEP: u64 = 256 * 1024;
+
+/// A complete upload's bytes, opened for reading.
+pub struct Download {
+    pub upload: UploadRecord,
+    reader: Arc<dyn PartReader>,
+}
+
+impl Download {
+    /// How many bytes the file holds.
+    pub fn size(&self) -> u64 {
+        self.reader.size()
+    }
+
+    /// `count` bytes from `start`, read a step at a time on the blocking
+    /// pool, so that memory stays flat however large the file.
+    pub fn bytes(&self, start: u64, count: u64) -> impl Stream<Item = EngineResult<Bytes>> {
+        let reader = self.reader.clone();
+        futures_util::stream::unfold((reader, start, count), |(reader, pos, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            let step = left.min(DOWNLOAD_STEP);
+            let source = Arc::clone(&reader);
+            let read = run_blocking(move || {
+                let mut buf = vec![0u8; step as usize];
+                let got = source.read_at(&mut buf, pos)?;
+                if got == 0 {
+                    return Err(StorageError::Damaged {
+                        expected: pos + step,
+                        found: pos,
+                    }
+                    .into());
+                }
+                buf.truncate(got);
+                Ok(Bytes::from(buf))
+            })
+            .await;
+            Some(match read {
+                Ok(bytes) => {
+                    let n = bytes.len() as u64;
+                    (Ok(bytes), (reader, pos + n, left - n))
+                }
+                Err(err) => (Err(err), (reader, pos, 0)),
+            })
+        })
     }
 }
 

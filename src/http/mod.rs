@@ -1,40 +1,16 @@
-//! App wiring: routes, shared state, URLs, health.
+//! App wiring: routes, CORS, the request cap, health.
 
-pub mod auth;
-pub mod error;
-pub mod gate;
-
-use crate::engine::{run_blocking, Engine, Hashing};
-use crate::protocol::{chunked, tus};
+use crate::protocol::chunked::{self, ChunkedError, RequestError};
+use crate::protocol::kit::AppState;
+use crate::protocol::tus;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use error::{ApiError, RequestError};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-pub struct AppState {
-    pub engine: Engine,
-    pub anonymous: bool,
-    pub trust_proxy: bool,
-    /// Whether tus uploads are hashed whole.
-    pub tus_hashing: Hashing,
-    pub max_requests: usize,
-    /// Requests being served, across workers.
-    pub active: Arc<AtomicUsize>,
-    /// Origins browsers may call from (`*`: any); none by default.
-    pub cors_origins: Vec<String>,
-    pub known_tokens: auth::KnownTokens,
-}
-
-impl AppState {
-    fn allows_origin(&self, origin: &str) -> bool {
-        self.cors_origins.iter().any(|o| o == "*" || o == origin)
-    }
-}
 
 /// Response headers a browser script may read: what tus clients and the
 /// chunked protocol's resumers need.
@@ -118,67 +94,23 @@ pub async fn cap_requests(
     };
     let _active = ActiveRequest(state.active.clone());
     if state.active.fetch_add(1, Ordering::SeqCst) >= state.max_requests {
-        let refused = ApiError::from(RequestError::Overloaded).error_response();
+        let refused = ChunkedError::from(RequestError::Overloaded).error_response();
         return Ok(req.into_response(refused).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
 }
 
-/// The address the server listens on, for the URLs of clients that send no
-/// Host header.
-pub struct ListenAddr(pub std::net::SocketAddr);
-
-/// `scheme://host` of the URLs in responses. The forwarded headers are used
-/// only when the proxy in front is trusted to set them.
-pub fn base_url(req: &HttpRequest, trust_proxy: bool) -> String {
-    let header_value = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| valid_authority(v))
-    };
-    let forwarded = |name: &str| header_value(name).filter(|_| trust_proxy);
-    let scheme = forwarded("x-forwarded-proto")
-        .filter(|s| s == "http" || s == "https")
-        .unwrap_or_else(|| "http".to_owned());
-    let host = forwarded("x-forwarded-host")
-        .or_else(|| header_value(header::HOST.as_str()))
-        .or_else(|| {
-            req.app_data::<ListenAddr>()
-                .map(|listen| listen.0.to_string())
-        })
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{scheme}://{host}")
-}
-
-/// A host[:port] that can go into a URL unchanged.
-fn valid_authority(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-}
-
-async fn not_found() -> Result<HttpResponse, ApiError> {
+async fn not_found() -> Result<HttpResponse, ChunkedError> {
     Err(crate::engine::EngineError::NotFound.into())
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ChunkedError> {
     Err(RequestError::MethodNotAllowed(req.method().clone()).into())
 }
 
 /// 200 when the database answers and the data directory is usable.
 async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let (meta, storage) = (state.engine.meta().clone(), state.engine.storage().clone());
-    let checked = run_blocking(move || {
-        meta.ping()?;
-        storage.check()?;
-        Ok(())
-    })
-    .await;
-    match checked {
+    match state.engine.check_health().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ok"})),
         Err(err) => {
             log::error!("health check failed: {err}");

@@ -4,16 +4,17 @@
 //! complete when its last byte is in; it is then an upload like any other
 //! (listed under `/upload/`, downloaded from `/upload/{id}/file`).
 
+use crate::engine::Upload;
 use crate::engine::{
     BodyLength, BodyRules, Caller, ChecksumAlgo, Completion, EngineError, NewUpload, PARTIAL,
 };
-use crate::http::auth::{caller, Appender};
-use crate::http::error::ApiError;
-use crate::http::gate::GatedPayload;
-use crate::http::{base_url, AppState};
-use crate::meta::UploadRecord;
-use crate::protocol::headers::{parse_tus_number, parse_upload_checksum, parse_upload_metadata};
-use actix_web::http::header::{self, CacheControl, CacheDirective, HeaderValue, HttpDate};
+use crate::protocol::kit::auth::{caller, Appender, AuthError};
+use crate::protocol::kit::gate::GatedPayload;
+use crate::protocol::kit::headers::{
+    parse_tus_number, parse_upload_checksum, parse_upload_metadata,
+};
+use crate::protocol::kit::{base_url, AppState};
+use actix_web::http::header::{self, CacheControl, CacheDirective, HttpDate};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use bytes::Bytes;
@@ -28,7 +29,8 @@ const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,\
 const CHECKSUM_ALGORITHMS: &str = "md5,sha1,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
-/// What tus requests get wrong, and engine errors in tus terms.
+/// What tus requests get wrong, and the engine's and the toolkit's errors
+/// in tus terms.
 #[derive(Debug, thiserror::Error)]
 pub enum TusError {
     #[error("Unsupported version, this server speaks tus 1.0.0")]
@@ -42,57 +44,71 @@ pub enum TusError {
     #[error("A final upload of a concatenation cannot be patched")]
     PatchOfFinal,
     #[error(transparent)]
-    Api(#[from] ApiError),
-}
-
-impl From<EngineError> for TusError {
-    fn from(err: EngineError) -> Self {
-        TusError::Api(ApiError::Engine(err))
-    }
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 type TusResult<T> = Result<T, TusError>;
 
 impl TusError {
-    /// tus's own statuses; None where the chunked protocol's answer fits.
-    fn tus_status(&self) -> Option<(StatusCode, String)> {
+    /// The one place where tus errors become statuses and plain-text
+    /// bodies.
+    fn status_and_text(&self) -> (u16, String) {
         use EngineError as E;
-        let own = |code: u16, text: &str| {
-            Some((
-                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
-                text.to_owned(),
-            ))
+        let text = |text: &str| text.to_owned();
+        let engine = match self {
+            TusError::UnsupportedVersion => return (412, self.to_string()),
+            TusError::BadRequest(reason) => return (400, text(reason)),
+            TusError::WrongContentType => return (415, self.to_string()),
+            TusError::MethodNotAllowed => return (405, self.to_string()),
+            TusError::PatchOfFinal => return (403, self.to_string()),
+            TusError::Auth(AuthError::Unauthenticated) => {
+                return (401, text("Authentication credentials were not provided"))
+            }
+            TusError::Auth(AuthError::InvalidToken) => return (401, text("Invalid token")),
+            TusError::Auth(AuthError::Engine(err)) | TusError::Engine(err) => err,
         };
-        match self {
-            TusError::UnsupportedVersion => own(412, &self.to_string()),
-            TusError::BadRequest(text) => own(400, text),
-            TusError::WrongContentType => own(415, &self.to_string()),
-            TusError::MethodNotAllowed => own(405, &self.to_string()),
-            TusError::PatchOfFinal => own(403, &self.to_string()),
-            TusError::Api(ApiError::Engine(err)) => match err {
-                E::NotFound => own(404, "Upload not found"),
-                E::Expired => own(410, "Upload has expired"),
-                E::Lost(_) => own(410, "Upload data was lost; start a new upload"),
-                E::OffsetMismatch { .. } => {
-                    own(409, "Upload-Offset does not match the upload's offset")
-                }
-                E::AlreadyComplete => own(409, "Upload is already complete"),
-                E::TooLarge { .. } | E::ChunkTooLarge { .. } => {
-                    own(413, "Upload exceeds the size limit")
-                }
-                E::BodyChecksumMismatch => own(460, "Checksum mismatch"),
-                E::NotConcatenable => own(400, "Only complete partial uploads can be concatenated"),
-                E::BadConcat(reason) => own(400, &format!("Invalid Upload-Concat: {reason}")),
-                E::TotalMismatch { .. } => {
-                    own(400, "Upload-Length differs from the upload's length")
-                }
-                E::TotalBelowOffset { .. } => {
-                    own(400, "Upload-Length is below the upload's offset")
-                }
-                E::Busy { .. } => own(423, "Upload is locked by another request"),
-                _ => None,
-            },
-            TusError::Api(_) => None,
+        match engine {
+            E::NotFound => (404, text("Upload not found")),
+            E::Expired => (410, text("Upload has expired")),
+            E::Lost(_) => (410, text("Upload data was lost; start a new upload")),
+            E::OffsetMismatch { .. } => (
+                409,
+                text("Upload-Offset does not match the upload's offset"),
+            ),
+            E::AlreadyComplete => (409, text("Upload is already complete")),
+            E::TooLarge { .. } | E::ChunkTooLarge { .. } => {
+                (413, text("Upload exceeds the size limit"))
+            }
+            E::TooSmall { min } => (400, format!("Upload is below the minimum of {min} bytes")),
+            E::ExtensionNotAllowed => (400, text("File extension not allowed")),
+            E::MediaTypeNotAllowed => (400, text("File type not allowed")),
+            E::InvalidFilename(reason) => (400, format!("Invalid filename: {reason}")),
+            E::SizeMismatch { .. } => (400, text("Body length differs from the one declared")),
+            E::BodyChecksumMismatch => (460, text("Checksum mismatch")),
+            E::NotConcatenable => (
+                400,
+                text("Only complete partial uploads can be concatenated"),
+            ),
+            E::BadConcat(reason) => (400, format!("Invalid Upload-Concat: {reason}")),
+            E::TotalMismatch { .. } => {
+                (400, text("Upload-Length differs from the upload's length"))
+            }
+            E::TotalBelowOffset { .. } => (400, text("Upload-Length is below the upload's offset")),
+            E::Busy { .. } => (423, text("Upload is locked by another request")),
+            E::Body(_) => (400, text("Error reading the request body")),
+            E::ReadTimeout => (408, text("Timed out waiting for the request body")),
+            // The chunked protocol's completion, which tus does not have.
+            E::ChecksumRequired { .. }
+            | E::ChecksumMismatch
+            | E::Unhashed
+            | E::Incomplete { .. } => (409, text("Upload cannot be completed this way")),
+            E::LeaseLost => (503, text("Lost the lock on the upload; retry the request")),
+            E::DatabaseUnavailable(_) => (503, text("Database unavailable")),
+            E::NoSpace => (507, text("Insufficient storage")),
+            E::Damaged(_) => (500, text("Stored data of this upload is damaged")),
+            E::Storage(_) | E::Meta(_) | E::Internal(_) => (500, text("Internal server error")),
         }
     }
 }
@@ -103,31 +119,31 @@ fn tus_headers(response: &mut HttpResponseBuilder) {
 
 impl ResponseError for TusError {
     fn status_code(&self) -> StatusCode {
-        match (self.tus_status(), self) {
-            (Some((status, _)), _) => status,
-            (None, TusError::Api(api)) => api.status_code(),
-            (None, _) => StatusCode::BAD_REQUEST,
-        }
+        StatusCode::from_u16(self.status_and_text().0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = match (self.tus_status(), self) {
-            (Some((status, text)), _) => {
-                let mut builder = HttpResponse::build(status);
-                tus_headers(&mut builder);
-                if status == StatusCode::PRECONDITION_FAILED {
-                    builder.insert_header(("Tus-Version", TUS_VERSION));
-                }
-                return builder.content_type("text/plain; charset=utf-8").body(text);
+        let (code, text) = self.status_and_text();
+        let status = self.status_code();
+        if status.is_server_error() {
+            log::error!("{self}");
+        }
+        let mut builder = HttpResponse::build(status);
+        tus_headers(&mut builder);
+        match self {
+            TusError::UnsupportedVersion => {
+                builder.insert_header(("Tus-Version", TUS_VERSION));
             }
-            (None, TusError::Api(api)) => api.error_response(),
-            (None, _) => HttpResponse::BadRequest().finish(),
-        };
-        response.headers_mut().insert(
-            header::HeaderName::from_static("tus-resumable"),
-            HeaderValue::from_static(TUS_VERSION),
-        );
-        response
+            TusError::Auth(AuthError::Unauthenticated | AuthError::InvalidToken) => {
+                builder.insert_header((header::WWW_AUTHENTICATE, "Token"));
+            }
+            TusError::Engine(EngineError::ReadTimeout) => {
+                builder.insert_header((header::CONNECTION, "close"));
+            }
+            _ => {}
+        }
+        debug_assert_eq!(u16::from(status), code);
+        builder.content_type("text/plain; charset=utf-8").body(text)
     }
 }
 
@@ -176,7 +192,7 @@ fn upload_id(req: &HttpRequest) -> TusResult<Uuid> {
         .ok_or(TusError::from(EngineError::NotFound))
 }
 
-fn expires(upload: &UploadRecord) -> Option<String> {
+fn expires(upload: &Upload) -> Option<String> {
     (!upload.complete).then(|| {
         let time = SystemTime::from(upload.expires_at);
         HttpDate::from(time).to_string()
@@ -328,7 +344,7 @@ pub async fn create(
 fn created(
     req: &HttpRequest,
     state: &AppState,
-    upload: &UploadRecord,
+    upload: &Upload,
     with_offset: bool,
 ) -> HttpResponse {
     let mut response = HttpResponse::Created();

@@ -439,8 +439,15 @@ impl PartStore for LocalDisk {
     }
 
     fn check(&self) -> StorageResult<()> {
-        fs::create_dir_all(&self.root)?;
-        let meta = fs::metadata(&self.root)?;
+        Self::check_root(&self.root)
+    }
+}
+
+impl LocalDisk {
+    /// Creates the storage root if needed and checks that it is writable.
+    pub fn check_root(root: &Path) -> StorageResult<()> {
+        fs::create_dir_all(root)?;
+        let meta = fs::metadata(root)?;
         if meta.permissions().readonly() {
             return Err(StorageError::Io(io::Error::new(
                 io::ErrorKind::PermissionDenied,

@@ -1,13 +1,25 @@
 //! Who is calling: `Authorization: Token …` (as DRF) or `Bearer …`.
 
-use super::error::{ApiError, ApiResult, RequestError};
 use super::AppState;
-use crate::engine::Caller;
+use crate::engine::{Caller, EngineError};
 use crate::tokens::hash_token;
 use actix_web::http::header;
 use actix_web::HttpRequest;
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+/// Why a request has no caller. Each protocol answers these in its own way.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials")]
+    Unauthenticated,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+pub type AuthResult<T> = Result<T, AuthError>;
 
 /// Tokens remembered at most; past it the memory starts afresh.
 const KNOWN_TOKENS_MAX: usize = 4096;
@@ -47,27 +59,27 @@ impl KnownTokens {
 
 /// The hash of the request's token; None for a request without one, if
 /// the server takes anonymous requests.
-fn presented(req: &HttpRequest, state: &AppState) -> ApiResult<Option<String>> {
+fn presented(req: &HttpRequest, state: &AppState) -> AuthResult<Option<String>> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return if state.anonymous {
             Ok(None)
         } else {
-            Err(RequestError::Unauthenticated.into())
+            Err(AuthError::Unauthenticated)
         };
     };
-    let value = value.to_str().map_err(|_| RequestError::InvalidToken)?;
+    let value = value.to_str().map_err(|_| AuthError::InvalidToken)?;
     let (scheme, token) = value
         .trim()
         .split_once(' ')
-        .ok_or(RequestError::InvalidToken)?;
+        .ok_or(AuthError::InvalidToken)?;
     if !scheme.eq_ignore_ascii_case("token") && !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(RequestError::InvalidToken.into());
+        return Err(AuthError::InvalidToken);
     }
     Ok(Some(hash_token(token.trim())))
 }
 
 /// The owner of a token, looked up in the database (and remembered).
-async fn look_up(state: &AppState, token_hash: String) -> ApiResult<Caller> {
+async fn look_up(state: &AppState, token_hash: String) -> AuthResult<Caller> {
     let owner = {
         let token_hash = token_hash.clone();
         state
@@ -78,12 +90,12 @@ async fn look_up(state: &AppState, token_hash: String) -> ApiResult<Caller> {
     state.known_tokens.remember(&token_hash, owner.as_deref());
     match owner {
         Some(name) => Ok(Caller::Owner { name, token_hash }),
-        None => Err(RequestError::InvalidToken.into()),
+        None => Err(AuthError::InvalidToken),
     }
 }
 
 /// The caller, its token looked up.
-pub async fn caller(req: &HttpRequest, state: &AppState) -> ApiResult<Caller> {
+pub async fn caller(req: &HttpRequest, state: &AppState) -> AuthResult<Caller> {
     match presented(req, state)? {
         Some(token_hash) => look_up(state, token_hash).await,
         None => Ok(Caller::Anonymous),
@@ -98,7 +110,7 @@ pub struct Appender {
 }
 
 impl Appender {
-    pub async fn of(req: &HttpRequest, state: &AppState) -> ApiResult<Appender> {
+    pub async fn of(req: &HttpRequest, state: &AppState) -> AuthResult<Appender> {
         let Some(token_hash) = presented(req, state)? else {
             return Ok(Appender {
                 caller: Caller::Anonymous,
@@ -115,7 +127,7 @@ impl Appender {
     /// `outcome`, unless it failed and the remembered token turns out to
     /// be revoked: then the answer is the one an unknown token gets (a
     /// lease refused for a revoked token reads as a missing upload).
-    pub async fn confirm<T, E: From<ApiError>>(
+    pub async fn confirm<T, E: From<AuthError>>(
         &self,
         state: &AppState,
         outcome: Result<T, E>,

@@ -1,9 +1,10 @@
-//! Every error of the HTTP layer, and the one place where errors become
-//! statuses and JSON bodies.
+//! Every error of the chunked protocol, and the one place where they become
+//! its statuses and JSON bodies (drf-chunked-upload's). The wiring answers
+//! requests outside any protocol (unknown paths, the request cap) with
+//! these too.
 
 use crate::engine::EngineError;
-use crate::meta::MetaError;
-use crate::storage::StorageError;
+use crate::protocol::kit::auth::AuthError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
@@ -31,10 +32,6 @@ pub enum RequestError {
     InvalidQuery(&'static str),
     #[error("method {0} not allowed")]
     MethodNotAllowed(Method),
-    #[error("no credentials")]
-    Unauthenticated,
-    #[error("invalid token")]
-    InvalidToken,
     #[error("range not satisfiable for {len} bytes")]
     RangeNotSatisfiable { len: u64 },
     #[error("too many requests at once")]
@@ -42,32 +39,28 @@ pub enum RequestError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub enum ChunkedError {
     #[error(transparent)]
     Request(#[from] RequestError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
 
-impl From<MetaError> for ApiError {
-    fn from(err: MetaError) -> Self {
-        ApiError::Engine(EngineError::Meta(err))
-    }
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
+pub type ChunkedResult<T> = Result<T, ChunkedError>;
 
 fn detail(text: impl fmt::Display) -> Value {
     json!({ "detail": text.to_string() })
 }
 
-impl ApiError {
+impl ChunkedError {
     fn status_and_body(&self) -> (StatusCode, Value) {
         use EngineError as E;
         use RequestError as R;
         let bad = StatusCode::BAD_REQUEST;
         match self {
-            ApiError::Request(err) => match err {
+            ChunkedError::Request(err) => match err {
                 R::BadHeaders => (bad, detail("Error in request headers")),
                 R::EndExceedsTotal { total } => (
                     bad,
@@ -89,11 +82,6 @@ impl ApiError {
                     StatusCode::METHOD_NOT_ALLOWED,
                     detail(format!("Method \"{method}\" not allowed.")),
                 ),
-                R::Unauthenticated => (
-                    StatusCode::UNAUTHORIZED,
-                    detail("Authentication credentials were not provided."),
-                ),
-                R::InvalidToken => (StatusCode::UNAUTHORIZED, detail("Invalid token.")),
                 R::RangeNotSatisfiable { .. } => (
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     detail("Requested range not satisfiable"),
@@ -103,7 +91,14 @@ impl ApiError {
                     detail("Server busy, retry later"),
                 ),
             },
-            ApiError::Engine(err) => match err {
+            ChunkedError::Auth(AuthError::Unauthenticated) => (
+                StatusCode::UNAUTHORIZED,
+                detail("Authentication credentials were not provided."),
+            ),
+            ChunkedError::Auth(AuthError::InvalidToken) => {
+                (StatusCode::UNAUTHORIZED, detail("Invalid token."))
+            }
+            ChunkedError::Auth(AuthError::Engine(err)) | ChunkedError::Engine(err) => match err {
                 E::NotFound => (StatusCode::NOT_FOUND, detail("Not found.")),
                 E::Expired => (StatusCode::GONE, detail("Upload has expired")),
                 E::AlreadyComplete => (
@@ -183,18 +178,16 @@ impl ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     detail("Lost the lock on the upload; retry the request"),
                 ),
-                E::Storage(StorageError::NoSpace) => {
-                    (StatusCode::INSUFFICIENT_STORAGE, detail("Insufficient storage"))
-                }
-                E::Storage(StorageError::Damaged { .. } | StorageError::Missing) => (
+                E::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, detail("Insufficient storage")),
+                E::Damaged(_) => (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     detail("Stored data of this upload is damaged"),
                 ),
-                E::Meta(MetaError::Connection(_)) => (
+                E::DatabaseUnavailable(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     detail("Database unavailable"),
                 ),
-                E::Storage(StorageError::Io(_)) | E::Meta(_) | E::Internal(_) => (
+                E::Storage(_) | E::Meta(_) | E::Internal(_) => (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     detail("Internal server error"),
                 ),
@@ -203,7 +196,7 @@ impl ApiError {
     }
 }
 
-impl ResponseError for ApiError {
+impl ResponseError for ChunkedError {
     fn status_code(&self) -> StatusCode {
         self.status_and_body().0
     }
@@ -212,25 +205,25 @@ impl ResponseError for ApiError {
         let (status, body) = self.status_and_body();
         if status.is_server_error() {
             log::error!("{self}");
-        } else if let ApiError::Engine(EngineError::Body(msg)) = self {
+        } else if let ChunkedError::Engine(EngineError::Body(msg)) = self {
             log::info!("request body failed: {msg}");
         }
         let mut response = HttpResponse::build(status);
         match self {
-            ApiError::Request(RequestError::Unauthenticated | RequestError::InvalidToken) => {
+            ChunkedError::Auth(AuthError::Unauthenticated | AuthError::InvalidToken) => {
                 response
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Token")));
             }
-            ApiError::Request(RequestError::MethodNotAllowed(_)) => {
+            ChunkedError::Request(RequestError::MethodNotAllowed(_)) => {
                 response.insert_header((header::ALLOW, "GET, POST, PUT, DELETE, HEAD"));
             }
-            ApiError::Request(RequestError::RangeNotSatisfiable { len }) => {
+            ChunkedError::Request(RequestError::RangeNotSatisfiable { len }) => {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));
             }
-            ApiError::Engine(EngineError::ReadTimeout) => {
+            ChunkedError::Engine(EngineError::ReadTimeout) => {
                 response.insert_header((header::CONNECTION, "close"));
             }
-            ApiError::Request(RequestError::Overloaded) => {
+            ChunkedError::Request(RequestError::Overloaded) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
                 response.insert_header((header::CONNECTION, "close"));
             }

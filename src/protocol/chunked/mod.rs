@@ -2,27 +2,27 @@
 //! requests, calls the engine, renders the upload JSON. No storage or
 //! database code here.
 
+mod error;
+
+pub use error::{ChunkedError, ChunkedResult, RequestError};
+
 use crate::engine::{
-    BodyRules, Caller, Completion, EngineError, Hashing, NewUpload, Progress, Staged,
+    BodyRules, Caller, Completion, EngineError, Hashing, NewUpload, Progress, Staged, Upload,
 };
-use crate::http::auth::{caller, Appender};
-use crate::http::error::{ApiError, ApiResult, RequestError};
-use crate::http::gate::GatedPayload;
-use crate::http::{base_url, AppState};
-use crate::meta::UploadRecord;
-use crate::protocol::headers::{attachment, parse_content_range, parse_range, ByteRange};
+use crate::protocol::kit::auth::{caller, Appender};
+use crate::protocol::kit::gate::GatedPayload;
+use crate::protocol::kit::headers::{attachment, parse_content_range, parse_range, ByteRange};
+use crate::protocol::kit::{base_url, AppState};
 use actix_multipart::{Field, Multipart};
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, CacheControl, CacheDirective, ContentDisposition};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -31,8 +31,6 @@ use uuid::Uuid;
 const FORM_LIMIT: usize = 64 * 1024;
 /// Most parts of a multipart form besides its file: a form needs a handful.
 const MAX_FORM_FIELDS: usize = 32;
-/// Bytes read from disk per step of a download.
-const DOWNLOAD_STEP: u64 = 256 * 1024;
 const FILENAME_REQUIRED: EngineError = EngineError::InvalidFilename("This field is required.");
 
 #[derive(Serialize)]
@@ -63,7 +61,7 @@ fn timestamp(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-fn render(upload: &UploadRecord, base: &str) -> UploadJson {
+fn render(upload: &Upload, base: &str) -> UploadJson {
     let url = format!("{base}/upload/{}/", upload.id);
     let checksum = Some(upload.checksum.clone());
     // An upload that is not hashed says `"md5": null`.
@@ -88,14 +86,14 @@ fn render(upload: &UploadRecord, base: &str) -> UploadJson {
     }
 }
 
-fn upload_response(req: &HttpRequest, state: &AppState, upload: &UploadRecord) -> HttpResponse {
+fn upload_response(req: &HttpRequest, state: &AppState, upload: &Upload) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
         .json(render(upload, &base_url(req, state.trust_proxy)))
 }
 
 /// Only the canonical hyphenated form: any other path is simply not found.
-fn upload_id(req: &HttpRequest) -> ApiResult<Uuid> {
+fn upload_id(req: &HttpRequest) -> ChunkedResult<Uuid> {
     req.match_info()
         .get("id")
         .filter(|id| id.len() == 36)
@@ -103,7 +101,7 @@ fn upload_id(req: &HttpRequest) -> ApiResult<Uuid> {
         .ok_or_else(|| EngineError::NotFound.into())
 }
 
-fn query(req: &HttpRequest) -> ApiResult<HashMap<String, String>> {
+fn query(req: &HttpRequest) -> ChunkedResult<HashMap<String, String>> {
     serde_urlencoded::from_str(req.query_string())
         .map_err(|_| RequestError::InvalidQuery("malformed query string").into())
 }
@@ -117,7 +115,7 @@ struct ChunkRange {
     total: u64,
 }
 
-fn chunk_range(req: &HttpRequest) -> ApiResult<ChunkRange> {
+fn chunk_range(req: &HttpRequest) -> ChunkedResult<ChunkRange> {
     let (start, end, total) = req
         .headers()
         .get(header::CONTENT_RANGE)
@@ -144,7 +142,7 @@ fn content_length(req: &HttpRequest) -> Option<u64> {
 }
 
 /// A raw body announces its length: a mismatch is refused before reading.
-fn check_raw_length(req: &HttpRequest, declared: u64) -> ApiResult<()> {
+fn check_raw_length(req: &HttpRequest, declared: u64) -> ChunkedResult<()> {
     match content_length(req) {
         Some(actual) if actual != declared => {
             Err(EngineError::SizeMismatch { actual, declared }.into())
@@ -155,7 +153,7 @@ fn check_raw_length(req: &HttpRequest, declared: u64) -> ApiResult<()> {
 
 /// The original name of a raw body: `Content-Disposition` (`filename*`
 /// first), else `?filename=`.
-fn raw_filename(req: &HttpRequest) -> ApiResult<Option<String>> {
+fn raw_filename(req: &HttpRequest) -> ChunkedResult<Option<String>> {
     let from_header = req
         .headers()
         .get(header::CONTENT_DISPOSITION)
@@ -178,7 +176,7 @@ enum Body {
     },
 }
 
-fn body(req: &HttpRequest, payload: web::Payload) -> ApiResult<Body> {
+fn body(req: &HttpRequest, payload: web::Payload) -> ChunkedResult<Body> {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
         return Ok(Body::Raw(GatedPayload::new(req, payload)));
     };
@@ -214,7 +212,7 @@ struct Form<T> {
     file: Option<T>,
 }
 
-async fn next_field(form: &mut Multipart, progress: &Progress) -> ApiResult<Option<Field>> {
+async fn next_field(form: &mut Multipart, progress: &Progress) -> ChunkedResult<Option<Field>> {
     match progress.within(form.try_next()).await? {
         Err(err) => Err(RequestError::Multipart(err.to_string()).into()),
         Ok(field) => Ok(field),
@@ -228,7 +226,7 @@ async fn read_field(
     progress: &mut Progress,
     keep: bool,
     room: usize,
-) -> ApiResult<Vec<u8>> {
+) -> ChunkedResult<Vec<u8>> {
     let mut text = Vec::new();
     while let Some(chunk) = progress.next(field).await? {
         if keep {
@@ -249,10 +247,10 @@ async fn read_form<T, F, Fut>(
     mut form: Multipart,
     wait: Duration,
     mut on_file: F,
-) -> ApiResult<Form<T>>
+) -> ChunkedResult<Form<T>>
 where
     F: FnMut(HashMap<String, String>, Field) -> Fut,
-    Fut: Future<Output = ApiResult<T>>,
+    Fut: Future<Output = ChunkedResult<T>>,
 {
     let mut fields = HashMap::new();
     let (mut file, mut parts, mut held) = (None, 0, 0);
@@ -301,7 +299,7 @@ async fn read_small_form(
     req: &HttpRequest,
     payload: web::Payload,
     wait: Duration,
-) -> ApiResult<HashMap<String, String>> {
+) -> ChunkedResult<HashMap<String, String>> {
     let (json, payload) = match body(req, payload)? {
         Body::Multipart(form) => {
             let form = read_form(form, wait, |_, mut field| async move {
@@ -351,7 +349,7 @@ async fn receive_form(
     state: &AppState,
     form: Multipart,
     rules: BodyRules,
-) -> ApiResult<(Staged, String, HashMap<String, String>)> {
+) -> ChunkedResult<(Staged, String, HashMap<String, String>)> {
     let engine = &state.engine;
     let mut form = read_form(form, state_wait(state), |fields, field| {
         let rules = rules.clone();
@@ -373,7 +371,7 @@ pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> ApiResult<HttpResponse> {
+) -> ChunkedResult<HttpResponse> {
     let caller = caller(&req, &state).await?;
     let engine = &state.engine;
     let range = chunk_range(&req)?;
@@ -425,7 +423,7 @@ pub async fn create_complete(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> ApiResult<HttpResponse> {
+) -> ChunkedResult<HttpResponse> {
     let caller = caller(&req, &state).await?;
     let engine = &state.engine;
     let algo = engine.settings().checksum.name();
@@ -464,7 +462,7 @@ pub async fn append(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> ApiResult<HttpResponse> {
+) -> ChunkedResult<HttpResponse> {
     let id = upload_id(&req)?;
     let appender = Appender::of(&req, &state).await?;
     let appended = append_as(&appender.caller, id, &req, payload, &state).await;
@@ -478,7 +476,7 @@ async fn append_as(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-) -> ApiResult<HttpResponse> {
+) -> ChunkedResult<HttpResponse> {
     let engine = &state.engine;
     let range = chunk_range(req)?;
     engine.check_total(range.total)?;
@@ -520,7 +518,7 @@ pub async fn complete(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> ApiResult<HttpResponse> {
+) -> ChunkedResult<HttpResponse> {
     let id = upload_id(&req)?;
     let caller = caller(&req, &state).await?;
     let engine = &state.engine;
@@ -534,7 +532,7 @@ pub async fn complete(
 }
 
 /// `GET /upload/{id}/`: where to resume.
-pub async fn detail(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn detail(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
     let id = upload_id(&req)?;
     let caller = caller(&req, &state).await?;
     let upload = state.engine.get(&caller, id).await?;
@@ -542,7 +540,7 @@ pub async fn detail(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<H
 }
 
 /// `GET /upload/`: the caller's uploads, newest first.
-pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
     let caller = caller(&req, &state).await?;
     let params = query(&req)?;
     let complete = match params.get("status").map(String::as_str) {
@@ -568,7 +566,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
 }
 
 /// `DELETE /upload/{id}/`: aborts an upload.
-pub async fn abort(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn abort(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
     let id = upload_id(&req)?;
     let caller = caller(&req, &state).await?;
     state.engine.abort(&caller, id).await?;
@@ -576,11 +574,11 @@ pub async fn abort(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Ht
 }
 
 /// `GET /upload/{id}/file`: the bytes of a completed upload, with ranges.
-pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
     let id = upload_id(&req)?;
     let caller = caller(&req, &state).await?;
-    let (upload, reader) = state.engine.open_download(&caller, id).await?;
-    let len = reader.size();
+    let download = state.engine.open_download(&caller, id).await?;
+    let (upload, len) = (&download.upload, download.size());
     // A completed upload never changes: its id tags it when it has no checksum.
     let etag = match &upload.checksum {
         Some(checksum) => format!("\"{checksum}\""),
@@ -612,35 +610,7 @@ pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> ApiResult
         }
         ByteRange::Unsatisfiable => return Err(RequestError::RangeNotSatisfiable { len }.into()),
     };
-    let stream =
-        futures_util::stream::unfold((reader, start, count), |(reader, pos, left)| async move {
-            if left == 0 {
-                return None;
-            }
-            let step = left.min(DOWNLOAD_STEP);
-            let source = Arc::clone(&reader);
-            let read = crate::engine::run_blocking(move || {
-                let mut buf = vec![0u8; step as usize];
-                let got = source.read_at(&mut buf, pos)?;
-                if got == 0 {
-                    return Err(crate::storage::StorageError::Damaged {
-                        expected: pos + step,
-                        found: pos,
-                    }
-                    .into());
-                }
-                buf.truncate(got);
-                Ok(Bytes::from(buf))
-            })
-            .await;
-            Some(match read {
-                Ok(bytes) => {
-                    let n = bytes.len() as u64;
-                    (Ok(bytes), (reader, pos + n, left - n))
-                }
-                Err(err) => (Err(ApiError::from(err)), (reader, pos, 0)),
-            })
-        });
+    let stream = download.bytes(start, count).map_err(ChunkedError::from);
     Ok(response
         .insert_header((header::ETAG, etag))
         .insert_header((header::ACCEPT_RANGES, "bytes"))

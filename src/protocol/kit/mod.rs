@@ -1,0 +1,71 @@
+//! The shared adapter toolkit: what every protocol adapter needs besides
+//! the engine (the server's state, URLs, callers, the read gate, header
+//! parsing). Adapters import the engine and this, nothing above them.
+
+pub mod auth;
+pub mod gate;
+pub mod headers;
+
+use crate::engine::{Engine, Hashing};
+use actix_web::http::header;
+use actix_web::HttpRequest;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+/// The server's settings and engine, shared by every request.
+pub struct AppState {
+    pub engine: Engine,
+    pub anonymous: bool,
+    pub trust_proxy: bool,
+    /// Whether tus uploads are hashed whole.
+    pub tus_hashing: Hashing,
+    pub max_requests: usize,
+    /// Requests being served, across workers.
+    pub active: Arc<AtomicUsize>,
+    /// Origins browsers may call from (`*`: any); none by default.
+    pub cors_origins: Vec<String>,
+    pub known_tokens: auth::KnownTokens,
+}
+
+impl AppState {
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.cors_origins.iter().any(|o| o == "*" || o == origin)
+    }
+}
+
+/// The address the server listens on, for the URLs of clients that send no
+/// Host header.
+pub struct ListenAddr(pub std::net::SocketAddr);
+
+/// `scheme://host` of the URLs in responses. The forwarded headers are used
+/// only when the proxy in front is trusted to set them.
+pub fn base_url(req: &HttpRequest, trust_proxy: bool) -> String {
+    let header_value = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| valid_authority(v))
+    };
+    let forwarded = |name: &str| header_value(name).filter(|_| trust_proxy);
+    let scheme = forwarded("x-forwarded-proto")
+        .filter(|s| s == "http" || s == "https")
+        .unwrap_or_else(|| "http".to_owned());
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| header_value(header::HOST.as_str()))
+        .or_else(|| {
+            req.app_data::<ListenAddr>()
+                .map(|listen| listen.0.to_string())
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{scheme}://{host}")
+}
+
+/// A host[:port] that can go into a URL unchanged.
+fn valid_authority(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}
