@@ -18,7 +18,7 @@ pub const CHUNKUP: &str = env!("CARGO_BIN_EXE_chunkup");
 const PG_ADMIN_DATABASE: &str = "postgres";
 
 /// The URL of a database of the local PostgreSQL, without TLS (it runs on
-/// this host: see the README's Production section).
+/// this host: see docs/deployment.md).
 fn pg_url(database: &str) -> String {
     format!("postgres://postgres@127.0.0.1:5432/{database}?sslmode=disable")
 }
