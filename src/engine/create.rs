@@ -1,0 +1,289 @@
+//! New uploads: a first chunk staged, then recorded; a whole upload
+//! recorded complete at once; tus concatenation.
+
+use super::checksum::{HashFeed, Hasher};
+use super::error::{EngineError, EngineResult};
+use super::write::{pump, Rollback, WriteGuard};
+use super::{
+    checksum_matches, expand_path_template, run_blocking, BodyRules, Caller, ChecksumAlgo,
+    Completion, Engine, Hashing, NewUpload, PARTIAL, UNHASHED,
+};
+use crate::meta::UploadRecord;
+use crate::storage::{PartKey, PartWriter, StorageError};
+use bytes::Bytes;
+use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::Stream;
+use std::fmt::Display;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// A new upload's bytes, received but not yet synced nor recorded, and the
+/// feed of their hash.
+pub struct Staged {
+    file: StagedFile,
+    feed: HashFeed,
+}
+
+/// A new upload's part file.
+struct StagedFile {
+    id: Uuid,
+    key: PartKey,
+    created_at: DateTime<Utc>,
+    len: u64,
+    guard: Arc<WriteGuard>,
+}
+
+/// The most parts one tus final upload may join: each is a file opened
+/// while the request runs.
+const MAX_CONCAT_PARTS: usize = 256;
+
+impl Engine {
+    /// Receives the bytes of a new upload into a new part file, hashed as
+    /// `hashing` says. The body follows `rules`: an exact length, or any
+    /// up to the size and chunk limits.
+    pub async fn receive_new<S, E>(
+        &self,
+        hashing: Hashing,
+        rules: BodyRules,
+        body: S,
+    ) -> EngineResult<Staged>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Display,
+    {
+        let (id, key, created_at, writer, guard) = self.new_part().await?;
+        let feed = HashFeed::open(self.whole_hasher(hashing));
+        let pumped = pump(writer, guard.clone(), 0, feed, self.intake(rules), body).await?;
+        Ok(Staged {
+            file: StagedFile {
+                id,
+                key,
+                created_at,
+                len: pumped.len,
+                guard,
+            },
+            feed: pumped.feed,
+        })
+    }
+
+    /// A new, empty part file for a new upload, removed again unless the
+    /// upload is recorded.
+    async fn new_part(
+        &self,
+    ) -> EngineResult<(
+        Uuid,
+        PartKey,
+        DateTime<Utc>,
+        Arc<dyn PartWriter>,
+        Arc<WriteGuard>,
+    )> {
+        let created_at = Utc::now().trunc_subsecs(6);
+        let id = Uuid::new_v4();
+        let dir = expand_path_template(&self.settings.path_template, created_at)
+            .ok_or_else(|| EngineError::Internal("invalid path template".into()))?;
+        let key = PartKey { dir, id };
+        let (storage, job_key) = (self.storage.clone(), key.clone());
+        // The guard is made in the job that creates the file: if the
+        // request is dropped meanwhile, dropping the job's result removes
+        // the file again.
+        let (writer, guard) = run_blocking(move || {
+            let writer: Arc<dyn PartWriter> = Arc::from(storage.create(&job_key)?);
+            let guard = WriteGuard::new(storage, job_key, writer.clone(), Rollback::Remove, None);
+            Ok((writer, guard))
+        })
+        .await?;
+        Ok((id, key, created_at, writer, guard))
+    }
+
+    fn new_record(
+        &self,
+        staged: &StagedFile,
+        caller: &Caller,
+        new: NewUpload,
+        hashed: &Hasher,
+    ) -> UploadRecord {
+        let expiration =
+            chrono::TimeDelta::from_std(self.settings.expiration).unwrap_or(chrono::TimeDelta::MAX);
+        UploadRecord {
+            id: staged.id,
+            owner: caller.owner().map(str::to_owned),
+            filename: new.filename,
+            total: new.total,
+            offset: staged.len,
+            complete: false,
+            checksum_algo: hashed
+                .algo()
+                .map_or(UNHASHED, ChecksumAlgo::name)
+                .to_owned(),
+            hash_state: hashed.save(),
+            checksum: None,
+            storage_dir: staged.key.dir.clone(),
+            created_at: staged.created_at,
+            expires_at: staged
+                .created_at
+                .checked_add_signed(expiration)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            completed_at: None,
+            failed: false,
+            metadata: new.metadata,
+            concat: new.concat,
+        }
+    }
+
+    /// Records a new upload whose first chunk was staged; complete at once
+    /// when that chunk is all of it and its last byte completes it.
+    pub async fn create(
+        &self,
+        staged: Staged,
+        caller: &Caller,
+        new: NewUpload,
+        completion: Completion,
+    ) -> EngineResult<UploadRecord> {
+        self.check_filename(&new.filename)?;
+        let Staged { file, feed } = staged;
+        if completion == Completion::LastByte && new.total == Some(file.len) {
+            let hasher = feed.finish().await?;
+            return self.record_complete(file, hasher, caller, new, None).await;
+        }
+        let record = self.new_record(&file, caller, new, &feed.checkpoint()?);
+        let (meta, guard, row) = (self.meta.clone(), file.guard, record.clone());
+        run_blocking(move || {
+            guard.sync()?;
+            meta.insert_upload(&row)?;
+            guard.mark_committed();
+            Ok(())
+        })
+        .await?;
+        self.feeds.park(record.id, record.offset, feed);
+        Ok(record)
+    }
+
+    /// Records a new upload that arrived whole, verifying its checksum.
+    pub async fn create_complete(
+        &self,
+        staged: Staged,
+        caller: &Caller,
+        filename: String,
+        checksum: Option<&str>,
+    ) -> EngineResult<UploadRecord> {
+        let algo = self.settings.checksum;
+        let checksum = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
+        self.check_filename(&filename)?;
+        let Staged { file, feed } = staged;
+        self.check_total(file.len)?;
+        let new = NewUpload {
+            filename,
+            total: Some(file.len),
+            ..NewUpload::default()
+        };
+        let hasher = feed.finish().await?;
+        self.record_complete(file, hasher, caller, new, Some(checksum))
+            .await
+    }
+
+    /// Records a new upload whose bytes are all staged, as complete, if
+    /// their digest is `checksum` (when given).
+    async fn record_complete(
+        &self,
+        staged: StagedFile,
+        hasher: Hasher,
+        caller: &Caller,
+        new: NewUpload,
+        checksum: Option<&str>,
+    ) -> EngineResult<UploadRecord> {
+        let digest = hasher.clone().hex();
+        if !checksum_matches(digest.as_deref(), checksum) {
+            return Err(EngineError::ChecksumMismatch);
+        }
+        let mut record = self.new_record(&staged, caller, new, &hasher);
+        record.complete = true;
+        record.checksum = digest;
+        record.completed_at = Some(Utc::now().trunc_subsecs(6));
+        let (meta, storage, guard, key, row) = (
+            self.meta.clone(),
+            self.storage.clone(),
+            staged.guard,
+            staged.key,
+            record.clone(),
+        );
+        run_blocking(move || {
+            guard.sync()?;
+            storage.finalize(&key)?;
+            meta.insert_upload(&row)?;
+            guard.mark_committed();
+            Ok(())
+        })
+        .await?;
+        Ok(record)
+    }
+
+    /// Joins completed partial uploads, in order, into a new completed
+    /// upload (tus concatenation). The bytes are copied through one buffer
+    /// and hashed on the way, so memory stays flat.
+    pub async fn concat(
+        &self,
+        caller: &Caller,
+        parts: &[Uuid],
+        hashing: Hashing,
+        new: NewUpload,
+    ) -> EngineResult<UploadRecord> {
+        if parts.len() > MAX_CONCAT_PARTS {
+            return Err(EngineError::BadConcat("too many parts"));
+        }
+        let distinct: std::collections::HashSet<&Uuid> = parts.iter().collect();
+        if distinct.len() != parts.len() {
+            return Err(EngineError::BadConcat("a part is named more than once"));
+        }
+        let mut sources = Vec::with_capacity(parts.len());
+        let mut total: u64 = 0;
+        for &id in parts {
+            let part = self.find(caller, id).await?;
+            if !part.complete || part.concat.as_deref() != Some(PARTIAL) {
+                return Err(EngineError::NotConcatenable);
+            }
+            total = total.saturating_add(part.offset);
+            sources.push(part);
+        }
+        self.check_total(total)?;
+        self.check_filename(&new.filename)?;
+        let mut readers = Vec::with_capacity(sources.len());
+        for part in &sources {
+            readers.push((self.open_completed(caller, part).await?, part.offset));
+        }
+        let new = NewUpload {
+            total: Some(total),
+            ..new
+        };
+        let (id, key, created_at, writer, guard) = self.new_part().await?;
+        let (mut hasher, job_guard) = (self.whole_hasher(hashing), guard.clone());
+        let hasher = run_blocking(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut pos = 0;
+            for (reader, size) in &readers {
+                let mut read = 0;
+                while read < *size {
+                    let want = usize::try_from(size - read).map_or(buf.len(), |n| n.min(buf.len()));
+                    let got = reader.read_at(&mut buf[..want], read)?;
+                    if got == 0 {
+                        return Err(StorageError::Missing.into());
+                    }
+                    hasher.update(&buf[..got]);
+                    writer.write_at(&[&buf[..got]], pos)?;
+                    (read, pos) = (read + got as u64, pos + got as u64);
+                }
+            }
+            drop(job_guard);
+            Ok(hasher)
+        })
+        .await?;
+        let staged = StagedFile {
+            id,
+            key,
+            created_at,
+            len: total,
+            guard,
+        };
+        self.record_complete(staged, hasher, caller, new, None)
+            .await
+    }
+}
