@@ -3,7 +3,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin chunkd --bin chunkup
+RUN cargo build --release --locked --workspace --bins
 
 FROM debian:bookworm-slim
 RUN apt-get update \

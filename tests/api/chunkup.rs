@@ -45,7 +45,7 @@ impl Workdir {
     /// chunkup with this workdir's token and state folder; retries come
     /// quickly so that tests do not wait.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(CHUNKUP);
+        let mut cmd = Command::new(chunkup());
         cmd.args(args)
             .env("CHUNKUP_TOKEN", &self.token)
             .env("CHUNKUP_STATE_DIR", self.dir.0.join("state"))
@@ -726,7 +726,7 @@ fn output_for_terminals_logs_scripts_and_machines() {
     let mut inner = work.command(&["push", file, &url, "--chunk-size", "16K", "--no-resume"]);
     let command_line = format!(
         "{} push {file} {url} --chunk-size 16K --no-resume --retry-delay 0.05",
-        CHUNKUP
+        chunkup().display()
     );
     inner.env("TERM", "xterm");
     let envs: Vec<(String, String)> = inner

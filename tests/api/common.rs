@@ -14,8 +14,25 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chunkd");
-pub const CHUNKUP: &str = env!("CARGO_BIN_EXE_chunkup");
 const PG_ADMIN_DATABASE: &str = "postgres";
+
+/// The chunkup binary. It belongs to the client package, whose own tests
+/// make cargo build it beside this package's test binaries.
+pub fn chunkup() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test binary> -> target/<profile>/chunkup
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a target directory")
+        .join("chunkup");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
 
 /// The URL of a database of the local PostgreSQL, without TLS (it runs on
 /// this host: see docs/deployment.md).
