@@ -6,12 +6,10 @@ use std::process::ExitCode;
 /// Tunes glibc's allocator for many concurrent uploads. The read buffers of
 /// a connection whose body waits for the disk or the hasher grow past
 /// 128 KiB; from mmap (glibc's default for them) each one cost page faults
-/// to fill and an unmapping that flushes every core's TLB, about a fifth of
-/// the server's CPU time with 64 uploads at once. From the heap instead
-/// they are reused; four arenas keep what the heap holds near what is in
-/// use (64 uploads at once: 55–58 MiB of RSS, against 57–65 with glibc's
-/// default of an arena per thread). The engine's own write buffers do not
-/// come from malloc.
+/// to fill and an unmapping that flushes every core's TLB. From the heap
+/// instead they are reused; four arenas keep what the heap holds near what
+/// is in use (docs/benchmarks/tuning.md). The engine's own write buffers
+/// do not come from malloc.
 fn tune_the_allocator() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets allocator parameters, before any thread starts.

@@ -2,8 +2,7 @@
 //! kernel and kept in a bounded pool. Outside malloc's arenas they neither
 //! fragment them nor get returned and faulted in again batch after batch:
 //! a fresh mapping costs page faults that zero it as it fills, and an
-//! unmapping flushes every core's TLB; with 64 uploads at once that churn
-//! took a third of the request threads' time.
+//! unmapping flushes every core's TLB.
 
 use std::ptr::NonNull;
 use std::sync::Mutex;
@@ -17,11 +16,8 @@ use std::sync::Mutex;
 /// incomplete group before it waits for the budget, so waiting for it
 /// cannot deadlock. Too few cost memory too: a request that waits keeps
 /// its connection's read buffers full, two or three of about 132 KiB
-/// each, more than the segment it waits for. 64 synced uploads at once,
-/// peak RSS: on a disk that syncs at 270 MB/s, 50-63 MiB with 48 and
-/// 56-69 with 80, as fast either way; on one that keeps up with 800 MB/s,
-/// 69-80 MiB with 48, 62-68 with 56, 54-66 with 64 and 56-62 with 80,
-/// with 48 also a fifth slower.
+/// each, more than the segment it waits for (the sizes tried are in
+/// docs/benchmarks/tuning.md).
 pub(super) const SEGMENT_BUDGET: usize = 64;
 
 /// Buffers kept for reuse: as many as requests may hold at once (the

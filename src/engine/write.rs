@@ -53,8 +53,7 @@ const SMALL: Shape = Shape {
 
 /// The request that holds the large-write budget: direct writes of 1 MiB,
 /// two under way while a third fills, keep the disk's queue full where
-/// single 128 KiB ones leave it waiting (one 1 GiB PATCH with sync on:
-/// about 245 MB/s against 175, on a slower day of this machine's disk).
+/// single 128 KiB ones leave it waiting (docs/benchmarks/tuning.md).
 const LARGE: Shape = Shape {
     per_write: 8,
     held: 24,
@@ -70,8 +69,7 @@ static SEGMENTS: Semaphore = Semaphore::const_new(SEGMENT_BUDGET);
 /// Pieces as received that all unsynced requests together may hold, each
 /// keeping a connection's read buffer of up to 128 KiB. Fewer do not pay:
 /// a body that waits longer for the hasher piles up in the connection's
-/// read buffers instead (64 uploads at once, peak RSS 47-64 MiB with 48,
-/// 45-50 with 80).
+/// read buffers instead (docs/benchmarks/tuning.md).
 const RECEIVED_BUDGET: usize = 80;
 static RECEIVED: Semaphore = Semaphore::const_new(RECEIVED_BUDGET);
 

@@ -212,8 +212,8 @@ impl QueuedCommit {
 /// others find their outcome here when their turn comes. On SQLite, which
 /// commits one writer at a time, that is one transaction and one fsync of
 /// the WAL for them all. On PostgreSQL it is one statement for them all: a
-/// statement costs its server about 0.1 ms of CPU, however few rows it
-/// changes, and one WAL flush.
+/// statement costs its server CPU however few rows it changes, and one WAL
+/// flush.
 #[derive(Default)]
 struct CommitQueue {
     next_ticket: u64,
@@ -453,8 +453,7 @@ impl UploadRow {
 
 /// An UPDATE whose SQL text never varies, kept prepared. diesel prepares
 /// every UPDATE anew (its SET list could vary), so PostgreSQL would parse
-/// and plan the lease and the commit of every chunk again: 0.3 to 1 ms of
-/// its CPU each. The statements wrapped here have fixed SQL; their cache
+/// and plan the lease and the commit of every chunk again. The statements wrapped here have fixed SQL; their cache
 /// key is that SQL. They are loaded (`RETURNING`), never `execute`d: that
 /// path passes the query by reference, which hides the override.
 struct Prepared<Q>(Q);
