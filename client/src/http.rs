@@ -144,11 +144,9 @@ impl Reply {
             // Redirects are not followed (a body would be lost on the way).
             message = format!("redirected to {location}; use that URL");
         }
-        // Seconds only: the HTTP-date form is rare from upload servers.
         let retry_after = self
             .header("Retry-After")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(std::time::Duration::from_secs);
+            .and_then(|value| retry_after(value, std::time::SystemTime::now()));
         match (status, retry_after) {
             (429 | 503, Some(after)) => Error::Throttled {
                 message: format!("HTTP {status}: {message}"),
@@ -197,9 +195,21 @@ pub fn resolve(base: &str, location: &str) -> String {
     }
 }
 
+/// A `Retry-After` value, in seconds or as an HTTP date, as the time to
+/// wait from `now` (none for a date already past).
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::resolve;
+    use super::{resolve, retry_after};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     #[test]
     fn locations_resolve_against_the_request_url() {
@@ -208,5 +218,21 @@ mod tests {
         assert_eq!(resolve(base, "/files/1"), "https://h.example:8443/files/1");
         assert_eq!(resolve(base, "1"), "https://h.example:8443/files/1");
         assert_eq!(resolve("http://h", "/files/2"), "http://h/files/2");
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        // RFC 9110's example date is `now`; ten seconds later, and before.
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:30 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", SystemTime::now()), None);
     }
 }

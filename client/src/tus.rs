@@ -9,6 +9,7 @@ use crate::retry::Backoff;
 use crate::source::{FileDigest, Hashing, Source};
 use crate::state::{Saved, StateFile};
 use crate::{Counted, Outcome, Protocol, Run, Status};
+use base64::prelude::{Engine, BASE64_STANDARD};
 use chunkd_md5::Md5;
 
 pub(crate) const VERSION: &str = "1.0.0";
@@ -280,7 +281,10 @@ impl Tus<'_, '_> {
 
     /// `POST` of a new upload; answers its URL.
     fn create(&self, kind: Creation) -> Result<String> {
-        let metadata = format!("filename {}", base64(self.source.name().as_bytes()));
+        let metadata = format!(
+            "filename {}",
+            BASE64_STANDARD.encode(self.source.name().as_bytes())
+        );
         let (length, concat) = match &kind {
             Creation::Whole(length) => (length.map(|l| l.to_string()), None),
             Creation::Part(length) => (Some(length.to_string()), Some("partial".to_owned())),
@@ -421,7 +425,7 @@ impl Tus<'_, '_> {
         let checksum = match self.caps.md5_checksums {
             true => {
                 let digest = self.source.md5_of(start, end, md5.take())?;
-                Some(format!("md5 {}", base64(&digest)))
+                Some(format!("md5 {}", BASE64_STANDARD.encode(digest)))
             }
             false => None,
         };
@@ -499,38 +503,4 @@ pub(crate) fn status(run: &Run, url: &str) -> Result<Option<Status>> {
         md5: None,
         expires: reply.header("Upload-Expires").map(str::to_owned),
     }))
-}
-
-/// Standard base64, with padding (tus metadata and checksums).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for group in bytes.chunks(3) {
-        let b = [
-            group[0],
-            *group.get(1).unwrap_or(&0),
-            *group.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_pads_like_the_standard() {
-        assert_eq!(super::base64(b""), "");
-        assert_eq!(super::base64(b"f"), "Zg==");
-        assert_eq!(super::base64(b"fo"), "Zm8=");
-        assert_eq!(super::base64(b"foo"), "Zm9v");
-        assert_eq!(super::base64("é.bin".as_bytes()), "w6kuYmlu");
-    }
 }
