@@ -533,7 +533,7 @@ fn side_by_side<const N: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::sample;
+    use super::super::tests::{sample, Cases};
     use super::*;
     use digest::Digest;
 
@@ -577,6 +577,44 @@ mod tests {
 
     /// A checkpoint covers a prefix of what was fed; once the service
     /// caught up, all of it; a parked feed goes on when fed again.
+    /// Random uploads through the lane service: each starts from a state
+    /// saved at a random point, goes on in random pieces, and ends with
+    /// the digest `md-5` gives the whole.
+    #[tokio::test]
+    async fn random_feeds_from_saved_states_match_md5_crate() {
+        let data = sample(300_000, 11);
+        let mut cases = Cases::new(0xfeed);
+        for case in 0..200 {
+            let len = cases.below(data.len() + 1);
+            let saved_at = cases.below(len + 1);
+            let mut start = Md5::new();
+            start.update(&data[..saved_at]);
+            let start = Md5::restore(&start.save()).expect("a saved state restores");
+            let hasher = match Feed::open(start) {
+                Ok(feed) => {
+                    let mut at = saved_at;
+                    for cut in cases.cuts(len - saved_at) {
+                        feed.push(Arc::new(data[at..saved_at + cut].to_vec()));
+                        at = saved_at + cut;
+                    }
+                    feed.push(Arc::new(data[at..len].to_vec()));
+                    feed.finish().await.expect("the service hashes")
+                }
+                // No lanes on this CPU: the one-chain kernel alone.
+                Err(mut hasher) => {
+                    hasher.update(&data[saved_at..len]);
+                    hasher
+                }
+            };
+            let expected = ::md5::Md5::digest(&data[..len]);
+            assert_eq!(
+                hasher.finalize()[..],
+                expected[..],
+                "case {case}: {saved_at} of {len}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn checkpoints_cover_what_was_hashed() {
         let data = sample(600_000, 5);

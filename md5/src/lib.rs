@@ -271,6 +271,58 @@ mod tests {
         }
     }
 
+    /// A seeded generator of the cases below.
+    pub(super) struct Cases(u64);
+
+    impl Cases {
+        pub(super) fn new(seed: u64) -> Self {
+            Cases(seed)
+        }
+
+        /// A number below `bound`.
+        pub(super) fn below(&mut self, bound: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 33) % bound as u64) as usize
+        }
+
+        /// Up to five cut points of `0..len`, in order.
+        pub(super) fn cuts(&mut self, len: usize) -> Vec<usize> {
+            let mut cuts: Vec<usize> = (0..self.below(6)).map(|_| self.below(len + 1)).collect();
+            cuts.sort_unstable();
+            cuts
+        }
+    }
+
+    /// Thousands of seeded cases: random lengths fed in random pieces, and
+    /// states saved and restored at random points, against `md-5`.
+    #[test]
+    fn random_lengths_splits_and_saved_states_match_md5_crate() {
+        let data = sample(40_000, 7);
+        let mut cases = Cases::new(0x5eed);
+        for case in 0..3000 {
+            let len = cases.below(data.len() + 1);
+            let expected = ::md5::Md5::digest(&data[..len]);
+            let mut ours = Md5::new();
+            let mut at = 0;
+            for cut in cases.cuts(len) {
+                ours.update(&data[at..cut]);
+                at = cut;
+                if cases.below(3) == 0 {
+                    ours = Md5::restore(&ours.save()).expect("a saved state restores");
+                }
+            }
+            ours.update(&data[at..len]);
+            assert_eq!(
+                ours.finalize()[..],
+                expected[..],
+                "case {case}: length {len}"
+            );
+        }
+    }
+
     #[test]
     fn large_input_matches_md5_crate() {
         let data = sample(5 << 20, 2);
