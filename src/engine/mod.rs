@@ -9,7 +9,8 @@
 //! `complete` (completion and reading), `sweep` (removal), `lock`
 //! (mutexes and leases), `checksum` and `feeds` (hashing), `pages` (write
 //! buffers). This file holds the engine's settings, its policy checks and
-//! what they all share.
+//! what they all share (finding and locking an upload, its hash state):
+//! the one file every other one imports.
 
 mod append;
 pub mod checksum;

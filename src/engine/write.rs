@@ -9,6 +9,9 @@
 //! acknowledged here: the caller syncs the bytes and commits the new offset
 //! after `pump` returned. The hash need not have caught up by then: the
 //! caller saves what the feed covers so far, and keeps the feed.
+//!
+//! It is longer than most files here because it is one pipeline (budgets,
+//! segments, the pump and its rollback guard), best read in one place.
 
 use super::checksum::{HashFeed, Hasher};
 use super::error::{EngineError, EngineResult};

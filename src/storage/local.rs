@@ -1,4 +1,7 @@
-//! Part files on a local disk.
+//! Part files on a local disk. One concern, with its own tests of the
+//! direct-write arithmetic (the reason for its length): writes split into
+//! a buffered head, whole aligned blocks sent with `O_DIRECT`, and a
+//! buffered tail.
 
 use super::{
     PartKey, PartReader, PartStore, PartWriter, StorageError, StorageResult, StoredFile, ALIGN,

@@ -2,7 +2,9 @@
 //! through `#[derive(MultiConnection)]`, pooled with r2d2. Here: the
 //! connections, the pools and the trait's statements; `url` (which
 //! database), `rows` (rows and records), `commit` (group commit of
-//! chunks), `prepared` (statements kept prepared), `tests`.
+//! chunks), `prepared` (statements kept prepared), `tests`. The trait's
+//! statements stay together here, one short method each, which is most of
+//! its length.
 
 use super::schema::{tokens, uploads};
 use super::{
