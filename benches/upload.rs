@@ -30,7 +30,7 @@
 //! ends with each figure's median and range: on a shared machine one run's
 //! figures drift by a third.
 
-#[path = "../tests/api/common.rs"]
+#[path = "../tests/api/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -1,0 +1,31 @@
+//! The test harness: a real `chunkd` process per test, on its own data
+//! directory and its own database (SQLite file, or a PostgreSQL database
+//! cloned from a migrated template), spoken to over real HTTP. The
+//! benchmark uses it too. `store` (where a server keeps its rows and
+//! bytes), `server` (its process), `wire` (raw HTTP/1.1), `client` (the
+//! protocols' requests, bodies and test data).
+
+#![allow(dead_code)]
+
+mod client;
+mod server;
+mod store;
+mod wire;
+
+pub use client::*;
+pub use server::*;
+pub use store::*;
+pub use wire::*;
+
+/// Runs each listed test function against SQLite and against PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name($crate::common::Backend::Sqlite) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name($crate::common::Backend::Postgres) } )*
+        }
+    };
+}
