@@ -115,20 +115,11 @@ impl Engine {
             upload.offset,
         );
         let record = completed.clone();
+        // The part file must still hold every committed byte (and nothing
+        // past them), as for an append.
         let (check_storage, check_key) = (storage.clone(), key.clone());
-        let checked = run_blocking(move || {
-            let found = check_storage.open_part_reader(&check_key)?.size();
-            if found == len {
-                Ok(())
-            } else {
-                Err(StorageError::Damaged {
-                    expected: len,
-                    found,
-                }
-                .into())
-            }
-        })
-        .await;
+        let checked =
+            run_blocking(move || Ok(check_storage.open_at(&check_key, len).map(drop)?)).await;
         self.record_loss(&lock, id, checked).await?;
         // One job, which the locks go with: once started it runs to its end
         // even if the request is dropped. The row is marked first; the

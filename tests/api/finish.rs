@@ -40,10 +40,7 @@ fn send_then_reset(addr: &str, head: &[u8], body: &[u8], after: Duration) {
     stream.write_all(body).unwrap();
     stream.flush().unwrap();
     std::thread::sleep(after);
-    socket2::SockRef::from(&stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(stream);
+    reset(stream);
 }
 
 fn tus_create(client: &Client, len: usize) -> String {

@@ -101,6 +101,14 @@ pub fn partial_request(
     stream
 }
 
+/// Drops a connection with a reset (RST), as a client that vanished, not
+/// with an orderly close.
+pub fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}
+
 pub fn connect(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
     stream
