@@ -227,8 +227,13 @@ impl Store {
                 if path.is_dir() {
                     walk(&path, out);
                 } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                    // The server may remove a file between the listing and this
+                    // look at it; a file that is gone is not there.
+                    let size = entry.metadata().map(|m| m.len());
                     if !name.starts_with("chunkd.sqlite3") {
-                        out.push((name.to_owned(), entry.metadata().unwrap().len()));
+                        if let Ok(size) = size {
+                            out.push((name.to_owned(), size));
+                        }
                     }
                 }
             }
