@@ -10,16 +10,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// `64MiB` → (64, "MiB"); None without leading digits.
-fn split_number(text: &str) -> Option<(u64, &str)> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    Some((number.parse().ok()?, unit))
-}
-
-/// A duration written like `30s`, `15m`, `12h`, `1d` or `250ms`.
+/// A duration written like `30s`, `15m`, `12h`, `1d`, `250ms` or `1h 30m`
+/// (humantime's units); `0` is none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub Duration);
 
@@ -27,27 +19,14 @@ impl FromStr for Span {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let (n, unit) = split_number(text)
-            .ok_or_else(|| format!("{text:?} is not a duration like 30s, 15m, 12h or 1d"))?;
-        let seconds = |mult: u64| {
-            n.checked_mul(mult)
-                .map(Duration::from_secs)
-                .ok_or_else(|| format!("{text:?} is too long"))
-        };
-        let duration = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "s" | "" => seconds(1)?,
-            "m" => seconds(60)?,
-            "h" => seconds(3600)?,
-            "d" => seconds(86_400)?,
-            other => return Err(format!("unknown duration unit {other:?} (ms, s, m, h, d)")),
-        };
-        Ok(Span(duration))
+        humantime::parse_duration(text.trim())
+            .map(Span)
+            .map_err(|err| format!("{text:?} is not a duration like 30s, 15m, 12h or 1d: {err}"))
     }
 }
 
-/// A size written like `512`, `64KiB`, `64MiB`, `10GB` or `1TiB`.
+/// A size written like `512`, `64KiB`, `64MiB`, `10GB` or `1TiB`: `KB`, `MB`
+/// and the like count in thousands, `KiB`, `MiB` in 1024s (bytesize's units).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
 
@@ -55,25 +34,36 @@ impl FromStr for Size {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let (n, unit) = split_number(text)
-            .ok_or_else(|| format!("{text:?} is not a size like 512, 64KiB or 10GB"))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kb" | "k" => 1_000,
-            "kib" => 1 << 10,
-            "mb" | "m" => 1_000_000,
-            "mib" => 1 << 20,
-            "gb" | "g" => 1_000_000_000,
-            "gib" => 1 << 30,
-            "tb" | "t" => 1_000_000_000_000,
-            "tib" => 1 << 40,
-            other => return Err(format!("unknown size unit {other:?}")),
-        };
-        n.checked_mul(mult)
-            .map(Size)
-            .ok_or_else(|| format!("{text:?} is too large"))
+        let size = text
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map_err(|err| format!("{text:?} is not a size like 512, 64KiB or 10GB: {err}"))?
+            .as_u64();
+        // bytesize saturates where a size overflows; rows hold an i64.
+        if i64::try_from(size).is_err() {
+            return Err(format!("{text:?} is too large"));
+        }
+        Ok(Size(size))
     }
+}
+
+/// `scheme://host[:port]`, as a browser sends it in `Origin`.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, authority)) = text.split_once("://") else {
+        return false;
+    };
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.parse::<u16>().is_ok())
+        .map_or(authority, |(host, _)| host);
+    !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
 }
 
 /// An octal file mode like `640` or `0o640`.
@@ -329,6 +319,13 @@ impl ServeArgs {
         if self.complete_ext == self.incomplete_ext {
             return Err("--complete-ext and --incomplete-ext must differ".into());
         }
+        for origin in &self.cors_origins {
+            if origin != "*" && !is_origin(origin) {
+                return Err(format!(
+                    "--cors-origins {origin:?} must be `*` or an origin like https://app.example.com"
+                ));
+            }
+        }
         const DAY: Duration = Duration::from_secs(86_400);
         // Every time the server computes from a duration (an expiry date,
         // a lease's end, a deadline) stays far inside what clocks and HTTP
@@ -412,8 +409,12 @@ mod tests {
             "250ms".parse::<Span>().unwrap().0,
             Duration::from_millis(250)
         );
-        assert_eq!("7".parse::<Span>().unwrap().0, Duration::from_secs(7));
-        assert!("1w".parse::<Span>().is_err());
+        assert_eq!("0".parse::<Span>().unwrap().0, Duration::ZERO);
+        assert_eq!(
+            "1h 30m".parse::<Span>().unwrap().0,
+            Duration::from_secs(5400)
+        );
+        assert!("7".parse::<Span>().is_err());
         assert!("s".parse::<Span>().is_err());
         assert!("-1s".parse::<Span>().is_err());
     }
@@ -426,6 +427,25 @@ mod tests {
         assert_eq!("1kib".parse::<Size>().unwrap().0, 1024);
         assert!("99999999999TiB".parse::<Size>().is_err());
         assert!("12XB".parse::<Size>().is_err());
+    }
+
+    #[test]
+    fn origins() {
+        for origin in [
+            "https://app.example.com",
+            "http://localhost:5173",
+            "http://[::1]:80",
+        ] {
+            assert!(is_origin(origin), "{origin}");
+        }
+        for text in [
+            "app.example.com",
+            "https://",
+            "https://a.example/path",
+            "https://a b",
+        ] {
+            assert!(!is_origin(text), "{text}");
+        }
     }
 
     #[test]

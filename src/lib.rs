@@ -140,7 +140,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_requests: args.max_requests,
         active: Arc::default(),
-        cors_origins: args.cors_origins.clone(),
         known_tokens: Default::default(),
     });
     if !args.cleanup_interval.0.is_zero() {
@@ -150,6 +149,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen_on(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let read_timeout = args.read_timeout.0;
+    let cors_origins = args.cors_origins.clone();
     let builder = actix_server::Server::build();
     let shutdown = builder.graceful_shutdown_signal();
     let mut builder = builder
@@ -162,7 +162,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .app_data(state.clone())
                 .app_data(ListenAddr(addr))
                 .wrap(actix_web::middleware::from_fn(http::cap_requests))
-                .wrap(actix_web::middleware::from_fn(http::cors))
+                .wrap(http::cors(&cors_origins))
                 .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
                 .configure(http::routes)
                 .into_factory()

@@ -3,10 +3,11 @@
 use crate::protocol::chunked::{self, ChunkedError, RequestError};
 use crate::protocol::kit::AppState;
 use crate::protocol::tus;
+use actix_cors::Cors;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{header, Method};
-use actix_web::middleware::Next;
+use actix_web::http::Method;
+use actix_web::middleware::{Condition, Next};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,64 +15,41 @@ use std::sync::Arc;
 
 /// Response headers a browser script may read: what tus clients and the
 /// chunked protocol's resumers need.
-const EXPOSED_HEADERS: &str = "Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, \
-     Location, Tus-Version, Tus-Resumable, Tus-Max-Size, Tus-Extension, Tus-Checksum-Algorithm, \
-     ETag, Content-Range, Content-Disposition";
+const EXPOSED_HEADERS: [&str; 13] = [
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Location",
+    "Tus-Version",
+    "Tus-Resumable",
+    "Tus-Max-Size",
+    "Tus-Extension",
+    "Tus-Checksum-Algorithm",
+    "ETag",
+    "Content-Range",
+    "Content-Disposition",
+];
 
-/// CORS for the origins of `--cors-origins`: preflights are answered here;
-/// other responses get the allow and expose headers. Other origins get no
-/// CORS headers at all, so browsers keep their scripts out.
-pub async fn cors(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let origin = req.headers().get(header::ORIGIN).cloned().filter(|origin| {
-        let state = req.app_data::<web::Data<AppState>>();
-        let text = origin.to_str().unwrap_or("");
-        state.is_some_and(|s| s.allows_origin(text))
-    });
-    let Some(origin) = origin else {
-        // Where some origins are allowed, the answer depends on the
-        // Origin a request has, also when it has none or another: a cache
-        // must not serve it to the allowed ones.
-        let varies = req
-            .app_data::<web::Data<AppState>>()
-            .is_some_and(|state| !state.cors_origins.is_empty());
-        let mut response = next.call(req).await?;
-        if varies {
-            let headers = response.headers_mut();
-            headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
+/// CORS for the origins of `--cors-origins` (`*`: any), or none at all when
+/// none are given. Other origins get no CORS headers, so browsers keep their
+/// scripts out; their requests are still served, as for any other client.
+pub fn cors(origins: &[String]) -> Condition<Cors> {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allow_any_header()
+        .expose_headers(EXPOSED_HEADERS)
+        .max_age(86_400)
+        .block_on_origin_mismatch(false);
+    // Naming one origin after `*` would narrow the list back to that one.
+    if origins.iter().any(|origin| origin == "*") {
+        cors = cors.allow_any_origin();
+    } else {
+        for origin in origins {
+            cors = cors.allowed_origin(origin);
         }
-        return Ok(response.map_into_left_body());
-    };
-    let preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if preflight {
-        let mut response = HttpResponse::NoContent();
-        response
-            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
-            .insert_header((
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
-            ))
-            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
-            .insert_header((header::VARY, "Origin"));
-        if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-            response.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone()));
-        }
-        return Ok(req.into_response(response.finish()).map_into_right_body());
     }
-    let mut response = next.call(req).await?;
-    let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        header::HeaderValue::from_static(EXPOSED_HEADERS),
-    );
-    headers.append(header::VARY, header::HeaderValue::from_static("Origin"));
-    Ok(response.map_into_left_body())
+    Condition::new(!origins.is_empty(), cors)
 }
 
 /// Counts a request as active while it lives.

@@ -122,7 +122,7 @@ fn pushes_files_and_standard_input_over_both_protocols(backend: Backend) {
     let work = Workdir::new(&setup);
     let data = bytes(3 * 1024 * 1024 + 17, 1);
     let file = work.file("build.tar", &data);
-    let chunk = ["--chunk-size", "256K"];
+    let chunk = ["--chunk-size", "256KiB"];
 
     let chunked = work.push_json(&file, &setup.server.url("/upload/"), &chunk);
     assert_eq!(chunked["protocol"], "chunked");
@@ -179,7 +179,7 @@ fn pushes_files_and_standard_input_over_both_protocols(backend: Backend) {
                 "--name",
                 "piped.log",
                 "--chunk-size",
-                "64K",
+                "64KiB",
                 "--parallel",
                 parallel,
                 "--json",
@@ -222,7 +222,7 @@ fn finishes_through_connections_cut_at_random_points(backend: Backend) {
         let cut_every = 300_000 + (seed * (round as u64 + 7)) % 400_000;
         let proxy = CuttingProxy::start(&setup.server.addr, cut_every, 5);
         let url = format!("http://{}{endpoint}", proxy.addr);
-        let done = work.push_json(&file, &url, &["--chunk-size", "512K"]);
+        let done = work.push_json(&file, &url, &["--chunk-size", "512KiB"]);
         assert_eq!(proxy.cuts(), 5, "cut every {cut_every} bytes");
         assert!(done["retries"].as_u64().unwrap() >= 1, "{done}");
         assert_eq!(done["md5"], md5_hex(&data));
@@ -275,7 +275,7 @@ fn resumes_when_the_server_is_killed_and_restarted(backend: Backend) {
             file.to_str().unwrap(),
             &url,
             "--chunk-size",
-            "64K",
+            "64KiB",
             "--json",
             "--retries",
             "30",
@@ -314,7 +314,7 @@ fn resumes_when_the_client_is_killed_and_run_again(backend: Backend) {
             file.to_str().unwrap(),
             &url,
             "--chunk-size",
-            "64K",
+            "64KiB",
             "--parallel",
             parallel,
             "--json",
@@ -390,7 +390,7 @@ fn exit_codes_status_and_abort() {
         file,
         &via_proxy,
         "--chunk-size",
-        "512K",
+        "512KiB",
         "--retries",
         "0",
     ];
@@ -441,7 +441,7 @@ fn exit_codes_status_and_abort() {
         .unwrap()
         .set_modified(mtime)
         .unwrap();
-    let mismatch = work.run(&["push", file, &via_proxy, "--chunk-size", "512K"]);
+    let mismatch = work.run(&["push", file, &via_proxy, "--chunk-size", "512KiB"]);
     assert_eq!(mismatch.status.code(), Some(4), "{}", stderr(&mismatch));
     assert!(stderr(&mismatch).contains("checksum mismatch"));
     assert!(
@@ -485,7 +485,7 @@ fn memory_stays_flat_whatever_the_file_and_chunk_size() {
         let url = setup.server.url(endpoint);
         let source = if stdin { "-" } else { file };
         let mut child = work
-            .command(&["push", source, &url, "--chunk-size", "64M", "--json"])
+            .command(&["push", source, &url, "--chunk-size", "64MiB", "--json"])
             .stdin(if stdin {
                 Stdio::from(std::fs::File::open(&path).unwrap())
             } else {
@@ -525,7 +525,7 @@ fn waits_as_a_busy_server_asks() {
     let file = work.file("two.bin", &data);
     let began = Instant::now();
     let url = setup.server.url("/files/");
-    let args = ["--chunk-size", "1M", "--parallel", "2", "--retries", "30"];
+    let args = ["--chunk-size", "1MiB", "--parallel", "2", "--retries", "30"];
     let out = work.run(&[&["push", file.to_str().unwrap(), &url][..], &args[..]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let log = stderr(&out);
@@ -611,7 +611,13 @@ fn goes_through_the_proxy_of_the_environment() {
         let before = tunnels.load(std::sync::atomic::Ordering::SeqCst);
         let url = setup.server.url(endpoint);
         let out = work
-            .command(&["push", file.to_str().unwrap(), &url, "--chunk-size", "256K"])
+            .command(&[
+                "push",
+                file.to_str().unwrap(),
+                &url,
+                "--chunk-size",
+                "256KiB",
+            ])
             .env(var, format!("http://{proxy}"))
             .output()
             .unwrap();
@@ -648,7 +654,7 @@ fn starts_a_new_upload_when_the_old_one_expired() {
     for endpoint in ["/upload/", "/files/"] {
         let proxy = CuttingProxy::start(&setup.server.addr, 900_000, 1);
         let url = format!("http://{}{endpoint}", proxy.addr);
-        let args = ["push", file, &url, "--chunk-size", "512K", "--retries"];
+        let args = ["push", file, &url, "--chunk-size", "512KiB", "--retries"];
         let gave_up = work.run(&[&args[..], &["0"]].concat());
         assert_eq!(gave_up.status.code(), Some(5), "{}", stderr(&gave_up));
         std::thread::sleep(Duration::from_millis(2100));
@@ -672,7 +678,7 @@ fn output_for_terminals_logs_scripts_and_machines() {
     let file = file.to_str().unwrap();
     let url = setup.server.url("/upload/");
     let push = |extra: &[&str]| {
-        let mut args = vec!["push", file, &url, "--chunk-size", "128K", "--no-resume"];
+        let mut args = vec!["push", file, &url, "--chunk-size", "128KiB", "--no-resume"];
         args.extend_from_slice(extra);
         work.run(&args)
     };
@@ -723,7 +729,7 @@ fn output_for_terminals_logs_scripts_and_machines() {
     }
 
     // A terminal (script(1) gives chunkup one): a redrawn progress bar.
-    let mut inner = work.command(&["push", file, &url, "--chunk-size", "16K", "--no-resume"]);
+    let mut inner = work.command(&["push", file, &url, "--chunk-size", "16KiB", "--no-resume"]);
     let command_line = format!(
         "{} push {file} {url} --chunk-size 16K --no-resume --retry-delay 0.05",
         chunkup().display()

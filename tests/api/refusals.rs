@@ -528,7 +528,7 @@ fn small_leaks_are_closed(backend: Backend) {
         b"",
     );
     assert_eq!(resp.status, 200);
-    assert_eq!(resp.header("vary"), Some("Origin"));
+    assert!(resp.header("vary").unwrap().contains("Origin"));
     assert_eq!(resp.header("access-control-allow-origin"), None);
     let resp = client.put_raw("/upload/?filename=m.bin", "bytes 0-nine/10", b"0123456789");
     assert_eq!(resp.status, 400);

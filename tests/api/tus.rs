@@ -555,7 +555,9 @@ fn browsers_get_cors_and_proxied_locations(backend: Backend) {
         ],
         b"",
     );
-    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.status, 200);
+    let methods = preflight.header("access-control-allow-methods").unwrap();
+    assert!(methods.contains("PATCH"), "{methods}");
     assert_eq!(
         preflight.header("access-control-allow-origin"),
         Some("https://app.example")
@@ -580,13 +582,16 @@ fn browsers_get_cors_and_proxied_locations(backend: Backend) {
         created.header("access-control-allow-origin"),
         Some("https://app.example")
     );
-    let exposed = created.header("access-control-expose-headers").unwrap();
+    let exposed = created
+        .header("access-control-expose-headers")
+        .unwrap()
+        .to_ascii_lowercase();
     for name in [
-        "Upload-Offset",
-        "Location",
-        "Upload-Length",
-        "Tus-Resumable",
-        "Upload-Expires",
+        "upload-offset",
+        "location",
+        "upload-length",
+        "tus-resumable",
+        "upload-expires",
     ] {
         assert!(exposed.contains(name), "{exposed}");
     }
@@ -601,7 +606,31 @@ fn browsers_get_cors_and_proxied_locations(backend: Backend) {
         &[("Origin", "https://evil.example"), ("Upload-Length", "3")],
         b"",
     );
+    assert_eq!(foreign.status, 201);
     assert_eq!(foreign.header("access-control-allow-origin"), None);
+    // tus discovery is an OPTIONS without Access-Control-Request-Method, and
+    // stays the protocol's own answer.
+    let discovery = client.send(
+        "OPTIONS",
+        "/files/",
+        &[("Origin", "https://app.example")],
+        b"",
+    );
+    assert_eq!(discovery.status, 204);
+    assert!(discovery.header("tus-version").is_some());
+    let foreign_preflight = client.send(
+        "OPTIONS",
+        "/files/",
+        &[
+            ("Origin", "https://evil.example"),
+            ("Access-Control-Request-Method", "PATCH"),
+        ],
+        b"",
+    );
+    assert_eq!(
+        foreign_preflight.header("access-control-allow-origin"),
+        None
+    );
 }
 
 /// Where the real clients are installed, once per test run.

@@ -37,7 +37,7 @@ enum Command {
         /// The chunked endpoint (…/upload/) or a tus endpoint (…/files/).
         url: String,
         /// Bytes per request: a number with an optional K, M or G (powers of 1024).
-        #[arg(long, default_value = "8M", value_parser = parse_size)]
+        #[arg(long, default_value = "8MiB", value_parser = parse_size)]
         chunk_size: u64,
         /// Send this many parts at once (tus concatenation), for high-latency links.
         #[arg(long, default_value_t = 1)]
@@ -107,25 +107,12 @@ enum ProtocolArg {
     Tus,
 }
 
+/// A chunk size in bytesize's units, as the server's size flags take them:
+/// `KB`, `MB` count in thousands, `KiB`, `MiB` in 1024s.
 fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, ""),
-    };
-    let shift = match unit.to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        _ => return Err(format!("unknown unit {unit:?} (use K, M or G)")),
-    };
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size"))?;
-    match number.checked_mul(1 << shift) {
-        Some(0) | None => Err(format!("{text} is not a usable chunk size")),
-        Some(size) => Ok(size),
+    match text.trim().parse::<bytesize::ByteSize>()?.as_u64() {
+        0 => Err(format!("{text} is not a usable chunk size")),
+        size => Ok(size),
     }
 }
 

@@ -22,15 +22,7 @@ pub struct AppState {
     pub max_requests: usize,
     /// Requests being served, across workers.
     pub active: Arc<AtomicUsize>,
-    /// Origins browsers may call from (`*`: any); none by default.
-    pub cors_origins: Vec<String>,
     pub known_tokens: auth::KnownTokens,
-}
-
-impl AppState {
-    pub fn allows_origin(&self, origin: &str) -> bool {
-        self.cors_origins.iter().any(|o| o == "*" || o == origin)
-    }
 }
 
 /// The address the server listens on, for the URLs of clients that send no
