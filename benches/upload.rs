@@ -108,9 +108,9 @@ fn sendfile_all(stream: &std::net::TcpStream, file: &File, file_pos: u64, len: u
 /// The congestion control of the client's connections. Over loopback there
 /// is no path to pace for, yet BBR (where it is the machine's default)
 /// paces every send with timers, and that work lands in the softirq of the
-/// server's receiving thread: on the Intel Xeon model 167 it held the bare
-/// receive of (c) to about 1,900 MB/s against 3,200–3,800 with cubic. It is
-/// set before connecting, since BBR leaves its pacing on when swapped out.
+/// server's receiving thread and slows the receive the benchmark measures
+/// (docs/benchmarks/2026-12-04-intel-xeon-167.md). It is set before
+/// connecting, since BBR leaves its pacing on when swapped out.
 const CLIENT_CONGESTION: &[u8] = b"cubic";
 
 /// The client's end of a connection to the server at `addr`, with

@@ -1,10 +1,10 @@
 //! The lane service: one thread that computes the MD5 of every upload in
 //! progress, up to sixteen at once in the lanes of vectors (`simd::Kernels`,
 //! AVX-512 or AVX2), or one alone with the single-chain kernel. Sixteen
-//! chains cost about 1.5 times what one costs with AVX-512, and about 2.5
-//! times with AVX2, so many concurrent uploads take a small part of a core
-//! for their checksums, where hashing each on its own thread would take a
-//! core per 0.4 to 1 GB/s.
+//! chains cost a small multiple of what one costs, since one chain leaves
+//! the vector units idle waiting on each step, so many concurrent uploads
+//! take a small part of a core for their checksums, where hashing each on
+//! its own thread would take a core per upload.
 //!
 //! An upload opens a `Feed` and pushes its body into it piece by piece as
 //! the pieces fill; its hasher stays in the service, which hashes the

@@ -2,10 +2,10 @@
 //! allows. MD5 is one long chain of dependent steps, so a plain
 //! implementation is bound by the latency of each step; with AVX-512 a step
 //! is four one-cycle instructions (`vpternlogd` computes the round function
-//! in one), about 40 % faster than the scalar code of the `md-5` crate; in
-//! general-purpose registers the steps are written in assembly that leaves
-//! four or five instructions on the chain per step (`simd/scalar.rs`), 25 %
-//! faster. With AVX-512 the faster of the two is picked at first use. And
+//! in one); in general-purpose registers the steps are written in assembly
+//! that leaves four or five instructions on the chain per step
+//! (`simd/scalar.rs`). Both beat the `md-5` crate's scalar code, whose order
+//! is left to LLVM (docs/benchmarks/tuning.md). With AVX-512 the faster of the two is picked at first use. And
 //! since many uploads at once are independent chains, the lane service
 //! (`lanes.rs`) runs up to sixteen of them side by side in vectors, with
 //! AVX-512 or, on CPUs without it, AVX2 (`simd/`).

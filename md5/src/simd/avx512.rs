@@ -164,6 +164,9 @@ impl Chains<16> for Sixteen {
 }
 
 /// Transposes sixteen rows of sixteen 32-bit words.
+///
+/// # Safety
+/// The CPU has AVX512F.
 #[inline(always)]
 unsafe fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
     // Pairs of rows interleaved by word, then by pairs of words: in each

@@ -114,8 +114,8 @@ pub fn one_chain_name() -> &'static str {
 /// With AVX-512 one chain runs either in vector registers (`vpternlogd`:
 /// four instructions a step) or in general-purpose ones (four or five, but
 /// cheaper ones); which is faster depends on the core, so on first use
-/// both hash the same 256 KiB, twice each, and the faster is kept (about
-/// 1.5 ms, once).
+/// both hash the same 256 KiB, twice each, and the faster is kept (a few
+/// milliseconds, once).
 fn one_chain() -> OneChain {
     *ONE_CHAIN.get_or_init(|| {
         let general = OneChain {
@@ -167,6 +167,11 @@ fn words(block: &[u8; BLOCK]) -> [u32; 16] {
 
 /// `N` chains side by side, one per 32-bit lane of a vector: what the body
 /// of a kernel needs of its instruction set.
+///
+/// # Safety
+/// Every method may only run where the CPU has the implementation's
+/// instruction set. `block(lanes, n)` reads without bounds checks: every lane
+/// must hold more than `n` blocks.
 trait Chains<const N: usize> {
     type V: Copy;
     /// Word `w` of every lane's state into one vector, and back.
@@ -189,6 +194,10 @@ trait Chains<const N: usize> {
 
 /// The body of every kernel; inlined into each, which enables the CPU
 /// features its `Chains` needs.
+///
+/// # Safety
+/// The CPU has `T`'s instruction set. The lanes' lengths are checked here,
+/// before `block` reads them.
 #[inline(always)]
 unsafe fn chains<T: Chains<N>, const N: usize>(
     states: &mut [[u32; 4]; N],
@@ -216,6 +225,10 @@ unsafe fn chains<T: Chains<N>, const N: usize>(
 
 /// One step of eight chains on 256-bit vectors, with the instructions of
 /// an instruction set; the rest of `Chains<8>` is the same for all.
+///
+/// # Safety
+/// `step` may only run where the CPU has the implementation's instruction
+/// set (which includes AVX2, for the rest of `Chains<8>`).
 trait Step8 {
     unsafe fn step<const R: usize, const S: i32, const RIGHT: i32>(
         a: __m256i,
@@ -280,6 +293,9 @@ impl<T: Step8> Chains<8> for T {
 
 /// Transposes eight rows of eight 32-bit words: word j of row i becomes
 /// word i of row j.
+///
+/// # Safety
+/// The CPU has AVX2.
 #[inline(always)]
 unsafe fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
     let t0 = _mm256_unpacklo_epi32(r[0], r[1]);

@@ -4,8 +4,8 @@
 //! summed before `b` is known, and of the round function only what needs
 //! `b` waits for it. That leaves five one-cycle instructions after `b` in
 //! rounds F and I and four in G (its two halves share no bits, so they are
-//! added one by one and `c & !d` is ready early) and H. On a Zen 3 this
-//! runs 25 % faster than `md-5`'s Rust, which leaves the order to LLVM.
+//! added one by one and `c & !d` is ready early) and H, fewer than LLVM
+//! leaves when it picks the order (as in `md-5`).
 
 use super::{chains, Chains};
 use crate::{word, BLOCK, K};
