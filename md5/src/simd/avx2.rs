@@ -142,13 +142,12 @@ pub unsafe fn compress_sixteen(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::chains_match_the_scalar_kernel;
+    use super::super::tests::{chains_match_the_scalar_kernel, cpu_runs};
     use super::*;
 
     #[test]
     fn eight_and_sixteen_chains_match_the_scalar_kernel_each() {
-        if !available() {
-            eprintln!("no AVX2 here: nothing to compare");
+        if !cpu_runs("avx2", available()) {
             return;
         }
         chains_match_the_scalar_kernel::<8>(compress_eight);

@@ -220,14 +220,13 @@ pub unsafe fn compress_sixteen(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::chains_match_the_scalar_kernel;
+    use super::super::tests::{chains_match_the_scalar_kernel, cpu_runs};
     use super::*;
     use crate::tests::sample;
 
     #[test]
     fn one_chain_matches_the_scalar_kernel() {
-        if !available() {
-            eprintln!("no AVX-512 here: nothing to compare");
+        if !cpu_runs("avx512", available()) {
             return;
         }
         let data = sample(200 * BLOCK, 11);
@@ -242,8 +241,7 @@ mod tests {
 
     #[test]
     fn eight_and_sixteen_chains_match_the_scalar_kernel_each() {
-        if !available() {
-            eprintln!("no AVX-512 here: nothing to compare");
+        if !cpu_runs("avx512", available()) {
             return;
         }
         chains_match_the_scalar_kernel::<8>(compress_eight);

@@ -353,6 +353,22 @@ mod tests {
         assert_eq!(state, expected);
     }
 
+    /// Whether the kernels of `set` (`avx2`, `avx512`) can be tested here.
+    /// No emulator in reach runs AVX-512 (QEMU's TCG has none), so a CPU
+    /// without it skips those tests, saying so; `CHUNKD_MD5_KERNELS=avx2,avx512`
+    /// turns a skip of a kernel it names into a failure.
+    pub(super) fn cpu_runs(set: &str, available: bool) -> bool {
+        let required = std::env::var("CHUNKD_MD5_KERNELS").unwrap_or_default();
+        if !available {
+            assert!(
+                !required.split(',').any(|name| name.trim() == set),
+                "CHUNKD_MD5_KERNELS requires {set}, which this CPU lacks"
+            );
+            eprintln!("skipped: this CPU has no {set}");
+        }
+        available
+    }
+
     /// `N` chains at once, one of which starts from a state of its own,
     /// against the scalar kernel chain by chain.
     pub(super) fn chains_match_the_scalar_kernel<const N: usize>(kernel: Kernel<N>) {
