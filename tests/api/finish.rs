@@ -10,8 +10,6 @@ use crate::common::*;
 use std::io::Write;
 use std::time::Duration;
 
-const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
-const STREAM: (&str, &str) = ("Content-Type", "application/offset+octet-stream");
 /// A killed server's leases run out quickly, and requests wait for them.
 const CRASH_FLAGS: &[&str] = &["--lease-time", "500ms", "--lock-timeout", "5s"];
 const SIZE: usize = 300_000;

@@ -9,9 +9,6 @@ use serde_json::json;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};
 
-const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
-const STREAM: (&str, &str) = ("Content-Type", "application/offset+octet-stream");
-
 /// A request sent whole from another thread while the server may answer
 /// and close first; its response if one came.
 fn send_whole(addr: &str, head: Vec<u8>, body: Vec<u8>) -> Option<Response> {

@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
-const STREAM: (&str, &str) = ("Content-Type", "application/offset+octet-stream");
-
 fn tus(
     client: &Client,
     method: &str,
@@ -633,52 +630,14 @@ fn browsers_get_cors_and_proxied_locations(backend: Backend) {
     );
 }
 
-/// Where the real clients are installed, once per test run.
-fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("clients")
-}
-
-fn run(command: &mut Command) {
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed");
-}
-
 fn tuspy_python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let venv = clients_dir().join("venv");
-        let python = venv.join("bin/python");
-        let ready = || {
-            Command::new(&python)
-                .args(["-c", "import tusclient"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if !ready() {
-            run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-            run(Command::new(venv.join("bin/pip")).args(["install", "-q", "tuspy==1.1.0"]));
-        }
-        assert!(ready(), "tuspy is not installed");
-        python
-    })
+    PYTHON.get_or_init(|| python_with("venv", "tusclient", "tuspy==1.1.0"))
 }
 
 fn tus_js_modules() -> &'static Path {
     static MODULES: OnceLock<PathBuf> = OnceLock::new();
-    MODULES.get_or_init(|| {
-        let prefix = clients_dir().join("node");
-        let modules = prefix.join("node_modules");
-        if !modules.join("tus-js-client/package.json").exists() {
-            std::fs::create_dir_all(&prefix).unwrap();
-            run(Command::new("npm")
-                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-                .arg(&prefix)
-                .arg("tus-js-client@4.3.1"));
-        }
-        modules
-    })
+    MODULES.get_or_init(|| node_modules_with("tus-js-client@4.3.1"))
 }
 
 /// Runs a client script; the upload id it printed last.

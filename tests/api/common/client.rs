@@ -46,6 +46,11 @@ pub fn multipart_type() -> String {
     format!("multipart/form-data; boundary={BOUNDARY}")
 }
 
+/// The header every tus request carries.
+pub const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
+/// The content type of a tus PATCH body.
+pub const STREAM: (&str, &str) = ("Content-Type", "application/offset+octet-stream");
+
 pub fn md5_hex(data: &[u8]) -> String {
     use md5::Digest;
     md5::Md5::digest(data)

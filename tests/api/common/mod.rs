@@ -3,18 +3,23 @@
 //! cloned from a migrated template), spoken to over real HTTP. The
 //! benchmark uses it too. `store` (where a server keeps its rows and
 //! bytes), `server` (its process), `wire` (raw HTTP/1.1), `client` (the
-//! protocols' requests, bodies and test data).
+//! protocols' requests, bodies and test data), `tools` (real clients from
+//! PyPI and npm).
 
 #![allow(dead_code)]
 
 mod client;
 mod server;
 mod store;
+mod tools;
 mod wire;
 
 pub use client::*;
 pub use server::*;
 pub use store::*;
+// The benchmark, which includes this harness too, installs no clients.
+#[allow(unused_imports)]
+pub use tools::*;
 pub use wire::*;
 
 /// Runs each listed test function against SQLite and against PostgreSQL.
