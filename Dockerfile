@@ -18,7 +18,9 @@ ENV CHUNKD_LISTEN=0.0.0.0:8080 \
     RUST_LOG=info
 VOLUME /data
 EXPOSE 8080
+# Ready: the database answers and the data volume takes a new file
+# (GET /healthz is the liveness probe, which touches neither).
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
-  CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+  CMD curl -fsS http://127.0.0.1:8080/readyz || exit 1
 ENTRYPOINT ["chunkd"]
 CMD ["serve"]

@@ -16,6 +16,7 @@ use chrono::{SubsecRound, Utc};
 use futures_util::Stream;
 use std::fmt::Display;
 use std::sync::Arc;
+use std::time::Instant;
 use uuid::Uuid;
 
 /// An upload locked for one chunk whose range was accepted.
@@ -91,7 +92,9 @@ impl<'a> AppendSession<'a> {
             Some(lock),
         );
         let intake = engine.intake(rules);
+        let began = Instant::now();
         let pumped = pump(writer, guard.clone(), from, feed, intake, body).await?;
+        engine.metrics.stage_took("receive", began);
         let to = from + pumped.len;
         let last = completion == Completion::LastByte && upload.total == Some(to);
         let (commit, feed) = if last {
@@ -125,6 +128,7 @@ impl<'a> AppendSession<'a> {
             guard,
             commit,
             feed,
+            began,
         })
     }
 }
@@ -141,6 +145,8 @@ pub struct ReceivedChunk<'a> {
     /// The feed of the upload's hash, kept for its next chunk (None once
     /// the upload completes).
     feed: Option<HashFeed>,
+    /// When its body began to be received.
+    began: Instant,
 }
 
 impl ReceivedChunk<'_> {
@@ -156,17 +162,20 @@ impl ReceivedChunk<'_> {
             guard,
             commit,
             feed,
+            began,
         } = self;
         guard.keep_alive().await?;
-        let (meta, storage, id, job_commit) = (
+        let (meta, storage, id, job_commit, metrics) = (
             engine.meta.clone(),
             engine.storage.clone(),
             upload.id,
             commit.clone(),
+            engine.metrics.clone(),
         );
         let committed = run_blocking(move || {
-            guard.sync()?;
-            let committed = meta.commit_chunk(id, &token, &job_commit)?;
+            metrics.timed("sync", || guard.sync())?;
+            let committed =
+                metrics.timed("commit", || meta.commit_chunk(id, &token, &job_commit))?;
             if committed {
                 guard.mark_committed();
                 if job_commit.completed.is_some() {
@@ -183,6 +192,14 @@ impl ReceivedChunk<'_> {
         if let Some(feed) = feed {
             engine.feeds.park(upload.id, commit.to, feed);
         }
+        engine
+            .metrics
+            .bytes_received
+            .inc_by(commit.to - commit.from);
+        if commit.completed.is_some() {
+            engine.metrics.finished.inc();
+        }
+        engine.metrics.stage_took("total", began);
         upload.offset = commit.to;
         upload.hash_state = commit.hash_state;
         if let Some(completed) = commit.completed {

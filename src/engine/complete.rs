@@ -137,6 +137,7 @@ impl Engine {
         if !marked {
             return Err(EngineError::LeaseLost);
         }
+        self.metrics.finished.inc();
         upload.complete = true;
         upload.checksum = completed.checksum;
         upload.completed_at = Some(completed.at);

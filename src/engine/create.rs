@@ -15,6 +15,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::Stream;
 use std::fmt::Display;
 use std::sync::Arc;
+use std::time::Instant;
 use uuid::Uuid;
 
 /// A new upload's bytes, received but not yet synced nor recorded, and the
@@ -22,6 +23,8 @@ use uuid::Uuid;
 pub struct Staged {
     file: StagedFile,
     feed: HashFeed,
+    /// When its request began to be received.
+    began: Instant,
 }
 
 /// A new upload's part file.
@@ -51,10 +54,13 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Display,
     {
+        let began = Instant::now();
         let (id, key, created_at, writer, guard) = self.new_part().await?;
         let feed = HashFeed::open(self.whole_hasher(hashing));
         let pumped = pump(writer, guard.clone(), 0, feed, self.intake(rules), body).await?;
+        self.metrics.stage_took("receive", began);
         Ok(Staged {
+            began,
             file: StagedFile {
                 id,
                 key,
@@ -140,21 +146,29 @@ impl Engine {
         completion: Completion,
     ) -> EngineResult<UploadRecord> {
         self.check_filename(&new.filename)?;
-        let Staged { file, feed } = staged;
-        if completion == Completion::LastByte && new.total == Some(file.len) {
+        let Staged { file, feed, began } = staged;
+        let len = file.len;
+        let record = if completion == Completion::LastByte && new.total == Some(len) {
             let hasher = feed.finish().await?;
-            return self.record_complete(file, hasher, caller, new, None).await;
-        }
-        let record = self.new_record(&file, caller, new, &feed.checkpoint()?);
-        let (meta, guard, row) = (self.meta.clone(), file.guard, record.clone());
-        run_blocking(move || {
-            guard.sync()?;
-            meta.insert_upload(&row)?;
-            guard.mark_committed();
-            Ok(())
-        })
-        .await?;
-        self.feeds.park(record.id, record.offset, feed);
+            self.record_complete(file, hasher, caller, new, None)
+                .await?
+        } else {
+            let record = self.new_record(&file, caller, new, &feed.checkpoint()?);
+            let (meta, guard, row) = (self.meta.clone(), file.guard, record.clone());
+            let metrics = self.metrics.clone();
+            run_blocking(move || {
+                metrics.timed("sync", || guard.sync())?;
+                metrics.timed("commit", || meta.insert_upload(&row))?;
+                guard.mark_committed();
+                Ok(())
+            })
+            .await?;
+            self.metrics.created.inc();
+            self.feeds.park(record.id, record.offset, feed);
+            record
+        };
+        self.metrics.bytes_received.inc_by(len);
+        self.metrics.stage_took("total", began);
         Ok(record)
     }
 
@@ -169,16 +183,20 @@ impl Engine {
         let algo = self.settings.checksum;
         let checksum = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
         self.check_filename(&filename)?;
-        let Staged { file, feed } = staged;
+        let Staged { file, feed, .. } = staged;
         self.check_total(file.len)?;
+        let len = file.len;
         let new = NewUpload {
             filename,
             total: Some(file.len),
             ..NewUpload::default()
         };
         let hasher = feed.finish().await?;
-        self.record_complete(file, hasher, caller, new, Some(checksum))
-            .await
+        let record = self
+            .record_complete(file, hasher, caller, new, Some(checksum))
+            .await?;
+        self.metrics.bytes_received.inc_by(len);
+        Ok(record)
     }
 
     /// Records a new upload whose bytes are all staged, as complete, if
@@ -206,14 +224,17 @@ impl Engine {
             staged.key,
             record.clone(),
         );
+        let metrics = self.metrics.clone();
         run_blocking(move || {
-            guard.sync()?;
+            metrics.timed("sync", || guard.sync())?;
             storage.finalize(&key)?;
-            meta.insert_upload(&row)?;
+            metrics.timed("commit", || meta.insert_upload(&row))?;
             guard.mark_committed();
             Ok(())
         })
         .await?;
+        self.metrics.created.inc();
+        self.metrics.finished.inc();
         Ok(record)
     }
 

@@ -80,6 +80,14 @@ impl MetaStore for MemoryMeta {
         Ok(locked(&self.rows).get(&id).map(|row| row.upload.clone()))
     }
 
+    fn count_in_progress(&self) -> MetaResult<u64> {
+        let rows = locked(&self.rows);
+        let in_progress = rows
+            .values()
+            .filter(|row| !row.upload.complete && !row.upload.failed);
+        Ok(in_progress.count() as u64)
+    }
+
     fn list_uploads(&self, query: &ListQuery) -> MetaResult<Vec<UploadRecord>> {
         let mut uploads: Vec<UploadRecord> = locked(&self.rows)
             .values()

@@ -19,6 +19,7 @@ mod create;
 mod error;
 mod feeds;
 mod lock;
+mod metrics;
 mod pages;
 mod sweep;
 mod write;
@@ -31,6 +32,7 @@ pub use create::Staged;
 pub use crate::meta::UploadRecord as Upload;
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
+pub use metrics::EngineMetrics;
 
 use crate::meta::{ListQuery, MetaResult, MetaStore, Sees, UploadRecord, Viewer};
 use crate::storage::{PartKey, PartReader, PartStore, StorageError};
@@ -268,6 +270,21 @@ pub struct Engine {
     settings: EngineSettings,
     locks: Arc<Locks>,
     feeds: ParkedFeeds,
+    metrics: EngineMetrics,
+}
+
+/// What keeps the server from serving uploads: each part's error, or None
+/// where it is usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub database: Option<String>,
+    pub storage: Option<String>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.database.is_none() && self.storage.is_none()
+    }
 }
 
 impl Engine {
@@ -283,6 +300,7 @@ impl Engine {
             settings,
             locks,
             feeds: ParkedFeeds::default(),
+            metrics: EngineMetrics::default(),
         }
     }
 
@@ -290,15 +308,31 @@ impl Engine {
         &self.settings
     }
 
-    /// Whether the database answers and the storage is usable.
-    pub async fn check_health(&self) -> EngineResult<()> {
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// How many uploads are in progress (incomplete, not failed), across
+    /// every process that shares the database.
+    pub async fn uploads_in_progress(&self) -> EngineResult<u64> {
+        self.read_meta(|meta| meta.count_in_progress()).await
+    }
+
+    /// Whether the database answers and the storage takes a new file, each
+    /// checked even when the other fails, so that an operator sees both.
+    pub async fn readiness(&self) -> Readiness {
         let (meta, storage) = (self.meta.clone(), self.storage.clone());
-        run_blocking(move || {
-            meta.ping()?;
-            storage.check()?;
-            Ok(())
+        let checked = run_blocking(move || {
+            Ok(Readiness {
+                database: meta.ping().err().map(|err| err.to_string()),
+                storage: storage.check().err().map(|err| err.to_string()),
+            })
         })
-        .await
+        .await;
+        checked.unwrap_or_else(|err| Readiness {
+            database: Some(err.to_string()),
+            storage: Some(err.to_string()),
+        })
     }
 
     /// What the upload is hashed whole with; None when it is not.
@@ -509,7 +543,9 @@ impl Engine {
         };
         log::error!("upload {id}: stored data lost ({reason}); marking it failed");
         let (meta, token) = (self.meta.clone(), lock.token().to_owned());
-        run_blocking(move || Ok(meta.mark_failed(id, &token)?)).await?;
+        if run_blocking(move || Ok(meta.mark_failed(id, &token)?)).await? {
+            self.metrics.failed.inc();
+        }
         Err(EngineError::Lost(reason))
     }
 

@@ -22,7 +22,9 @@ impl Engine {
     /// Removes an upload, row and bytes.
     pub async fn abort(&self, caller: &Caller, id: Uuid) -> EngineResult<()> {
         let (lock, upload) = self.lock(caller, id).await?;
-        self.remove_locked(lock, &upload).await
+        self.remove_locked(lock, &upload).await?;
+        self.metrics.terminated.inc();
+        Ok(())
     }
 
     /// Deletes the row first: a crash in between leaves an orphan file, never
@@ -124,6 +126,7 @@ impl Engine {
                 continue;
             }
             self.remove_locked(lock, &upload).await?;
+            self.metrics.expired.inc();
             removed.push(upload);
         }
         Ok(removed)

@@ -1,4 +1,8 @@
-//! App wiring: routes, CORS, the request cap, health.
+//! App wiring: routes, CORS, the request cap, health and metrics.
+
+mod metrics;
+
+pub use metrics::{count_requests, Metrics};
 
 use crate::protocol::chunked::{self, ChunkedError, RequestError};
 use crate::protocol::kit::AppState;
@@ -72,6 +76,9 @@ pub async fn cap_requests(
     };
     let _active = ActiveRequest(state.active.clone());
     if state.active.fetch_add(1, Ordering::SeqCst) >= state.max_requests {
+        if let Some(metrics) = req.app_data::<web::Data<Metrics>>() {
+            metrics.refused.inc();
+        }
         let refused = ChunkedError::from(RequestError::Overloaded).error_response();
         return Ok(req.into_response(refused).map_into_right_body());
     }
@@ -86,14 +93,27 @@ async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ChunkedErr
     Err(RequestError::MethodNotAllowed(req.method().clone()).into())
 }
 
-/// 200 when the database answers and the data directory is usable.
-async fn health(state: web::Data<AppState>) -> HttpResponse {
-    match state.engine.check_health().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok"})),
-        Err(err) => {
-            log::error!("health check failed: {err}");
-            HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable"}))
-        }
+/// Liveness: the process serves requests. It touches nothing, so that a
+/// database outage does not get every process restarted.
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Readiness: 200 when the database answers and the storage takes a new
+/// file; 503 naming what fails otherwise.
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let readiness = state.engine.readiness().await;
+    let part = |failure: &Option<String>| failure.as_deref().unwrap_or("ok").to_owned();
+    let body = json!({
+        "status": if readiness.is_ready() { "ok" } else { "unavailable" },
+        "database": part(&readiness.database),
+        "storage": part(&readiness.storage),
+    });
+    if readiness.is_ready() {
+        HttpResponse::Ok().json(body)
+    } else {
+        log::warn!("not ready: {body}");
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 
@@ -137,5 +157,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(tus::not_allowed)),
     )
     .service(web::resource("/healthz").route(web::get().to(health)))
+    .service(web::resource("/readyz").route(web::get().to(ready)))
+    .service(web::resource("/metrics").route(web::get().to(metrics::metrics)))
     .default_service(web::to(not_found));
 }

@@ -145,6 +145,8 @@ pub trait MetaStore: Send + Sync {
     fn get_upload(&self, id: Uuid) -> MetaResult<Option<UploadRecord>>;
     /// Newest first.
     fn list_uploads(&self, query: &ListQuery) -> MetaResult<Vec<UploadRecord>>;
+    /// How many uploads are in progress: neither complete nor failed.
+    fn count_in_progress(&self) -> MetaResult<u64>;
     /// Incomplete uploads whose expiry time is at or before `now`.
     fn expired_uploads(&self, now: DateTime<Utc>) -> MetaResult<Vec<UploadRecord>>;
 

@@ -447,16 +447,17 @@ impl PartStore for LocalDisk {
 }
 
 impl LocalDisk {
-    /// Creates the storage root if needed and checks that it is writable.
+    /// Creates the storage root if needed and checks that a file can be
+    /// created in it, as an upload's is: permission bits alone say nothing
+    /// to root, nor of a read-only mount or an immutable directory.
     pub fn check_root(root: &Path) -> StorageResult<()> {
         fs::create_dir_all(root)?;
-        let meta = fs::metadata(root)?;
-        if meta.permissions().readonly() {
-            return Err(StorageError::Io(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "storage root is read-only",
-            )));
-        }
+        let probe = root.join(format!(".chunkd-probe-{}", uuid::Uuid::new_v4().simple()));
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)?;
+        fs::remove_file(&probe)?;
         Ok(())
     }
 }

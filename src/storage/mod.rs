@@ -109,6 +109,6 @@ pub trait PartStore: Send + Sync {
     /// Calls `visit` with every upload file in the storage, a part file or
     /// a completed one (an upload with both is visited twice).
     fn visit_files(&self, visit: &mut dyn FnMut(StoredFile)) -> StorageResult<()>;
-    /// Checks that the storage root is usable (for health checks).
+    /// Checks that the storage takes a new file (for readiness checks).
     fn check(&self) -> StorageResult<()>;
 }

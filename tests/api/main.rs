@@ -14,6 +14,7 @@ mod hostile;
 mod large;
 mod load;
 mod locking;
+mod operations;
 mod processes;
 mod refusals;
 mod transcript;

@@ -350,6 +350,14 @@ impl MetaStore for DieselStore {
             .transpose()
     }
 
+    fn count_in_progress(&self) -> MetaResult<u64> {
+        let count: i64 = uploads::table
+            .filter(uploads::status.eq(STATUS_UPLOADING))
+            .count()
+            .get_result(&mut *self.lookup()?)?;
+        Ok(count.unsigned_abs())
+    }
+
     fn list_uploads(&self, query: &ListQuery) -> MetaResult<Vec<UploadRecord>> {
         let statuses = match query.complete {
             None => vec![STATUS_UPLOADING, STATUS_COMPLETE, STATUS_FAILED],

@@ -153,6 +153,26 @@ impl PgDatabase {
             .unwrap()
     }
 
+    /// Lets connections in, or refuses new ones and ends those open, as a
+    /// database that is down does.
+    pub fn allow_connections(&self, allow: bool) {
+        let mut admin = pg_admin();
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS {allow}",
+                self.name
+            ))
+            .unwrap();
+        if !allow {
+            admin
+                .batch_execute(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                    self.name
+                ))
+                .unwrap();
+        }
+    }
+
     /// How many connections are open on this database right now.
     pub fn connections(&self) -> usize {
         self.backend_pids().len()

@@ -1,0 +1,231 @@
+//! What operators watch. Liveness and readiness: `/healthz` answers while
+//! the process serves and touches nothing; `/readyz` turns 503, naming what
+//! fails, when the database refuses connections or no file can be created
+//! in the data directory, and back to 200 when they recover. Metrics:
+//! `/metrics` after a known sequence of requests, read by the Prometheus
+//! project's own parser.
+
+use crate::both_backends;
+use crate::common::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A directory made immutable (`chattr +i`): no entry can be created in
+/// it, not even by root, whom permission bits do not stop. Undone on drop.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn new(dir: &Path) -> Immutable {
+        let set = Command::new("chattr").arg("+i").arg(dir).status();
+        assert!(set.is_ok_and(|s| s.success()), "chattr +i {dir:?} failed");
+        Immutable(dir.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+fn readiness_follows_the_database_and_the_storage(backend: Backend) {
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
+    let all_ok = json!({"status": "ok", "database": "ok", "storage": "ok"});
+    let ready = client.get("/readyz");
+    assert_eq!((ready.status, ready.json()), (200, all_ok.clone()));
+
+    {
+        let _immutable = Immutable::new(&setup.store.data.0);
+        let ready = client.get("/readyz");
+        assert_eq!(ready.status, 503, "{}", ready.text());
+        assert_eq!(ready.json()["status"], "unavailable");
+        assert_eq!(ready.json()["database"], "ok");
+        assert_ne!(ready.json()["storage"], "ok");
+        assert_eq!(client.get("/healthz").status, 200);
+    }
+    assert_eq!(client.get("/readyz").json(), all_ok);
+    assert!(
+        setup.store.part_files().is_empty(),
+        "the probe leaves no file"
+    );
+
+    if let Some(pg) = &setup.store.pg {
+        pg.allow_connections(false);
+        let ready = client.get("/readyz");
+        assert_eq!(ready.status, 503, "{}", ready.text());
+        assert_ne!(ready.json()["database"], "ok");
+        assert_eq!(ready.json()["storage"], "ok");
+        let live = client.get("/healthz");
+        assert_eq!((live.status, live.json()), (200, json!({"status": "ok"})));
+        pg.allow_connections(true);
+        eventually("ready again once the database lets connections in", || {
+            client.get("/readyz").status == 200
+        });
+        // And it serves uploads again.
+        let created = client.put_raw("/upload/?filename=r.bin", "bytes 0-2/3", b"abc");
+        assert_eq!(created.status, 200, "{}", created.text());
+    }
+}
+
+/// Each sample of an exposition as `name{label="value",...}` (labels
+/// sorted) → value, as prometheus_client's OpenMetrics parser reads it.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let python = python_with(
+        "venv-prometheus",
+        "prometheus_client",
+        "prometheus-client==0.21.1",
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/openmetrics.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let sample: serde_json::Value = serde_json::from_str(line).unwrap();
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(sample["labels"].clone()).unwrap();
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let name = sample["name"].as_str().unwrap();
+            let key = if labels.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}{{{}}}", labels.join(","))
+            };
+            (key, sample["value"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+fn metrics_count_what_happened(backend: Backend) {
+    let setup = Setup::new(backend, &[]);
+    let client = setup.client();
+    let data = bytes(6, 1);
+
+    // Chunked: created in two chunks, completed, downloaded.
+    let created = client.put_raw("/upload/?filename=a.bin", "bytes 0-2/6", &data[..3]);
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/upload/{id}/");
+    assert_eq!(client.put_raw(&path, "bytes 3-5/6", &data[3..]).status, 200);
+    assert_eq!(client.complete(&id, &md5_hex(&data)).status, 200);
+    let download = client.get(&format!("/upload/{id}/file"));
+    assert_eq!(
+        (download.status, download.body.clone()),
+        (200, data.clone())
+    );
+    // Chunked: created, then aborted.
+    let aborted = client.put_raw("/upload/?filename=b.bin", "bytes 0-1/9", b"ab");
+    let aborted = aborted.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        client
+            .send("DELETE", &format!("/upload/{aborted}/"), &[], b"")
+            .status,
+        204
+    );
+    // tus: one finished by its PATCH, one left in progress.
+    let mut tus_ids = Vec::new();
+    for len in ["4", "10"] {
+        let resp = client.send("POST", "/files/", &[TUS, ("Upload-Length", len)], b"");
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        tus_ids.push(resp.location_id());
+    }
+    for (id, body) in tus_ids.iter().zip([&b"wxyz"[..], b"123"]) {
+        let patch = client.send(
+            "PATCH",
+            &format!("/files/{id}"),
+            &[TUS, STREAM, ("Upload-Offset", "0")],
+            body,
+        );
+        assert_eq!(patch.status, 204, "{}", patch.text());
+    }
+    // A refused request is counted with its status.
+    assert_eq!(client.get("/upload/no-such-upload/").status, 404);
+
+    let scraped = client.get("/metrics");
+    assert_eq!(scraped.status, 200);
+    assert!(scraped
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let metrics = parse_metrics(&scraped.text());
+    let value = |key: &str| {
+        metrics
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| panic!("no {key} in {metrics:#?}"))
+    };
+    for (key, expected) in [
+        ("chunkd_uploads_created_total", 4.0),
+        ("chunkd_uploads_finished_total", 2.0),
+        ("chunkd_uploads_terminated_total", 1.0),
+        ("chunkd_uploads_expired_total", 0.0),
+        ("chunkd_uploads_failed_total", 0.0),
+        ("chunkd_uploads_in_progress", 1.0),
+        ("chunkd_bytes_received_total", 6.0 + 2.0 + 4.0 + 3.0),
+        ("chunkd_requests_refused_total", 0.0),
+        (
+            r#"chunkd_requests_total{method="PUT",protocol="chunked",status="200"}"#,
+            3.0,
+        ),
+        (
+            r#"chunkd_requests_total{method="POST",protocol="chunked",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"chunkd_requests_total{method="GET",protocol="chunked",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"chunkd_requests_total{method="GET",protocol="chunked",status="404"}"#,
+            1.0,
+        ),
+        (
+            r#"chunkd_requests_total{method="DELETE",protocol="chunked",status="204"}"#,
+            1.0,
+        ),
+        (
+            r#"chunkd_requests_total{method="POST",protocol="tus",status="201"}"#,
+            2.0,
+        ),
+        (
+            r#"chunkd_requests_total{method="PATCH",protocol="tus",status="204"}"#,
+            2.0,
+        ),
+    ] {
+        assert_eq!(value(key), expected, "{key}");
+    }
+    // Three chunked PUTs, two PATCHes, and the two tus creations, whose
+    // rows go through the same stages without bytes: each once a stage.
+    for stage in ["receive", "sync", "commit", "total"] {
+        let key = format!(r#"chunkd_chunk_duration_seconds_count{{stage="{stage}"}}"#);
+        assert_eq!(value(&key), 7.0, "{key}");
+    }
+    assert!(value("chunkd_bytes_sent_total") >= 6.0);
+}
+
+both_backends!(
+    readiness_follows_the_database_and_the_storage,
+    metrics_count_what_happened
+);
