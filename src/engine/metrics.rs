@@ -1,7 +1,9 @@
-//! What the engine counts for `GET /metrics`: uploads by what happened to
-//! them, the bytes appended, and how long each chunk's stages took. The
-//! names follow tusd's (`tusd_uploads_created` and so on) with `chunkd_`.
+//! What operators watch of the engine: its counters for `GET /metrics`
+//! (uploads by what happened to them, the bytes appended, how long each
+//! chunk's stages took; the names follow tusd's, `tusd_uploads_created` and
+//! so on, with `chunkd_`), the uploads in progress, and its readiness.
 
+use super::{run_blocking, Engine, EngineResult};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -101,5 +103,48 @@ impl EngineMetrics {
         self.chunk_seconds
             .get_or_create(&ChunkStage { stage })
             .observe(since.elapsed().as_secs_f64());
+    }
+}
+
+/// What keeps the server from serving uploads: each part's error, or None
+/// where it is usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub database: Option<String>,
+    pub storage: Option<String>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.database.is_none() && self.storage.is_none()
+    }
+}
+
+impl Engine {
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// How many uploads are in progress (incomplete, not failed), across
+    /// every process that shares the database.
+    pub async fn uploads_in_progress(&self) -> EngineResult<u64> {
+        self.read_meta(|meta| meta.count_in_progress()).await
+    }
+
+    /// Whether the database answers and the storage takes a new file, each
+    /// checked even when the other fails, so that an operator sees both.
+    pub async fn readiness(&self) -> Readiness {
+        let (meta, storage) = (self.meta.clone(), self.storage.clone());
+        let checked = run_blocking(move || {
+            Ok(Readiness {
+                database: meta.ping().err().map(|err| err.to_string()),
+                storage: storage.check().err().map(|err| err.to_string()),
+            })
+        })
+        .await;
+        checked.unwrap_or_else(|err| Readiness {
+            database: Some(err.to_string()),
+            storage: Some(err.to_string()),
+        })
     }
 }

@@ -8,7 +8,7 @@
 //! request to its commit), `write` (a body streamed into a part file),
 //! `complete` (completion and reading), `sweep` (removal), `lock`
 //! (mutexes and leases), `checksum` and `feeds` (hashing), `pages` (write
-//! buffers). This file holds the engine's settings, its policy checks and
+//! buffers), `metrics` (counters, readiness). This file holds the engine's settings, its policy checks and
 //! what they all share (finding and locking an upload, its hash state):
 //! the one file every other one imports.
 
@@ -32,7 +32,7 @@ pub use create::Staged;
 pub use crate::meta::UploadRecord as Upload;
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
-pub use metrics::EngineMetrics;
+pub use metrics::{EngineMetrics, Readiness};
 
 use crate::meta::{ListQuery, MetaResult, MetaStore, Sees, UploadRecord, Viewer};
 use crate::storage::{PartKey, PartReader, PartStore, StorageError};
@@ -273,20 +273,6 @@ pub struct Engine {
     metrics: EngineMetrics,
 }
 
-/// What keeps the server from serving uploads: each part's error, or None
-/// where it is usable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Readiness {
-    pub database: Option<String>,
-    pub storage: Option<String>,
-}
-
-impl Readiness {
-    pub fn is_ready(&self) -> bool {
-        self.database.is_none() && self.storage.is_none()
-    }
-}
-
 impl Engine {
     pub fn new(
         meta: Arc<dyn MetaStore>,
@@ -306,33 +292,6 @@ impl Engine {
 
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
-    }
-
-    pub fn metrics(&self) -> &EngineMetrics {
-        &self.metrics
-    }
-
-    /// How many uploads are in progress (incomplete, not failed), across
-    /// every process that shares the database.
-    pub async fn uploads_in_progress(&self) -> EngineResult<u64> {
-        self.read_meta(|meta| meta.count_in_progress()).await
-    }
-
-    /// Whether the database answers and the storage takes a new file, each
-    /// checked even when the other fails, so that an operator sees both.
-    pub async fn readiness(&self) -> Readiness {
-        let (meta, storage) = (self.meta.clone(), self.storage.clone());
-        let checked = run_blocking(move || {
-            Ok(Readiness {
-                database: meta.ping().err().map(|err| err.to_string()),
-                storage: storage.check().err().map(|err| err.to_string()),
-            })
-        })
-        .await;
-        checked.unwrap_or_else(|err| Readiness {
-            database: Some(err.to_string()),
-            storage: Some(err.to_string()),
-        })
     }
 
     /// What the upload is hashed whole with; None when it is not.

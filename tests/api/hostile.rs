@@ -168,6 +168,17 @@ fn requests_past_the_cap_get_503(backend: Backend) {
         assert_eq!(read_response(stream).status, 200);
     }
     assert_eq!(client.get("/upload/").json().as_array().unwrap().len(), 2);
+    let metrics = client.get("/metrics").text();
+    assert!(
+        metrics.contains("\nchunkd_requests_refused_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "\nchunkd_requests_total{protocol=\"chunked\",method=\"GET\",status=\"503\"} 1\n"
+        ),
+        "{metrics}"
+    );
 }
 
 both_backends!(
