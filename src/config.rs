@@ -276,6 +276,11 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long, env = "CHUNKD_WORKERS")]
     pub workers: Option<usize>,
+    /// On SIGTERM or SIGINT the server stops accepting; requests in flight
+    /// get this long to finish (whole seconds), then are cut off and their
+    /// chunks rolled back.
+    #[arg(long, env = "CHUNKD_SHUTDOWN_TIMEOUT", default_value = "30s")]
+    pub shutdown_timeout: Span,
 }
 
 /// A bound of a duration flag, as a person would write it.
@@ -355,6 +360,12 @@ impl ServeArgs {
                 self.cleanup_interval,
                 Duration::ZERO,
                 DAY * 366,
+            ),
+            (
+                "--shutdown-timeout",
+                self.shutdown_timeout,
+                Duration::ZERO,
+                DAY,
             ),
         ] {
             if span.0 < least || span.0 > most {

@@ -193,6 +193,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         builder = builder.workers(workers);
     }
+    builder = builder.shutdown_timeout(args.shutdown_timeout.0.as_secs());
     println!("chunkd listening on http://{addr}");
     std::io::stdout().flush()?;
     builder.run().await?;

@@ -3,7 +3,9 @@
 //! fails, when the database refuses connections or no file can be created
 //! in the data directory, and back to 200 when they recover. Metrics:
 //! `/metrics` after a known sequence of requests, read by the Prometheus
-//! project's own parser.
+//! project's own parser. Shutdown: on SIGTERM a chunk in flight finishes,
+//! one that does not within `--shutdown-timeout` is cut and rolled back, and
+//! the process exits 0.
 
 use crate::both_backends;
 use crate::common::*;
@@ -12,6 +14,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// A directory made immutable (`chattr +i`): no entry can be created in
 /// it, not even by root, whom permission bits do not stop. Undone on drop.
@@ -211,7 +214,75 @@ fn metrics_count_what_happened(backend: Backend) {
     assert!(value("chunkd_bytes_sent_total") >= 6.0);
 }
 
+/// Starts a chunk of 10 bytes at `offset` of the 30-byte upload `id` and
+/// sends its first 5.
+fn half_a_chunk(setup: &Setup, id: &str, data: &[u8], offset: usize) -> std::net::TcpStream {
+    let client = setup.client();
+    let range = format!("bytes {offset}-{}/30", offset + 9);
+    partial_request(
+        &setup.server,
+        "PUT",
+        &format!("/upload/{id}/"),
+        &[("Authorization", &client.auth), ("Content-Range", &range)],
+        10,
+        &data[offset..offset + 5],
+    )
+}
+
+fn sigterm_lets_chunks_in_flight_finish_and_cuts_the_rest(backend: Backend) {
+    let mut setup = Setup::new(backend, &["--shutdown-timeout", "10s"]);
+    let client = setup.client();
+    let data = bytes(30, 5);
+    let created = client.put_raw("/upload/?filename=s.bin", "bytes 0-9/30", &data[..10]);
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+
+    // A chunk in flight when SIGTERM comes finishes, and is acknowledged.
+    let mut in_flight = half_a_chunk(&setup, &id, &data, 10);
+    std::thread::sleep(Duration::from_millis(300));
+    let addr = setup.server.addr.clone();
+    let exited = setup.server.terminate(Duration::from_millis(500));
+    assert!(
+        exited.is_none(),
+        "exited with a chunk in flight: {exited:?}"
+    );
+    eventually("new connections are refused", || {
+        std::net::TcpStream::connect(&addr).is_err()
+    });
+    in_flight.write_all(&data[15..20]).unwrap();
+    let finished = read_response(in_flight);
+    assert_eq!(finished.status, 200, "{}", finished.text());
+    assert_eq!(finished.json()["offset"], 20);
+    let exited = setup.server.terminate(Duration::from_secs(10));
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+
+    // A chunk that does not finish within the timeout is cut off, and
+    // rolled back: the upload resumes at its acknowledged offset.
+    let mut setup = Setup {
+        server: Server::start(&setup.store, &["--shutdown-timeout", "1s"]),
+        ..setup
+    };
+    let stalled = half_a_chunk(&setup, &id, &data, 20);
+    std::thread::sleep(Duration::from_millis(300));
+    let exited = setup.server.terminate(Duration::from_secs(10));
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    drop(stalled);
+    let setup = Setup {
+        server: Server::start(&setup.store, &[]),
+        ..setup
+    };
+    let client = setup.client();
+    let path = format!("/upload/{id}/");
+    assert_eq!(client.get(&path).json()["offset"], 20);
+    let last = client.put_raw(&path, "bytes 20-29/30", &data[20..]);
+    assert_eq!(last.status, 200, "{}", last.text());
+    assert_eq!(client.complete(&id, &md5_hex(&data)).status, 200);
+    let download = client.get(&format!("/upload/{id}/file"));
+    assert_eq!(download.body, data);
+}
+
 both_backends!(
     readiness_follows_the_database_and_the_storage,
-    metrics_count_what_happened
+    metrics_count_what_happened,
+    sigterm_lets_chunks_in_flight_finish_and_cuts_the_rest
 );
