@@ -47,6 +47,12 @@ impl FromStr for Size {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// `scheme://host[:port]`, as a browser sends it in `Origin`.
 fn is_origin(text: &str) -> bool {
     let Some((scheme, authority)) = text.split_once("://") else {
@@ -281,6 +287,10 @@ pub struct ServeArgs {
     /// chunks rolled back.
     #[arg(long, env = "CHUNKD_SHUTDOWN_TIMEOUT", default_value = "30s")]
     pub shutdown_timeout: Span,
+    /// Log lines as text, or as one JSON object each (`json`): a request's
+    /// with its id, owner, upload, status, bytes and duration.
+    #[arg(long, env = "CHUNKD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 /// A bound of a duration flag, as a person would write it.

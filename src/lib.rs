@@ -150,6 +150,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let read_timeout = args.read_timeout.0;
     let cors_origins = args.cors_origins.clone();
+    let log_format = args.log_format;
     let metrics = actix_web::web::Data::new(http::Metrics::new(&state.engine));
     let builder = actix_server::Server::build();
     let shutdown = builder.graceful_shutdown_signal();
@@ -163,10 +164,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .app_data(state.clone())
                 .app_data(ListenAddr(addr))
                 .app_data(metrics.clone())
+                .app_data(log_format)
                 .wrap(actix_web::middleware::from_fn(http::cap_requests))
                 .wrap(actix_web::middleware::from_fn(http::count_requests))
                 .wrap(http::cors(&cors_origins))
-                .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
+                .wrap(actix_web::middleware::from_fn(http::log_requests))
                 .configure(http::routes)
                 .into_factory()
                 .map_err(|err: actix_web::Error| err.error_response());

@@ -1,4 +1,4 @@
-use chunkd::config::{Cli, Command, ServeArgs, TokenAction};
+use chunkd::config::{Cli, Command, LogFormat, ServeArgs, TokenAction};
 use chunkd::meta::MetaStore;
 use clap::Parser;
 use std::process::ExitCode;
@@ -23,12 +23,41 @@ fn tune_the_allocator() {
 /// HTTP layer's complaints about requests it could not parse demoted from
 /// ERROR to INFO: they are a client's fault, and at ERROR any client could
 /// flood the error log.
-fn init_logging() {
-    let inner =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+fn init_logging(format: LogFormat) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if format == LogFormat::Json {
+        builder.format(json_line);
+    }
+    let inner = builder.build();
     log::set_max_level(inner.filter());
     if log::set_boxed_logger(Box::new(ClientFaultsAtInfo(inner))).is_err() {
         eprintln!("chunkd: a logger was already set");
+    }
+}
+
+/// A log record as one JSON object: a request's line is one already
+/// (`log_requests`), to which the time and level are added; any other
+/// record's text goes in `message`.
+fn json_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record) -> std::io::Result<()> {
+    use std::io::Write;
+    let head = serde_json::json!({
+        "time": buf.timestamp_micros().to_string(),
+        "level": record.level().as_str(),
+        "target": record.target(),
+    })
+    .to_string();
+    let head = head.strip_suffix('}').unwrap_or(&head);
+    let message = record.args().to_string();
+    match message.strip_prefix('{') {
+        Some(fields) if record.target() == chunkd::http::REQUEST_TARGET => {
+            writeln!(buf, "{head},{fields}")
+        }
+        _ => writeln!(
+            buf,
+            "{head},\"message\":{}}}",
+            serde_json::Value::String(message)
+        ),
     }
 }
 
@@ -67,8 +96,13 @@ impl log::Log for ClientFaultsAtInfo {
 
 fn main() -> ExitCode {
     tune_the_allocator();
-    init_logging();
     let cli = Cli::parse();
+    let format = match &cli.command {
+        None => cli.serve.log_format,
+        Some(Command::Serve(args) | Command::Cleanup(args)) => args.log_format,
+        Some(_) => LogFormat::Text,
+    };
+    init_logging(format);
     let result = match cli.command {
         None => run_async(chunkd::serve(*cli.serve)),
         Some(Command::Serve(args)) => run_async(chunkd::serve(*args)),

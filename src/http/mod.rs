@@ -1,8 +1,10 @@
 //! App wiring: routes, CORS, the request cap, health and metrics.
 
 mod metrics;
+mod request_log;
 
 pub use metrics::{count_requests, Metrics};
+pub use request_log::{log_requests, REQUEST_TARGET};
 
 use crate::protocol::chunked::{self, ChunkedError, RequestError};
 use crate::protocol::kit::AppState;

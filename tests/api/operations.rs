@@ -5,7 +5,9 @@
 //! `/metrics` after a known sequence of requests, read by the Prometheus
 //! project's own parser. Shutdown: on SIGTERM a chunk in flight finishes,
 //! one that does not within `--shutdown-timeout` is cut and rolled back, and
-//! the process exits 0.
+//! the process exits 0. Logs: with `--log-format json` every line is a JSON
+//! object, a request's with its id (also in `X-Request-Id`), owner, upload,
+//! status, bytes and duration.
 
 use crate::both_backends;
 use crate::common::*;
@@ -281,8 +283,59 @@ fn sigterm_lets_chunks_in_flight_finish_and_cuts_the_rest(backend: Backend) {
     assert_eq!(download.body, data);
 }
 
+fn json_logs_name_each_request(backend: Backend) {
+    let setup = Setup::new(backend, &["--log-format", "json"]);
+    let client = setup.client();
+    let created = client.put_raw("/upload/?filename=l.bin", "bytes 0-3/8", b"abcd");
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let generated = created.header("x-request-id").unwrap().to_owned();
+    assert_eq!(generated.len(), 32, "{generated}");
+    let path = format!("/upload/{id}/");
+    let given = client.send("GET", &path, &[("X-Request-Id", "proxy-7.a_b:c")], b"");
+    assert_eq!(given.header("x-request-id"), Some("proxy-7.a_b:c"));
+    let forged = client.send("GET", &path, &[("X-Request-Id", "two words")], b"");
+    assert_ne!(forged.header("x-request-id"), Some("two words"));
+
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&setup.server.log)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            })
+            .collect()
+    };
+    let line_of = |request_id: &str| {
+        lines()
+            .into_iter()
+            .find(|line| line["request_id"] == request_id)
+    };
+    eventually("the requests are logged", || {
+        line_of("proxy-7.a_b:c").is_some()
+    });
+    let line = line_of("proxy-7.a_b:c").unwrap();
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], path.as_str());
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["owner"], "alice");
+    assert_eq!(line["upload_id"], id.as_str());
+    assert_eq!(line["bytes"], given.body.len() as u64);
+    assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(line["time"].as_str().unwrap().starts_with("20"));
+    let creation = line_of(&generated).unwrap();
+    assert_eq!(
+        (&creation["method"], &creation["status"], &creation["owner"]),
+        (&json!("PUT"), &json!(200), &json!("alice"))
+    );
+    // Lines that are not a request's carry their text in `message`.
+    assert!(lines().iter().any(|line| line["message"].is_string()));
+}
+
 both_backends!(
     readiness_follows_the_database_and_the_storage,
     metrics_count_what_happened,
+    json_logs_name_each_request,
     sigterm_lets_chunks_in_flight_finish_and_cuts_the_rest
 );

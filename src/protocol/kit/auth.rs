@@ -4,7 +4,7 @@ use super::AppState;
 use crate::engine::{Caller, EngineError};
 use crate::tokens::hash_token;
 use actix_web::http::header;
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage, HttpRequest};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -96,9 +96,21 @@ async fn look_up(state: &AppState, token_hash: String) -> AuthResult<Caller> {
 
 /// The caller, its token looked up.
 pub async fn caller(req: &HttpRequest, state: &AppState) -> AuthResult<Caller> {
-    match presented(req, state)? {
-        Some(token_hash) => look_up(state, token_hash).await,
-        None => Ok(Caller::Anonymous),
+    let caller = match presented(req, state)? {
+        Some(token_hash) => look_up(state, token_hash).await?,
+        None => Caller::Anonymous,
+    };
+    note_owner(req, &caller);
+    Ok(caller)
+}
+
+/// The owner a request acted as, for its log line.
+#[derive(Clone)]
+pub struct LoggedOwner(pub String);
+
+fn note_owner(req: &HttpRequest, caller: &Caller) {
+    if let Caller::Owner { name, .. } = caller {
+        req.extensions_mut().insert(LoggedOwner(name.clone()));
     }
 }
 
@@ -121,6 +133,7 @@ impl Appender {
             Some(name) => (Caller::Owner { name, token_hash }, true),
             None => (look_up(state, token_hash).await?, false),
         };
+        note_owner(req, &caller);
         Ok(Appender { caller, remembered })
     }
 
