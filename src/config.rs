@@ -1,7 +1,7 @@
 //! Typed settings: flags of `chunkd`, each also read from the `CHUNKD_`
 //! environment variable of the same name.
 
-use crate::engine::{expand_path_template, ChecksumAlgo, EngineSettings};
+use crate::engine::{expand_path_template, ChecksumAlgo, EngineSettings, OwnerLimits};
 use crate::meta::DatabaseUrl;
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
@@ -151,6 +151,9 @@ pub enum Command {
     /// Delete expired incomplete uploads (row and file) and print them; reads
     /// the same settings as serve.
     Cleanup(Box<ServeArgs>),
+    /// What each owner holds, as the quotas count it: owner (`-` for
+    /// anonymous uploads), uploads, uploads in progress, bytes.
+    Usage(StoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,6 +255,14 @@ pub struct ServeArgs {
     /// Largest body of one request (none by default).
     #[arg(long, env = "CHUNKD_MAX_CHUNK_BYTES")]
     pub max_chunk_bytes: Option<Size>,
+    /// Bytes one owner may hold (anonymous uploads count as one owner):
+    /// the sizes of its uploads, complete or in progress. A new upload past
+    /// it gets 413.
+    #[arg(long, env = "CHUNKD_QUOTA_BYTES")]
+    pub quota_bytes: Option<Size>,
+    /// Uploads one owner may have in progress at once; one more gets 429.
+    #[arg(long, env = "CHUNKD_MAX_UPLOADS_IN_PROGRESS")]
+    pub max_uploads_in_progress: Option<u64>,
     /// How long a request waits for another one on the same upload before 409.
     #[arg(long, env = "CHUNKD_LOCK_TIMEOUT", default_value = "10s")]
     pub lock_timeout: Span,
@@ -318,6 +329,10 @@ impl ServeArgs {
             lock_timeout: self.lock_timeout.0,
             read_timeout: self.read_timeout.0,
             lease_time: self.lease_time.0,
+            owner_limits: OwnerLimits {
+                bytes: self.quota_bytes.map(|s| s.0),
+                uploads_in_progress: self.max_uploads_in_progress,
+            },
         }
     }
 

@@ -112,6 +112,7 @@ fn main() -> ExitCode {
         }),
         Some(Command::Token { action }) => token(action),
         Some(Command::Cleanup(args)) => run_async(cleanup(*args)),
+        Some(Command::Usage(store)) => usage(&store),
     };
     match result {
         Ok(code) => code,
@@ -126,6 +127,20 @@ fn run_async<T, F: std::future::Future<Output = anyhow::Result<T>>>(
     future: F,
 ) -> anyhow::Result<ExitCode> {
     actix_web::rt::System::new().block_on(future)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn usage(store: &chunkd::config::StoreArgs) -> anyhow::Result<ExitCode> {
+    let meta = chunkd::open_store(store, true)?;
+    for usage in meta.usage_by_owner()? {
+        println!(
+            "{}\t{}\t{}\t{}",
+            usage.owner.as_deref().unwrap_or("-"),
+            usage.uploads,
+            usage.uploads_in_progress,
+            usage.bytes
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

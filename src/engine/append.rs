@@ -261,6 +261,10 @@ impl Engine {
                     });
                 }
                 self.check_total(provided)?;
+                // Its bytes so far were counted; the rest of the told total
+                // is asked for now.
+                self.check_owner_limits(caller, provided - upload.offset, false)
+                    .await?;
                 upload.total = Some(provided);
             }
             _ => {}

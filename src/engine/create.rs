@@ -41,6 +41,29 @@ struct StagedFile {
 const MAX_CONCAT_PARTS: usize = 256;
 
 impl Engine {
+    /// Refuses early what the insertion of a new upload (`new_upload`) or
+    /// more bytes of one would pass of its owner's limits (`wanted`: the
+    /// bytes asked for beyond what is counted); the insertion checks again,
+    /// as one step with it, against concurrent creations.
+    pub async fn check_owner_limits(
+        &self,
+        caller: &Caller,
+        wanted: u64,
+        new_upload: bool,
+    ) -> EngineResult<()> {
+        let limits = self.settings.owner_limits;
+        if limits.is_unlimited() {
+            return Ok(());
+        }
+        let owner = caller.owner().map(str::to_owned);
+        let usage = self
+            .read_meta(move |meta| meta.owner_usage(owner.as_deref()))
+            .await?;
+        limits
+            .check(&usage, wanted, new_upload)
+            .map_err(EngineError::OverLimit)
+    }
+
     /// Receives the bytes of a new upload into a new part file, hashed as
     /// `hashing` says. The body follows `rules`: an exact length, or any
     /// up to the size and chunk limits.
@@ -155,10 +178,10 @@ impl Engine {
         } else {
             let record = self.new_record(&file, caller, new, &feed.checkpoint()?);
             let (meta, guard, row) = (self.meta.clone(), file.guard, record.clone());
-            let metrics = self.metrics.clone();
+            let (metrics, limits) = (self.metrics.clone(), self.settings.owner_limits);
             run_blocking(move || {
                 metrics.timed("sync", || guard.sync())?;
-                metrics.timed("commit", || meta.insert_upload(&row))?;
+                metrics.timed("commit", || meta.insert_upload(&row, &limits))?;
                 guard.mark_committed();
                 Ok(())
             })
@@ -224,11 +247,17 @@ impl Engine {
             staged.key,
             record.clone(),
         );
-        let metrics = self.metrics.clone();
+        let (metrics, limits) = (self.metrics.clone(), self.settings.owner_limits);
         run_blocking(move || {
             metrics.timed("sync", || guard.sync())?;
             storage.finalize(&key)?;
-            metrics.timed("commit", || meta.insert_upload(&row))?;
+            let inserted = metrics.timed("commit", || meta.insert_upload(&row, &limits));
+            if inserted.is_err() {
+                // The completed file has no row to show it: it goes, as the
+                // part file would (a leftover is an orphan for the sweep).
+                let _ = storage.remove(&key);
+            }
+            inserted?;
             guard.mark_committed();
             Ok(())
         })

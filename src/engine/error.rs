@@ -1,4 +1,4 @@
-use crate::meta::MetaError;
+use crate::meta::{MetaError, OverLimit};
 use crate::storage::StorageError;
 
 /// Everything the engine can refuse or fail with. Protocol-neutral: each
@@ -64,6 +64,10 @@ pub enum EngineError {
     Damaged(String),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
+    /// The caller's owner would pass `--quota-bytes` or
+    /// `--max-uploads-in-progress`.
+    #[error("{0}")]
+    OverLimit(OverLimit),
     /// Any other failure of the storage.
     #[error(transparent)]
     Storage(StorageError),
@@ -92,6 +96,7 @@ impl From<MetaError> for EngineError {
     fn from(err: MetaError) -> Self {
         match err {
             MetaError::Connection(reason) => EngineError::DatabaseUnavailable(reason),
+            MetaError::OverLimit(over) => EngineError::OverLimit(over),
             other => EngineError::Meta(other),
         }
     }

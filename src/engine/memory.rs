@@ -4,8 +4,8 @@
 //! file until renamed to a completed one), without a database or a disk.
 
 use crate::meta::{
-    ChunkCommit, Completed, LeaseOutcome, ListQuery, MetaResult, MetaStore, Sees, TokenRecord,
-    UploadRecord, Viewer,
+    ChunkCommit, Completed, LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, OwnerLimits,
+    OwnerUsage, Sees, TokenRecord, UploadRecord, Viewer,
 };
 use crate::storage::{
     PartKey, PartReader, PartStore, PartWriter, StorageError, StorageResult, StoredFile,
@@ -71,9 +71,43 @@ fn in_progress(upload: &UploadRecord) -> bool {
 }
 
 impl MetaStore for MemoryMeta {
-    fn insert_upload(&self, upload: &UploadRecord) -> MetaResult<()> {
+    fn insert_upload(&self, upload: &UploadRecord, limits: &OwnerLimits) -> MetaResult<()> {
+        let usage = self.owner_usage(upload.owner.as_deref())?;
+        let wanted = upload.total.unwrap_or(upload.offset);
+        limits
+            .check(&usage, wanted, true)
+            .map_err(MetaError::OverLimit)?;
         self.set(upload.clone());
         Ok(())
+    }
+
+    fn owner_usage(&self, owner: Option<&str>) -> MetaResult<OwnerUsage> {
+        let mut usage = OwnerUsage {
+            owner: owner.map(str::to_owned),
+            ..OwnerUsage::default()
+        };
+        for row in locked(&self.rows).values() {
+            let upload = &row.upload;
+            if upload.owner.as_deref() == owner {
+                usage.bytes += upload.total.unwrap_or(upload.offset);
+                usage.uploads += 1;
+                usage.uploads_in_progress += u64::from(!upload.complete && !upload.failed);
+            }
+        }
+        Ok(usage)
+    }
+
+    fn usage_by_owner(&self) -> MetaResult<Vec<OwnerUsage>> {
+        let mut owners: Vec<Option<String>> = locked(&self.rows)
+            .values()
+            .map(|row| row.upload.owner.clone())
+            .collect();
+        owners.sort();
+        owners.dedup();
+        owners
+            .iter()
+            .map(|owner| self.owner_usage(owner.as_deref()))
+            .collect()
     }
 
     fn get_upload(&self, id: Uuid) -> MetaResult<Option<UploadRecord>> {

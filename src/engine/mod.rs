@@ -30,6 +30,8 @@ pub use create::Staged;
 
 /// An upload as the engine shows it to adapters.
 pub use crate::meta::UploadRecord as Upload;
+/// What an owner may hold, and what it holds.
+pub use crate::meta::{OverLimit, OwnerLimits, OwnerUsage};
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
 pub use metrics::{EngineMetrics, Readiness};
@@ -125,6 +127,8 @@ pub struct EngineSettings {
     pub read_timeout: Duration,
     /// How long the lock of a process that died outlives it.
     pub lease_time: Duration,
+    /// Per owner (`--quota-bytes`, `--max-uploads-in-progress`).
+    pub owner_limits: OwnerLimits,
 }
 
 /// Who is asking.

@@ -28,6 +28,7 @@ fn engine_with(expiration: Duration) -> (Engine, Arc<MemoryMeta>, Arc<MemoryStor
         lock_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_secs(5),
         lease_time: Duration::from_secs(10),
+        owner_limits: OwnerLimits::default(),
     };
     let engine = Engine::new(meta.clone(), storage.clone(), settings);
     (engine, meta, storage)

@@ -26,6 +26,69 @@ pub enum MetaError {
     Commit(String),
     #[error("corrupt row {id}: {reason}")]
     CorruptRow { id: String, reason: String },
+    #[error("{0}")]
+    OverLimit(OverLimit),
+}
+
+/// What one owner may hold (anonymous uploads count as one owner).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnerLimits {
+    /// Bytes of every upload kept, complete or not: the total declared by
+    /// those in progress (their bytes so far while their length is
+    /// deferred), the size of the rest.
+    pub bytes: Option<u64>,
+    /// Uploads in progress.
+    pub uploads_in_progress: Option<u64>,
+}
+
+/// What an owner holds, as `OwnerLimits` counts it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerUsage {
+    /// None: anonymous uploads.
+    pub owner: Option<String>,
+    pub bytes: u64,
+    pub uploads: u64,
+    pub uploads_in_progress: u64,
+}
+
+/// A limit of `OwnerLimits` that a new upload would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OverLimit {
+    #[error("storage quota exceeded: {used} of {limit} bytes in use, {wanted} more asked")]
+    Bytes { used: u64, wanted: u64, limit: u64 },
+    #[error("too many uploads in progress: {limit} at most")]
+    UploadsInProgress { limit: u64 },
+}
+
+impl OwnerLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.bytes.is_none() && self.uploads_in_progress.is_none()
+    }
+
+    /// Whether an owner who holds `usage` may add `wanted` bytes, in a new
+    /// upload (which also counts as one more in progress) or not.
+    pub fn check(
+        &self,
+        usage: &OwnerUsage,
+        wanted: u64,
+        new_upload: bool,
+    ) -> Result<(), OverLimit> {
+        if let Some(limit) = self.uploads_in_progress {
+            if new_upload && usage.uploads_in_progress >= limit {
+                return Err(OverLimit::UploadsInProgress { limit });
+            }
+        }
+        if let Some(limit) = self.bytes {
+            if usage.bytes.saturating_add(wanted) > limit {
+                return Err(OverLimit::Bytes {
+                    used: usage.bytes,
+                    wanted,
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 pub type MetaResult<T> = Result<T, MetaError>;
@@ -141,7 +204,14 @@ pub enum Sees {
 /// and checks the token (fencing), so a holder that lost its lease changes
 /// nothing.
 pub trait MetaStore: Send + Sync {
-    fn insert_upload(&self, upload: &UploadRecord) -> MetaResult<()>;
+    /// Inserts a new upload if its owner stays within `limits` with it,
+    /// checked and inserted as one step against concurrent insertions
+    /// (else `MetaError::OverLimit`).
+    fn insert_upload(&self, upload: &UploadRecord, limits: &OwnerLimits) -> MetaResult<()>;
+    /// What `owner` (None: anonymous) holds.
+    fn owner_usage(&self, owner: Option<&str>) -> MetaResult<OwnerUsage>;
+    /// What every owner holds, by owner.
+    fn usage_by_owner(&self) -> MetaResult<Vec<OwnerUsage>>;
     fn get_upload(&self, id: Uuid) -> MetaResult<Option<UploadRecord>>;
     /// Newest first.
     fn list_uploads(&self, query: &ListQuery) -> MetaResult<Vec<UploadRecord>>;

@@ -6,7 +6,8 @@
 
 use crate::engine::Upload;
 use crate::engine::{
-    BodyLength, BodyRules, Caller, ChecksumAlgo, Completion, EngineError, NewUpload, PARTIAL,
+    BodyLength, BodyRules, Caller, ChecksumAlgo, Completion, EngineError, NewUpload, OverLimit,
+    PARTIAL,
 };
 use crate::protocol::kit::auth::{caller, Appender, AuthError};
 use crate::protocol::kit::gate::GatedPayload;
@@ -107,6 +108,8 @@ impl TusError {
             E::LeaseLost => (503, text("Lost the lock on the upload; retry the request")),
             E::DatabaseUnavailable(_) => (503, text("Database unavailable")),
             E::NoSpace => (507, text("Insufficient storage")),
+            E::OverLimit(over @ OverLimit::Bytes { .. }) => (413, over.to_string()),
+            E::OverLimit(over @ OverLimit::UploadsInProgress { .. }) => (429, over.to_string()),
             E::Damaged(_) => (500, text("Stored data of this upload is damaged")),
             E::Storage(_) | E::Meta(_) | E::Internal(_) => (500, text("Internal server error")),
         }
@@ -308,6 +311,9 @@ pub async fn create(
         }
     };
     engine.check_filename(&filename)?;
+    engine
+        .check_owner_limits(&caller, total.unwrap_or(0), true)
+        .await?;
     let with_body = is_offset_stream(&req);
     let staged = if with_body {
         if let Some(len) = content_length(&req) {

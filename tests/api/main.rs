@@ -16,6 +16,7 @@ mod load;
 mod locking;
 mod operations;
 mod processes;
+mod quotas;
 mod refusals;
 mod transcript;
 mod tus;

@@ -8,8 +8,8 @@
 
 use super::schema::{tokens, uploads};
 use super::{
-    ChunkCommit, Completed, LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, Sees,
-    TokenRecord, UploadRecord, Viewer,
+    ChunkCommit, Completed, LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, OwnerLimits,
+    OwnerUsage, Sees, TokenRecord, UploadRecord, Viewer,
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
@@ -31,6 +31,7 @@ pub use url::DatabaseUrl;
 
 use commit::{lock_turn, CommitQueue, QueuedCommit};
 use prepared::Prepared;
+mod usage;
 use rows::{held, naive, TokenRow, UploadRow};
 
 #[derive(diesel::MultiConnection)]
@@ -332,12 +333,43 @@ impl DieselStore {
 }
 
 impl MetaStore for DieselStore {
-    fn insert_upload(&self, upload: &UploadRecord) -> MetaResult<()> {
+    fn insert_upload(&self, upload: &UploadRecord, limits: &OwnerLimits) -> MetaResult<()> {
         let (mut conn, _turn) = self.durable()?;
-        diesel::insert_into(uploads::table)
-            .values(UploadRow::from_record(upload))
-            .execute(&mut *conn)?;
-        Ok(())
+        let insert = |conn: &mut AnyConnection| {
+            diesel::insert_into(uploads::table)
+                .values(UploadRow::from_record(upload))
+                .execute(conn)
+        };
+        if limits.is_unlimited() {
+            insert(&mut conn)?;
+            return Ok(());
+        }
+        let owner = upload.owner.as_deref();
+        let conn: &mut AnyConnection = &mut conn;
+        conn.transaction(|conn| {
+            // Insertions of one owner queue here, so that each sees what
+            // the one before it inserted. SQLite has one writer at a time.
+            if let AnyConnection::Postgresql(pg) = conn {
+                diesel::sql_query("SELECT pg_advisory_xact_lock(727276, hashtext($1))")
+                    .bind::<diesel::sql_types::Text, _>(owner.unwrap_or(""))
+                    .execute(pg)?;
+            }
+            let usage = usage::of_owner(conn, owner)?;
+            let wanted = upload.total.unwrap_or(upload.offset);
+            limits
+                .check(&usage, wanted, true)
+                .map_err(MetaError::OverLimit)?;
+            insert(conn)?;
+            Ok(())
+        })
+    }
+
+    fn owner_usage(&self, owner: Option<&str>) -> MetaResult<OwnerUsage> {
+        Ok(usage::of_owner(&mut *self.lookup()?, owner)?)
+    }
+
+    fn usage_by_owner(&self) -> MetaResult<Vec<OwnerUsage>> {
+        Ok(usage::by_owner(&mut *self.lookup()?)?)
     }
 
     fn get_upload(&self, id: Uuid) -> MetaResult<Option<UploadRecord>> {

@@ -134,7 +134,9 @@ fn insert_upload(store: &DieselStore, now: DateTime<Utc>) -> UploadRecord {
         metadata: None,
         concat: None,
     };
-    store.insert_upload(&upload).unwrap();
+    store
+        .insert_upload(&upload, &OwnerLimits::default())
+        .unwrap();
     upload
 }
 

@@ -3,7 +3,7 @@
 //! requests outside any protocol (unknown paths, the request cap) with
 //! these too.
 
-use crate::engine::EngineError;
+use crate::engine::{EngineError, OverLimit};
 use crate::protocol::kit::auth::AuthError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -179,6 +179,12 @@ impl ChunkedError {
                     detail("Lost the lock on the upload; retry the request"),
                 ),
                 E::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, detail("Insufficient storage")),
+                E::OverLimit(over @ OverLimit::Bytes { .. }) => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, detail(over))
+                }
+                E::OverLimit(over @ OverLimit::UploadsInProgress { .. }) => {
+                    (StatusCode::TOO_MANY_REQUESTS, detail(over))
+                }
                 E::Damaged(_) => (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     detail("Stored data of this upload is damaged"),

@@ -200,6 +200,9 @@ pub async fn create(
     let engine = &state.engine;
     let range = chunk_range(&req)?;
     engine.check_total(range.total)?;
+    engine
+        .check_owner_limits(&caller, range.total, true)
+        .await?;
     if range.start != 0 {
         return Err(EngineError::OffsetMismatch {
             expected: 0,
@@ -250,6 +253,8 @@ pub async fn create_complete(
 ) -> ChunkedResult<HttpResponse> {
     let caller = caller(&req, &state).await?;
     let engine = &state.engine;
+    let declared = content_length(&req).unwrap_or(0);
+    engine.check_owner_limits(&caller, declared, true).await?;
     let algo = engine.settings().checksum.name();
     let (staged, filename, checksum): (Staged, _, _) = match body(&req, payload)? {
         Body::Raw(payload) => {
