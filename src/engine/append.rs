@@ -13,8 +13,9 @@ use crate::meta::{ChunkCommit, Completed, UploadRecord};
 use crate::storage::{PartKey, PartWriter};
 use bytes::Bytes;
 use chrono::{SubsecRound, Utc};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use std::fmt::Display;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
@@ -73,7 +74,7 @@ impl<'a> AppendSession<'a> {
         let AppendSession {
             engine,
             upload,
-            lock,
+            mut lock,
             opened,
         } = self;
         let fed = engine.feed_at(&upload).await;
@@ -84,6 +85,12 @@ impl<'a> AppendSession<'a> {
         });
         let writer = engine.record_loss(&lock, upload.id, opened).await?;
         let token = lock.token().to_owned();
+        let reached = lock.track_chunk(from);
+        let body = body.inspect(move |piece| {
+            if let Ok(bytes) = piece {
+                reached.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+        });
         let guard = WriteGuard::new(
             engine.storage.clone(),
             key.clone(),

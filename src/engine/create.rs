@@ -147,6 +147,7 @@ impl Engine {
             hash_state: hashed.save(),
             checksum: None,
             storage_dir: staged.key.dir.clone(),
+            received: None,
             created_at: staged.created_at,
             expires_at: staged
                 .created_at

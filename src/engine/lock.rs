@@ -12,6 +12,7 @@ use super::run_blocking;
 use crate::meta::{LeaseOutcome, MetaStore, UploadRecord, Viewer};
 use chrono::Utc;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
@@ -24,6 +25,8 @@ const POLL_MAX: Duration = Duration::from_millis(200);
 /// holding the leases.
 pub struct Locks {
     map: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where the chunk in flight on each upload held here has reached.
+    in_flight: Mutex<HashMap<Uuid, Arc<AtomicU64>>>,
     meta: Arc<dyn MetaStore>,
     /// How long a lease lasts without renewal: a dead process frees its
     /// uploads within this time. A holder renews it every quarter of it,
@@ -36,9 +39,19 @@ impl Locks {
     pub fn new(meta: Arc<dyn MetaStore>, lease: Duration) -> Self {
         Locks {
             map: Mutex::default(),
+            in_flight: Mutex::default(),
             meta,
             lease,
         }
+    }
+
+    /// Where the chunk in flight on `id` has reached, if one is in flight
+    /// in this process.
+    pub fn received(&self, id: Uuid) -> Option<u64> {
+        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight
+            .get(&id)
+            .map(|reached| reached.load(Ordering::Relaxed))
     }
 
     fn lease_delta(&self) -> chrono::TimeDelta {
@@ -96,6 +109,8 @@ pub struct UploadLock {
     local: Option<OwnedMutexGuard<()>>,
     lease_held: bool,
     last_renewal: Mutex<Instant>,
+    /// Where the chunk in flight has reached, once one is (`track_chunk`).
+    received: Option<Arc<AtomicU64>>,
 }
 
 /// What trying to take an upload's lease came to.
@@ -157,6 +172,7 @@ impl UploadLock {
             local: Some(local),
             lease_held: false,
             last_renewal: Mutex::new(Instant::now()),
+            received: None,
         };
         let viewer = Arc::new(viewer);
         let mut then = Some(then);
@@ -213,16 +229,32 @@ impl UploadLock {
         &self.token
     }
 
+    /// Starts counting a chunk that begins at `from`: the counter it
+    /// returns is to be advanced by every byte received. Readers in this
+    /// process see it at once (`Locks::received`), other processes with
+    /// each renewal of the lease.
+    pub fn track_chunk(&mut self, from: u64) -> Arc<AtomicU64> {
+        let reached = Arc::new(AtomicU64::new(from));
+        let mut in_flight = self
+            .locks
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        in_flight.insert(self.id, reached.clone());
+        self.received = Some(reached.clone());
+        reached
+    }
+
     /// Renews the lease when due; fails once it can no longer be trusted.
     pub async fn keep_alive(&self) -> EngineResult<()> {
         let lease = self.locks.lease;
         if self.renewed_at().elapsed() >= lease / 4 {
             let started = Instant::now();
             let (locks, id, token) = (self.locks.clone(), self.id, self.token.clone());
+            let received = self.received.as_ref().map(|r| r.load(Ordering::Relaxed));
             let renewed = run_blocking(move || {
-                Ok(locks
-                    .meta
-                    .renew_lease(id, &token, Utc::now() + locks.lease_delta())?)
+                let until = Utc::now() + locks.lease_delta();
+                Ok(locks.meta.renew_lease(id, &token, until, received)?)
             })
             .await?;
             if !renewed {
@@ -250,6 +282,10 @@ impl Drop for UploadLock {
     fn drop(&mut self) {
         let (locks, id, token) = (self.locks.clone(), self.id, std::mem::take(&mut self.token));
         let (local, lease_held) = (self.local.take(), self.lease_held);
+        if self.received.take().is_some() {
+            let mut in_flight = locks.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            in_flight.remove(&id);
+        }
         super::detach_blocking(move || {
             if lease_held {
                 if let Err(err) = locks.meta.release_lease(id, &token) {

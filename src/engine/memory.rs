@@ -24,6 +24,8 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Row {
     upload: UploadRecord,
     lease: Option<(String, DateTime<Utc>)>,
+    /// What the lease holder last reported of its chunk in flight.
+    received: Option<u64>,
 }
 
 #[derive(Default)]
@@ -61,6 +63,7 @@ impl MemoryMeta {
             Row {
                 upload,
                 lease: None,
+                received: None,
             },
         );
     }
@@ -111,7 +114,16 @@ impl MetaStore for MemoryMeta {
     }
 
     fn get_upload(&self, id: Uuid) -> MetaResult<Option<UploadRecord>> {
-        Ok(locked(&self.rows).get(&id).map(|row| row.upload.clone()))
+        Ok(locked(&self.rows).get(&id).map(|row| {
+            let leased = row
+                .lease
+                .as_ref()
+                .is_some_and(|(_, ends)| *ends > Utc::now());
+            UploadRecord {
+                received: row.received.filter(|_| leased),
+                ..row.upload.clone()
+            }
+        }))
     }
 
     fn count_in_progress(&self) -> MetaResult<u64> {
@@ -178,16 +190,24 @@ impl MetaStore for MemoryMeta {
             return Ok(LeaseOutcome::Busy);
         }
         row.lease = Some((token.to_owned(), until));
+        row.received = None;
         Ok(LeaseOutcome::Acquired(Box::new(row.upload.clone())))
     }
 
-    fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool> {
+    fn renew_lease(
+        &self,
+        id: Uuid,
+        token: &str,
+        until: DateTime<Utc>,
+        received: Option<u64>,
+    ) -> MetaResult<bool> {
         Ok(self.change_held(
             id,
             token,
             |_| true,
             |row| {
                 row.lease = Some((token.to_owned(), until));
+                row.received = received;
             },
         ))
     }

@@ -402,8 +402,14 @@ impl Engine {
             .ok_or(EngineError::NotFound)
     }
 
+    /// An upload, with where a chunk in flight on it has reached: as this
+    /// process counts it, or as the process receiving it last reported.
     pub async fn get(&self, caller: &Caller, id: Uuid) -> EngineResult<UploadRecord> {
-        self.find(caller, id).await
+        let mut upload = self.find(caller, id).await?;
+        if let Some(here) = self.locks.received(id) {
+            upload.received = Some(upload.received.map_or(here, |there| there.max(here)));
+        }
+        Ok(upload)
     }
 
     pub async fn list(

@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 /// Response headers a browser script may read: what tus clients and the
 /// chunked protocol's resumers need.
-const EXPOSED_HEADERS: [&str; 13] = [
+const EXPOSED_HEADERS: [&str; 14] = [
     "Upload-Offset",
+    "Upload-Received",
     "Upload-Length",
     "Upload-Metadata",
     "Upload-Expires",

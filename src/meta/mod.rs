@@ -118,6 +118,18 @@ pub struct UploadRecord {
     pub metadata: Option<String>,
     /// tus concatenation: `partial`, or `final;` and the parts' URLs.
     pub concat: Option<String>,
+    /// Where the chunk in flight has reached (its start plus its bytes
+    /// received so far), as the lease holder last reported it; None when
+    /// no chunk is in flight. Never written by `insert_upload`.
+    pub received: Option<u64>,
+}
+
+impl UploadRecord {
+    /// Where a chunk in flight has reached, when that is past the
+    /// committed offset: what a progress bar shows beyond it.
+    pub fn in_flight_to(&self) -> Option<u64> {
+        self.received.filter(|&reached| reached > self.offset)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -253,8 +265,15 @@ pub trait MetaStore: Send + Sync {
     fn reads_in_place(&self) -> bool {
         false
     }
-    /// Extends a lease still held; false if it was lost.
-    fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool>;
+    /// Extends a lease still held, with where the chunk in flight has
+    /// reached (`received`); false if it was lost.
+    fn renew_lease(
+        &self,
+        id: Uuid,
+        token: &str,
+        until: DateTime<Utc>,
+        received: Option<u64>,
+    ) -> MetaResult<bool>;
     fn release_lease(&self, id: Uuid, token: &str) -> MetaResult<()>;
     /// Advances the offset and the hash state together, with what else the
     /// upload becomes with these bytes (its told total, its completion),

@@ -21,6 +21,7 @@ diesel::table! {
         metadata -> Nullable<Text>,
         concat -> Nullable<Text>,
         length_deferred -> Bool,
+        received -> Nullable<BigInt>,
     }
 }
 

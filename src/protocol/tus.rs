@@ -404,6 +404,9 @@ pub async fn head(req: HttpRequest, state: web::Data<AppState>) -> TusResult<Htt
     response
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
         .insert_header(("Upload-Offset", upload.offset.to_string()));
+    if let Some(reached) = upload.in_flight_to() {
+        response.insert_header(("Upload-Received", reached.to_string()));
+    }
     match upload.total {
         Some(total) => response.insert_header(("Upload-Length", total.to_string())),
         None => response.insert_header(("Upload-Defer-Length", "1")),

@@ -7,7 +7,10 @@
 //! one that does not within `--shutdown-timeout` is cut and rolled back, and
 //! the process exits 0. Logs: with `--log-format json` every line is a JSON
 //! object, a request's with its id (also in `X-Request-Id`), owner, upload,
-//! status, bytes and duration.
+//! status, bytes and duration. Progress: a chunk in flight shows in
+//! `received` (chunked JSON) and `Upload-Received` (tus HEAD), in the process
+//! receiving it at once and in another through the lease's renewals, while
+//! the acknowledged offset stays where it was.
 
 use crate::both_backends;
 use crate::common::*;
@@ -333,7 +336,71 @@ fn json_logs_name_each_request(backend: Backend) {
     assert!(lines().iter().any(|line| line["message"].is_string()));
 }
 
+fn progress_shows_a_chunk_in_flight(backend: Backend) {
+    let flags = ["--lease-time", "400ms"];
+    let setup = Setup::new(backend, &flags);
+    let other = Server::start(&setup.store, &flags);
+    let client = setup.client();
+    let elsewhere = Client::new(&other, &setup.token);
+    let data = bytes(200_000, 9);
+    let created = client.put_raw(
+        "/upload/?filename=p.bin",
+        "bytes 0-99999/200000",
+        &data[..100_000],
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+    // Nothing in flight: the JSON is drf-chunked-upload's, without it.
+    assert_eq!(created.json().get("received"), None);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/upload/{id}/");
+
+    // 60 KB of the next chunk's 100 KB, in pieces, slower than the lease
+    // is renewed.
+    let mut in_flight = partial_request(
+        &setup.server,
+        "PUT",
+        &path,
+        &[
+            ("Authorization", &client.auth),
+            ("Content-Range", "bytes 100000-199999/200000"),
+        ],
+        100_000,
+        &data[100_000..110_000],
+    );
+    for piece in 1..6 {
+        std::thread::sleep(Duration::from_millis(150));
+        let start = 100_000 + piece * 10_000;
+        in_flight.write_all(&data[start..start + 10_000]).unwrap();
+    }
+    eventually("this process sees every byte received", || {
+        client.get(&path).json()["received"] == 160_000
+    });
+    assert_eq!(client.get(&path).json()["offset"], 100_000);
+    let head = client.send("HEAD", &format!("/files/{id}"), &[TUS], b"");
+    assert_eq!(head.header("upload-offset"), Some("100000"));
+    assert_eq!(head.header("upload-received"), Some("160000"));
+    // The other process learns it from the lease's renewals.
+    eventually("the other process sees the chunk in flight", || {
+        let seen = elsewhere.get(&path).json();
+        let received = seen["received"].as_u64().unwrap_or(0);
+        seen["offset"] == 100_000 && received > 100_000 && received <= 160_000
+    });
+
+    in_flight.write_all(&data[160_000..]).unwrap();
+    let done = read_response(in_flight);
+    assert_eq!(done.status, 200, "{}", done.text());
+    for seen in [client.get(&path).json(), elsewhere.get(&path).json()] {
+        assert_eq!(
+            (&seen["offset"], seen.get("received")),
+            (&json!(200_000), None)
+        );
+    }
+    let head = client.send("HEAD", &format!("/files/{id}"), &[TUS], b"");
+    assert_eq!(head.header("upload-received"), None);
+}
+
 both_backends!(
+    progress_shows_a_chunk_in_flight,
     readiness_follows_the_database_and_the_storage,
     metrics_count_what_happened,
     json_logs_name_each_request,

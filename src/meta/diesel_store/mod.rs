@@ -32,7 +32,7 @@ pub use url::DatabaseUrl;
 use commit::{lock_turn, CommitQueue, QueuedCommit};
 use prepared::Prepared;
 mod usage;
-use rows::{held, naive, TokenRow, UploadRow};
+use rows::{held, naive, to_db, TokenRow, UploadRow};
 
 #[derive(diesel::MultiConnection)]
 pub enum AnyConnection {
@@ -183,6 +183,8 @@ fn lease_on(
         .set((
             uploads::lock_token.eq(token),
             uploads::lock_until.eq(naive(until)),
+            // What an earlier holder reported is not this one's.
+            uploads::received.eq(None::<i64>),
         ))
         // All columns, in the order of `UploadRow`'s fields (`as_returning`
         // does not work over a MultiConnection).
@@ -473,11 +475,20 @@ impl MetaStore for DieselStore {
         self.is_sqlite()
     }
 
-    fn renew_lease(&self, id: Uuid, token: &str, until: DateTime<Utc>) -> MetaResult<bool> {
+    fn renew_lease(
+        &self,
+        id: Uuid,
+        token: &str,
+        until: DateTime<Utc>,
+        received: Option<u64>,
+    ) -> MetaResult<bool> {
         let (mut conn, _turn) = self.writer(false)?;
         Ok(Prepared(
             diesel::update(held(id, token))
-                .set(uploads::lock_until.eq(naive(until)))
+                .set((
+                    uploads::lock_until.eq(naive(until)),
+                    uploads::received.eq(received.map(to_db)),
+                ))
                 .returning(uploads::id),
         )
         .changed_row(&mut conn)?)

@@ -29,6 +29,7 @@ pub(super) struct UploadRow {
     metadata: Option<String>,
     concat: Option<String>,
     length_deferred: bool,
+    received: Option<i64>,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -89,6 +90,7 @@ impl UploadRow {
             metadata: r.metadata.clone(),
             concat: r.concat.clone(),
             length_deferred: r.total.is_none(),
+            received: None,
         }
     }
 
@@ -100,6 +102,14 @@ impl UploadRow {
         let id = Uuid::parse_str(&self.id).map_err(|_| corrupt("id is not a UUID"))?;
         let total = u64::try_from(self.total).map_err(|_| corrupt("negative total"))?;
         let offset = u64::try_from(self.upload_offset).map_err(|_| corrupt("negative offset"))?;
+        // What a holder reported counts only while its lease runs.
+        let leased = self
+            .lock_until
+            .is_some_and(|until| until.and_utc() > Utc::now());
+        let received = self
+            .received
+            .filter(|_| leased)
+            .and_then(|n| u64::try_from(n).ok());
         Ok(UploadRecord {
             id,
             owner: self.owner,
@@ -117,6 +127,7 @@ impl UploadRow {
             failed: self.status == STATUS_FAILED,
             metadata: self.metadata,
             concat: self.concat,
+            received,
         })
     }
 }

@@ -133,6 +133,7 @@ fn insert_upload(store: &DieselStore, now: DateTime<Utc>) -> UploadRecord {
         failed: false,
         metadata: None,
         concat: None,
+        received: None,
     };
     store
         .insert_upload(&upload, &OwnerLimits::default())
@@ -201,7 +202,11 @@ fn chunk_updates_stay_prepared() {
         for (token, commits) in [("released", false), ("committed", true)] {
             let lease = store.try_lease(upload.id, &Viewer::SERVER, token, now, until);
             assert!(matches!(lease, Ok(LeaseOutcome::Acquired(_))));
-            assert!(store.renew_lease(upload.id, token, until).unwrap());
+            assert!(store
+                .renew_lease(upload.id, token, until, Some(n * 10 + 5))
+                .unwrap());
+            let seen = store.get_upload(upload.id).unwrap().unwrap();
+            assert_eq!(seen.received, Some(n * 10 + 5));
             if commits {
                 let (from, to) = (n * 10, n * 10 + 10);
                 assert!(store
@@ -212,7 +217,9 @@ fn chunk_updates_stay_prepared() {
             }
         }
     }
-    assert_eq!(store.get_upload(upload.id).unwrap().unwrap().offset, 30);
+    let done = store.get_upload(upload.id).unwrap().unwrap();
+    // What the last holder reported shows only while its lease runs.
+    assert_eq!((done.offset, done.received), (30, None));
     let (ran, mut prepared) = UPDATES.with_borrow(|updates| updates.clone());
     assert_eq!(ran, 3 * 6);
     // Four statements, each prepared once, on the one connection of its

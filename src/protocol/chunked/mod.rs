@@ -36,6 +36,11 @@ struct UploadJson {
     file: String,
     filename: String,
     offset: u64,
+    /// Where a chunk in flight has reached, past the offset (for progress
+    /// bars: only `offset` is acknowledged); absent otherwise, so that the
+    /// JSON is drf-chunked-upload's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    received: Option<u64>,
     /// null while a tus client deferred it.
     total: Option<u64>,
     created_at: String,
@@ -68,6 +73,7 @@ fn render(upload: &Upload, base: &str) -> UploadJson {
         url,
         filename: upload.filename.clone(),
         offset: upload.offset,
+        received: upload.in_flight_to(),
         total: upload.total,
         created_at: timestamp(upload.created_at),
         expires_at: timestamp(upload.expires_at),
