@@ -260,6 +260,19 @@ pub struct ServeArgs {
     /// it gets 413.
     #[arg(long, env = "CHUNKD_QUOTA_BYTES")]
     pub quota_bytes: Option<Size>,
+    /// Accept upload tokens that the application issues itself: JWTs signed
+    /// with this secret (HS256; at least 32 bytes). `sub` is the owner.
+    #[arg(
+        long,
+        env = "CHUNKD_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
+    pub jwt_secret: Option<String>,
+    /// Accept JWTs signed with the private half of this public key (PEM
+    /// file: RSA for RS256, P-256 for ES256, Ed25519 for EdDSA).
+    #[arg(long, env = "CHUNKD_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
     /// Uploads one owner may have in progress at once; one more gets 429.
     #[arg(long, env = "CHUNKD_MAX_UPLOADS_IN_PROGRESS")]
     pub max_uploads_in_progress: Option<u64>,
@@ -348,6 +361,13 @@ impl ServeArgs {
         }
         if self.complete_ext == self.incomplete_ext {
             return Err("--complete-ext and --incomplete-ext must differ".into());
+        }
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|secret| secret.len() < 32)
+        {
+            return Err("--jwt-secret must be at least 32 bytes".into());
         }
         for origin in &self.cors_origins {
             if origin != "*" && !is_origin(origin) {

@@ -19,6 +19,7 @@ use config::{ServeArgs, StoreArgs};
 use engine::{Engine, Hashing};
 use meta::{DieselStore, MetaStore};
 use protocol::kit::gate::GatedIo;
+use protocol::kit::jwt::JwtKeys;
 use protocol::kit::{AppState, ListenAddr};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -116,6 +117,22 @@ pub async fn cleanup(
     Ok((expired, orphans))
 }
 
+/// The key of the application's upload tokens, from `--jwt-secret` or
+/// `--jwt-public-key`.
+fn jwt_keys(args: &ServeArgs) -> anyhow::Result<Option<JwtKeys>> {
+    if let Some(secret) = &args.jwt_secret {
+        return Ok(Some(JwtKeys::from_secret(secret.as_bytes())));
+    }
+    let Some(path) = &args.jwt_public_key else {
+        return Ok(None);
+    };
+    let pem =
+        std::fs::read(path).with_context(|| format!("--jwt-public-key {}", path.display()))?;
+    JwtKeys::from_public_key(&pem)
+        .map(Some)
+        .map_err(|err| anyhow::anyhow!("--jwt-public-key {}: {err}", path.display()))
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     let meta = open_store(&args.store, args.sync)?;
@@ -141,6 +158,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_requests: args.max_requests,
         active: Arc::default(),
         known_tokens: Default::default(),
+        jwt: jwt_keys(&args)?,
     });
     if !args.cleanup_interval.0.is_zero() {
         actix_web::rt::spawn(remove_expired_every(state.clone(), args.cleanup_interval.0));

@@ -268,6 +268,11 @@ impl Engine {
                     });
                 }
                 self.check_total(provided)?;
+                if let Caller::Granted { grant, .. } = caller {
+                    if let Some(limit) = grant.max_bytes.filter(|&limit| provided > limit) {
+                        return Err(EngineError::TooLarge { limit });
+                    }
+                }
                 // Its bytes so far were counted; the rest of the told total
                 // is asked for now.
                 self.check_owner_limits(caller, provided - upload.offset, false)

@@ -51,6 +51,9 @@ impl Engine {
         wanted: u64,
         new_upload: bool,
     ) -> EngineResult<()> {
+        if new_upload {
+            Self::check_grant(caller, Some(wanted), None)?;
+        }
         let limits = self.settings.owner_limits;
         if limits.is_unlimited() {
             return Ok(());
@@ -62,6 +65,36 @@ impl Engine {
         limits
             .check(&usage, wanted, new_upload)
             .map_err(EngineError::OverLimit)
+    }
+
+    /// What an application's token allows its bearer to create: an upload
+    /// of `total` bytes (when known) named `filename` (when known).
+    fn check_grant(
+        caller: &Caller,
+        total: Option<u64>,
+        filename: Option<&str>,
+    ) -> EngineResult<()> {
+        let Caller::Granted { grant, .. } = caller else {
+            return Ok(());
+        };
+        if grant.upload.is_some() {
+            return Err(EngineError::Forbidden("the token is for one upload only"));
+        }
+        if let (Some(limit), Some(total)) = (grant.max_bytes, total) {
+            if total > limit {
+                return Err(EngineError::TooLarge { limit });
+            }
+        }
+        if let (Some(allowed), Some(name)) = (&grant.extensions, filename) {
+            let ext = name
+                .rsplit_once('.')
+                .map(|(_, ext)| ext.to_lowercase())
+                .unwrap_or_default();
+            if !allowed.contains(&ext) {
+                return Err(EngineError::ExtensionNotAllowed);
+            }
+        }
+        Ok(())
     }
 
     /// Receives the bytes of a new upload into a new part file, hashed as
@@ -172,6 +205,7 @@ impl Engine {
         self.check_filename(&new.filename)?;
         let Staged { file, feed, began } = staged;
         let len = file.len;
+        Self::check_grant(caller, Some(new.total.unwrap_or(len)), Some(&new.filename))?;
         let record = if completion == Completion::LastByte && new.total == Some(len) {
             let hasher = feed.finish().await?;
             self.record_complete(file, hasher, caller, new, None)
@@ -210,6 +244,7 @@ impl Engine {
         let Staged { file, feed, .. } = staged;
         self.check_total(file.len)?;
         let len = file.len;
+        Self::check_grant(caller, Some(len), Some(&filename))?;
         let new = NewUpload {
             filename,
             total: Some(file.len),
@@ -297,6 +332,7 @@ impl Engine {
         }
         self.check_total(total)?;
         self.check_filename(&new.filename)?;
+        Self::check_grant(caller, Some(total), Some(&new.filename))?;
         let mut readers = Vec::with_capacity(sources.len());
         for part in &sources {
             readers.push((self.open_completed(caller, part).await?, part.offset));

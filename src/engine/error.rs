@@ -64,6 +64,9 @@ pub enum EngineError {
     Damaged(String),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
+    /// The caller's token does not allow this.
+    #[error("not permitted: {0}")]
+    Forbidden(&'static str),
     /// The caller's owner would pass `--quota-bytes` or
     /// `--max-uploads-in-progress`.
     #[error("{0}")]

@@ -140,15 +140,40 @@ pub enum Caller {
         name: String,
         token_hash: String,
     },
+    /// The bearer of a token the application issued for `name` (a JWT),
+    /// which allows what its `grant` says.
+    Granted {
+        name: String,
+        grant: Grant,
+    },
     Anonymous,
 }
 
+/// What an application-issued token narrows its bearer to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// The largest upload it may create.
+    pub max_bytes: Option<u64>,
+    /// The extensions (lower case, without the dot) it may create.
+    pub extensions: Option<Vec<String>>,
+    /// The one upload it may act on; it creates none.
+    pub upload: Option<Uuid>,
+}
+
 impl Caller {
-    /// The owner whose token it holds; None when anonymous.
-    fn owner(&self) -> Option<&str> {
+    /// The owner it acts as; None when anonymous.
+    pub fn owner(&self) -> Option<&str> {
         match self {
-            Caller::Owner { name, .. } => Some(name),
+            Caller::Owner { name, .. } | Caller::Granted { name, .. } => Some(name),
             Caller::Anonymous => None,
+        }
+    }
+
+    /// Whether its token lets it act on the upload `id` at all.
+    fn may_act_on(&self, id: Uuid) -> bool {
+        match self {
+            Caller::Granted { grant, .. } => grant.upload.is_none_or(|only| only == id),
+            _ => true,
         }
     }
 }
@@ -321,6 +346,9 @@ impl Engine {
     }
 
     fn visible(&self, upload: &UploadRecord, caller: &Caller) -> bool {
+        if !caller.may_act_on(upload.id) {
+            return false;
+        }
         match &upload.owner {
             // Anonymous uploads are reachable through their URL alone.
             None => true,
@@ -420,7 +448,9 @@ impl Engine {
     ) -> EngineResult<Vec<UploadRecord>> {
         let owner = match caller {
             _ if !self.settings.owner_restricted => None,
-            Caller::Owner { name, .. } => Some(name.clone()),
+            // A token for one upload lists nothing: it knows its upload.
+            Caller::Granted { grant, .. } if grant.upload.is_some() => return Ok(Vec::new()),
+            Caller::Owner { name, .. } | Caller::Granted { name, .. } => Some(name.clone()),
             // Anonymous uploads are reachable only through their URL.
             Caller::Anonymous => return Ok(Vec::new()),
         };
@@ -440,9 +470,10 @@ impl Engine {
         } else {
             Sees::Everyone
         };
+        // An application's token has no row to check: it only expires.
         let token_hash = match caller {
             Caller::Owner { token_hash, .. } => Some(token_hash.clone()),
-            Caller::Anonymous => None,
+            Caller::Granted { .. } | Caller::Anonymous => None,
         };
         Viewer { sees, token_hash }
     }
@@ -467,6 +498,9 @@ impl Engine {
         F: FnOnce(&UploadRecord) -> EngineResult<T> + Send + 'static,
         T: Send + 'static,
     {
+        if !caller.may_act_on(id) {
+            return Err(EngineError::NotFound);
+        }
         let deadline = tokio::time::Instant::now() + self.settings.lock_timeout;
         let local = match self.locks.try_local(id) {
             Some(local) => local,

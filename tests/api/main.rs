@@ -11,6 +11,7 @@ mod errors;
 mod expiry;
 mod finish;
 mod hostile;
+mod jwt;
 mod large;
 mod load;
 mod locking;

@@ -179,6 +179,10 @@ impl ChunkedError {
                     detail("Lost the lock on the upload; retry the request"),
                 ),
                 E::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, detail("Insufficient storage")),
+                E::Forbidden(_) => (
+                    StatusCode::FORBIDDEN,
+                    detail("You do not have permission to perform this action."),
+                ),
                 E::OverLimit(over @ OverLimit::Bytes { .. }) => {
                     (StatusCode::PAYLOAD_TOO_LARGE, detail(over))
                 }

@@ -1,5 +1,6 @@
 //! Who is calling: `Authorization: Token …` (as DRF) or `Bearer …`.
 
+use super::jwt::looks_like_jwt;
 use super::AppState;
 use crate::engine::{Caller, EngineError};
 use crate::tokens::hash_token;
@@ -57,12 +58,22 @@ impl KnownTokens {
     }
 }
 
-/// The hash of the request's token; None for a request without one, if
-/// the server takes anonymous requests.
-fn presented(req: &HttpRequest, state: &AppState) -> AuthResult<Option<String>> {
+/// What a request presents to say who it is.
+enum Presented {
+    /// Nothing, and the server takes anonymous requests.
+    Nothing,
+    /// One of chunkd's own tokens, by its hash.
+    Token(String),
+    /// An application's JWT, already verified.
+    Granted(Caller),
+}
+
+/// What the request presents: its token's hash, or the caller of its
+/// valid JWT.
+fn presented(req: &HttpRequest, state: &AppState) -> AuthResult<Presented> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return if state.anonymous {
-            Ok(None)
+            Ok(Presented::Nothing)
         } else {
             Err(AuthError::Unauthenticated)
         };
@@ -75,7 +86,14 @@ fn presented(req: &HttpRequest, state: &AppState) -> AuthResult<Option<String>> 
     if !scheme.eq_ignore_ascii_case("token") && !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::InvalidToken);
     }
-    Ok(Some(hash_token(token.trim())))
+    let token = token.trim();
+    match &state.jwt {
+        Some(keys) if looks_like_jwt(token) => keys
+            .verify(token)
+            .map(Presented::Granted)
+            .ok_or(AuthError::InvalidToken),
+        _ => Ok(Presented::Token(hash_token(token))),
+    }
 }
 
 /// The owner of a token, looked up in the database (and remembered).
@@ -97,8 +115,9 @@ async fn look_up(state: &AppState, token_hash: String) -> AuthResult<Caller> {
 /// The caller, its token looked up.
 pub async fn caller(req: &HttpRequest, state: &AppState) -> AuthResult<Caller> {
     let caller = match presented(req, state)? {
-        Some(token_hash) => look_up(state, token_hash).await?,
-        None => Caller::Anonymous,
+        Presented::Token(token_hash) => look_up(state, token_hash).await?,
+        Presented::Granted(caller) => caller,
+        Presented::Nothing => Caller::Anonymous,
     };
     note_owner(req, &caller);
     Ok(caller)
@@ -109,8 +128,8 @@ pub async fn caller(req: &HttpRequest, state: &AppState) -> AuthResult<Caller> {
 pub struct LoggedOwner(pub String);
 
 fn note_owner(req: &HttpRequest, caller: &Caller) {
-    if let Caller::Owner { name, .. } = caller {
-        req.extensions_mut().insert(LoggedOwner(name.clone()));
+    if let Some(name) = caller.owner() {
+        req.extensions_mut().insert(LoggedOwner(name.to_owned()));
     }
 }
 
@@ -123,11 +142,21 @@ pub struct Appender {
 
 impl Appender {
     pub async fn of(req: &HttpRequest, state: &AppState) -> AuthResult<Appender> {
-        let Some(token_hash) = presented(req, state)? else {
-            return Ok(Appender {
-                caller: Caller::Anonymous,
-                remembered: false,
-            });
+        let token_hash = match presented(req, state)? {
+            Presented::Token(token_hash) => token_hash,
+            Presented::Granted(caller) => {
+                note_owner(req, &caller);
+                return Ok(Appender {
+                    caller,
+                    remembered: false,
+                });
+            }
+            Presented::Nothing => {
+                return Ok(Appender {
+                    caller: Caller::Anonymous,
+                    remembered: false,
+                })
+            }
         };
         let (caller, remembered) = match state.known_tokens.get(&token_hash) {
             Some(name) => (Caller::Owner { name, token_hash }, true),

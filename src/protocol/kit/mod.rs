@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod gate;
 pub mod headers;
+pub mod jwt;
 
 use crate::engine::{Engine, Hashing};
 use actix_web::http::header;
@@ -23,6 +24,8 @@ pub struct AppState {
     /// Requests being served, across workers.
     pub active: Arc<AtomicUsize>,
     pub known_tokens: auth::KnownTokens,
+    /// The key of the application's upload tokens, when it issues any.
+    pub jwt: Option<jwt::JwtKeys>,
 }
 
 /// The address the server listens on, for the URLs of clients that send no
