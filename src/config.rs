@@ -273,6 +273,18 @@ pub struct ServeArgs {
     /// file: RSA for RS256, P-256 for ES256, Ed25519 for EdDSA).
     #[arg(long, env = "CHUNKD_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+    /// POST an event here when an upload completes, fails, is aborted,
+    /// expires or is deleted (http or https; signed with --webhook-secret).
+    #[arg(long, env = "CHUNKD_WEBHOOK_URL", requires = "webhook_secret")]
+    pub webhook_url: Option<String>,
+    /// The key of the events' signatures (HMAC-SHA256 of the body, in
+    /// `Chunkd-Signature`; at least 16 bytes).
+    #[arg(long, env = "CHUNKD_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// How long an undelivered event is kept and retried before it is
+    /// dropped.
+    #[arg(long, env = "CHUNKD_EVENT_RETENTION", default_value = "3d")]
+    pub event_retention: Span,
     /// Uploads one owner may have in progress at once; one more gets 429.
     #[arg(long, env = "CHUNKD_MAX_UPLOADS_IN_PROGRESS")]
     pub max_uploads_in_progress: Option<u64>,
@@ -369,6 +381,18 @@ impl ServeArgs {
         {
             return Err("--jwt-secret must be at least 32 bytes".into());
         }
+        if let Some(url) = &self.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("--webhook-url {url}: not an http or https URL"));
+            }
+        }
+        if self
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|secret| secret.len() < 16)
+        {
+            return Err("--webhook-secret must be at least 16 bytes".into());
+        }
         for origin in &self.cors_origins {
             if origin != "*" && !is_origin(origin) {
                 return Err(format!(
@@ -411,6 +435,12 @@ impl ServeArgs {
                 self.shutdown_timeout,
                 Duration::ZERO,
                 DAY,
+            ),
+            (
+                "--event-retention",
+                self.event_retention,
+                Duration::from_secs(60),
+                DAY * 366,
             ),
         ] {
             if span.0 < least || span.0 > most {

@@ -16,7 +16,7 @@ use actix_web::dev::AppConfig;
 use actix_web::rt::net::TcpStream;
 use anyhow::Context;
 use config::{ServeArgs, StoreArgs};
-use engine::{Engine, Hashing};
+use engine::{Engine, EventDelivery, Hashing, Webhook};
 use meta::{DieselStore, MetaStore};
 use protocol::kit::gate::GatedIo;
 use protocol::kit::jwt::JwtKeys;
@@ -145,7 +145,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ensure_a_token(meta.as_ref())?;
     LocalDisk::check_root(&args.store.data_dir)
         .with_context(|| format!("data directory {}", args.store.data_dir.display()))?;
+    let outbox: Arc<dyn meta::Outbox> = meta.clone();
     let engine = build_engine(&args, meta);
+    let webhook = args.webhook_url.clone().map(|url| Webhook {
+        url,
+        secret: args.webhook_secret.clone().unwrap_or_default(),
+    });
+    EventDelivery::new(
+        outbox,
+        webhook,
+        args.event_retention.0,
+        engine.metrics().clone(),
+    )
+    .spawn()
+    .context("starting the delivery of events")?;
     let state = actix_web::web::Data::new(AppState {
         engine,
         anonymous: args.anonymous,

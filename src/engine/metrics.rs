@@ -28,6 +28,9 @@ pub struct EngineMetrics {
     pub expired: Counter,
     pub failed: Counter,
     pub bytes_received: Counter,
+    pub events_delivered: Counter,
+    pub event_deliveries_failed: Counter,
+    pub events_dropped: Counter,
     chunk_seconds: Family<ChunkStage, Histogram, fn() -> Histogram>,
 }
 
@@ -45,6 +48,9 @@ impl Default for EngineMetrics {
             expired: Counter::default(),
             failed: Counter::default(),
             bytes_received: Counter::default(),
+            events_delivered: Counter::default(),
+            event_deliveries_failed: Counter::default(),
+            events_dropped: Counter::default(),
             chunk_seconds: Family::new_with_constructor(chunk_histogram),
         }
     }
@@ -78,6 +84,21 @@ impl EngineMetrics {
                 "bytes_received",
                 "Bytes appended to uploads and committed",
                 &self.bytes_received,
+            ),
+            (
+                "events_delivered",
+                "Upload events the webhook accepted",
+                &self.events_delivered,
+            ),
+            (
+                "event_deliveries_failed",
+                "Webhook deliveries that failed and will be tried again",
+                &self.event_deliveries_failed,
+            ),
+            (
+                "events_dropped",
+                "Upload events dropped undelivered after their retention",
+                &self.events_dropped,
             ),
         ];
         for (name, help, counter) in counters {

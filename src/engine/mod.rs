@@ -17,6 +17,7 @@ pub mod checksum;
 mod complete;
 mod create;
 mod error;
+mod events;
 mod feeds;
 mod lock;
 mod metrics;
@@ -34,6 +35,7 @@ pub use crate::meta::UploadRecord as Upload;
 pub use crate::meta::{OverLimit, OwnerLimits, OwnerUsage};
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
+pub use events::{EventDelivery, Webhook};
 pub use metrics::{EngineMetrics, Readiness};
 
 use crate::meta::{ListQuery, MetaResult, MetaStore, Sees, UploadRecord, Viewer};

@@ -211,6 +211,52 @@ pub enum Sees {
     Owner(Option<String>),
 }
 
+/// What happened to an upload, as the outbox holds it until delivered:
+/// written in the transaction of the change itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadEvent {
+    /// Its place in the outbox: events of one upload are delivered in its
+    /// order.
+    pub seq: i64,
+    pub upload_id: Uuid,
+    /// `completed`, `failed`, `aborted`, `expired` or `deleted`.
+    pub kind: String,
+    pub owner: Option<String>,
+    pub filename: String,
+    /// None while the length was deferred.
+    pub total: Option<u64>,
+    pub offset: u64,
+    pub checksum: Option<String>,
+    pub metadata: Option<String>,
+    pub happened_at: DateTime<Utc>,
+    /// Deliveries tried and failed so far.
+    pub attempts: u32,
+}
+
+/// The outbox of upload events. Several processes deliver from one
+/// database: each claims events for a while (`token`, `until`) before it
+/// delivers them, and an event is claimable only while no earlier event of
+/// its upload is left, so that one upload's events go in order.
+pub trait Outbox: Send + Sync {
+    /// Claims up to `limit` events due by `now`, each the oldest left of
+    /// its upload, that nobody else holds.
+    fn claim_events(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> MetaResult<Vec<UploadEvent>>;
+    /// Removes a claimed event: delivered, or given up on.
+    fn remove_event(&self, seq: i64, token: &str) -> MetaResult<()>;
+    /// Releases a claimed event whose delivery failed, to be tried again
+    /// at `next_attempt_at`.
+    fn retry_event(&self, seq: i64, token: &str, next_attempt_at: DateTime<Utc>) -> MetaResult<()>;
+    /// Removes the events that happened before `before`, delivered or
+    /// not; returns how many.
+    fn remove_events_before(&self, before: DateTime<Utc>) -> MetaResult<u64>;
+}
+
 /// A lease is the cross-process lock on one upload: a token and an expiry
 /// time in its row. Every change of an upload is made by its lease holder
 /// and checks the token (fencing), so a holder that lost its lease changes

@@ -36,3 +36,22 @@ diesel::table! {
 
 // A lease checks the caller's token in its own statement.
 diesel::allow_tables_to_appear_in_same_query!(uploads, tokens);
+
+diesel::table! {
+    upload_events (seq) {
+        seq -> BigInt,
+        upload_id -> Text,
+        kind -> Text,
+        owner -> Nullable<Text>,
+        filename -> Text,
+        total -> Nullable<BigInt>,
+        upload_offset -> BigInt,
+        checksum -> Nullable<Text>,
+        metadata -> Nullable<Text>,
+        happened_at -> Timestamp,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        claim_token -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamp>,
+    }
+}

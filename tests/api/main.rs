@@ -8,6 +8,7 @@ mod chunkup;
 mod crash;
 mod disk;
 mod errors;
+mod events;
 mod expiry;
 mod finish;
 mod hostile;

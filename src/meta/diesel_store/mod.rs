@@ -23,6 +23,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 mod commit;
+mod events;
 mod prepared;
 mod rows;
 mod url;

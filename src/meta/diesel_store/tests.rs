@@ -3,6 +3,7 @@
 
 use super::commit::{lock_queue, CommitBatch};
 use super::*;
+use crate::meta::{Outbox, UploadEvent};
 use chrono::SubsecRound;
 use std::path::PathBuf;
 
@@ -356,4 +357,124 @@ fn database_urls() {
     assert!(DatabaseUrl::resolve(Some("mysql://db"), data).is_err());
     let described = DatabaseUrl::Postgres("postgres://u:secret@db:5432/c".into()).describe();
     assert!(!described.contains("secret"), "{described}");
+}
+
+/// Every way an upload finishes or goes leaves its event, written by the
+/// statement's own transaction; the outbox hands out each upload's oldest
+/// event only, to one claimer at a time.
+fn the_outbox_tells_each_change_in_order(store: &TestStore) {
+    let now = Utc::now();
+    let until = now + chrono::Duration::seconds(10);
+    let leased = |upload: &UploadRecord| {
+        let outcome = store
+            .try_lease(upload.id, &Viewer::SERVER, "t", now, until)
+            .unwrap();
+        assert!(matches!(outcome, LeaseOutcome::Acquired(_)));
+    };
+    let completed = Completed {
+        checksum: Some("c".into()),
+        at: now,
+    };
+    let done_by_chunk = insert_upload(store, now);
+    leased(&done_by_chunk);
+    let last = ChunkCommit {
+        completed: Some(completed.clone()),
+        ..chunk(0, 30, b"h")
+    };
+    assert!(store.commit_chunk(done_by_chunk.id, "t", &last).unwrap());
+    leased(&done_by_chunk);
+    assert!(store.delete_upload(done_by_chunk.id, "t").unwrap());
+    let aborted = insert_upload(store, now);
+    leased(&aborted);
+    assert!(store.delete_upload(aborted.id, "t").unwrap());
+    let expired = UploadRecord {
+        id: Uuid::new_v4(),
+        expires_at: now - chrono::Duration::minutes(1),
+        ..aborted.clone()
+    };
+    store
+        .insert_upload(&expired, &OwnerLimits::default())
+        .unwrap();
+    leased(&expired);
+    assert!(store.delete_upload(expired.id, "t").unwrap());
+    let failed = insert_upload(store, now);
+    leased(&failed);
+    assert!(store.mark_failed(failed.id, "t").unwrap());
+    let done_by_request = insert_upload(store, now);
+    leased(&done_by_request);
+    assert!(store
+        .mark_complete(done_by_request.id, "t", &completed)
+        .unwrap());
+
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    let claim_until = later + chrono::Duration::seconds(60);
+    let claim = |token: &str, at: DateTime<Utc>| {
+        let events = store.claim_events(token, at, claim_until, 100).unwrap();
+        let mut kinds: Vec<(Uuid, String)> = events
+            .iter()
+            .map(|event| (event.upload_id, event.kind.clone()))
+            .collect();
+        kinds.sort();
+        (kinds, events)
+    };
+    let mut heads = vec![
+        (done_by_chunk.id, "completed".to_owned()),
+        (aborted.id, "aborted".to_owned()),
+        (expired.id, "expired".to_owned()),
+        (failed.id, "failed".to_owned()),
+        (done_by_request.id, "completed".to_owned()),
+    ];
+    heads.sort();
+    let (kinds, first) = claim("a", later);
+    assert_eq!(kinds, heads);
+    assert_eq!(claim("b", later).0, []);
+    let of = |events: &[UploadEvent], id: Uuid| {
+        events
+            .iter()
+            .find(|event| event.upload_id == id)
+            .cloned()
+            .unwrap()
+    };
+    let chunked = of(&first, done_by_chunk.id);
+    assert_eq!(
+        (chunked.offset, chunked.total, chunked.checksum.as_deref()),
+        (30, Some(30), Some("c"))
+    );
+    // Delivered: the upload's next event comes up, and nothing else.
+    store.remove_event(chunked.seq, "a").unwrap();
+    let retry_at = later + chrono::Duration::seconds(30);
+    store
+        .retry_event(of(&first, aborted.id).seq, "a", retry_at)
+        .unwrap();
+    // A removal by someone who does not hold the claim changes nothing.
+    store.remove_event(of(&first, failed.id).seq, "b").unwrap();
+    assert_eq!(
+        claim("b", later).0,
+        [(done_by_chunk.id, "deleted".to_owned())]
+    );
+    // Once the claims ran out and the retry is due, every upload's oldest
+    // event left comes up again.
+    let (kinds, again) = claim("c", claim_until + chrono::Duration::seconds(1));
+    let mut expected: Vec<(Uuid, String)> = heads
+        .into_iter()
+        .map(|(id, kind)| match id == done_by_chunk.id {
+            true => (id, "deleted".to_owned()),
+            false => (id, kind),
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(kinds, expected);
+    assert_eq!(of(&again, aborted.id).attempts, 1);
+    assert_eq!(store.remove_events_before(later).unwrap(), 5);
+    assert_eq!(claim("d", later + chrono::Duration::days(1)).0, []);
+}
+
+#[test]
+fn the_sqlite_outbox_tells_each_change_in_order() {
+    the_outbox_tells_each_change_in_order(&sqlite_store(2));
+}
+
+#[test]
+fn the_postgres_outbox_tells_each_change_in_order() {
+    the_outbox_tells_each_change_in_order(&pg_store(2));
 }

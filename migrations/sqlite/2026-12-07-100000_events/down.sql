@@ -1,0 +1,3 @@
+DROP TRIGGER uploads_gone;
+DROP TRIGGER uploads_finished;
+DROP TABLE upload_events;
