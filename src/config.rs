@@ -273,6 +273,11 @@ pub struct ServeArgs {
     /// file: RSA for RS256, P-256 for ES256, Ed25519 for EdDSA).
     #[arg(long, env = "CHUNKD_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+    /// Ask the application here before each new upload is recorded: a 2xx
+    /// answer accepts it (and may attach metadata), a 4xx refuses it with
+    /// that status and message.
+    #[arg(long, env = "CHUNKD_HOOK_URL")]
+    pub hook_url: Option<String>,
     /// POST an event here when an upload completes, fails, is aborted,
     /// expires or is deleted (http or https; signed with --webhook-secret).
     #[arg(long, env = "CHUNKD_WEBHOOK_URL", requires = "webhook_secret")]
@@ -358,6 +363,7 @@ impl ServeArgs {
                 bytes: self.quota_bytes.map(|s| s.0),
                 uploads_in_progress: self.max_uploads_in_progress,
             },
+            hook_url: self.hook_url.clone(),
         }
     }
 
@@ -381,9 +387,14 @@ impl ServeArgs {
         {
             return Err("--jwt-secret must be at least 32 bytes".into());
         }
-        if let Some(url) = &self.webhook_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("--webhook-url {url}: not an http or https URL"));
+        for (name, url) in [
+            ("--webhook-url", &self.webhook_url),
+            ("--hook-url", &self.hook_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("{name} {url}: not an http or https URL"));
+                }
             }
         }
         if self

@@ -69,7 +69,7 @@ impl Engine {
 
     /// What an application's token allows its bearer to create: an upload
     /// of `total` bytes (when known) named `filename` (when known).
-    fn check_grant(
+    pub(super) fn check_grant(
         caller: &Caller,
         total: Option<u64>,
         filename: Option<&str>,
@@ -199,13 +199,13 @@ impl Engine {
         &self,
         staged: Staged,
         caller: &Caller,
-        new: NewUpload,
+        mut new: NewUpload,
         completion: Completion,
     ) -> EngineResult<UploadRecord> {
-        self.check_filename(&new.filename)?;
         let Staged { file, feed, began } = staged;
         let len = file.len;
-        Self::check_grant(caller, Some(new.total.unwrap_or(len)), Some(&new.filename))?;
+        let total = new.total.unwrap_or(len);
+        self.admit(caller, &mut new, Some(total)).await?;
         let record = if completion == Completion::LastByte && new.total == Some(len) {
             let hasher = feed.finish().await?;
             self.record_complete(file, hasher, caller, new, None)
@@ -240,16 +240,15 @@ impl Engine {
     ) -> EngineResult<UploadRecord> {
         let algo = self.settings.checksum;
         let checksum = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
-        self.check_filename(&filename)?;
         let Staged { file, feed, .. } = staged;
         self.check_total(file.len)?;
         let len = file.len;
-        Self::check_grant(caller, Some(len), Some(&filename))?;
-        let new = NewUpload {
+        let mut new = NewUpload {
             filename,
             total: Some(file.len),
             ..NewUpload::default()
         };
+        self.admit(caller, &mut new, Some(len)).await?;
         let hasher = feed.finish().await?;
         let record = self
             .record_complete(file, hasher, caller, new, Some(checksum))
@@ -311,7 +310,7 @@ impl Engine {
         caller: &Caller,
         parts: &[Uuid],
         hashing: Hashing,
-        new: NewUpload,
+        mut new: NewUpload,
     ) -> EngineResult<UploadRecord> {
         if parts.len() > MAX_CONCAT_PARTS {
             return Err(EngineError::BadConcat("too many parts"));
@@ -331,8 +330,7 @@ impl Engine {
             sources.push(part);
         }
         self.check_total(total)?;
-        self.check_filename(&new.filename)?;
-        Self::check_grant(caller, Some(total), Some(&new.filename))?;
+        self.admit(caller, &mut new, Some(total)).await?;
         let mut readers = Vec::with_capacity(sources.len());
         for part in &sources {
             readers.push((self.open_completed(caller, part).await?, part.offset));

@@ -7,6 +7,10 @@ use crate::storage::StorageError;
 pub enum EngineError {
     #[error("upload not found")]
     NotFound,
+    /// The application's pre-create hook said no (`status` 4xx), or did
+    /// not answer (503).
+    #[error("refused by the application ({status}): {message}")]
+    Refused { status: u16, message: String },
     #[error("upload has expired")]
     Expired,
     #[error("upload is already complete")]

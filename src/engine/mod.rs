@@ -19,6 +19,7 @@ mod create;
 mod error;
 mod events;
 mod feeds;
+mod hook;
 mod lock;
 mod metrics;
 mod pages;
@@ -36,6 +37,7 @@ pub use crate::meta::{OverLimit, OwnerLimits, OwnerUsage};
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
 pub use events::{EventDelivery, Webhook};
+use hook::PreCreateHook;
 pub use metrics::{EngineMetrics, Readiness};
 
 use crate::meta::{ListQuery, MetaResult, MetaStore, Sees, UploadRecord, Viewer};
@@ -131,6 +133,8 @@ pub struct EngineSettings {
     pub lease_time: Duration,
     /// Per owner (`--quota-bytes`, `--max-uploads-in-progress`).
     pub owner_limits: OwnerLimits,
+    /// Where the application is asked about each new upload.
+    pub hook_url: Option<String>,
 }
 
 /// Who is asking.
@@ -302,6 +306,7 @@ pub struct Engine {
     locks: Arc<Locks>,
     feeds: ParkedFeeds,
     metrics: EngineMetrics,
+    hook: Option<Arc<PreCreateHook>>,
 }
 
 impl Engine {
@@ -311,7 +316,12 @@ impl Engine {
         settings: EngineSettings,
     ) -> Self {
         let locks = Arc::new(Locks::new(meta.clone(), settings.lease_time));
+        let hook = settings
+            .hook_url
+            .clone()
+            .map(|url| Arc::new(PreCreateHook::new(url)));
         Engine {
+            hook,
             meta,
             storage,
             settings,

@@ -29,6 +29,7 @@ fn engine_with(expiration: Duration) -> (Engine, Arc<MemoryMeta>, Arc<MemoryStor
         read_timeout: Duration::from_secs(5),
         lease_time: Duration::from_secs(10),
         owner_limits: OwnerLimits::default(),
+        hook_url: None,
     };
     let engine = Engine::new(meta.clone(), storage.clone(), settings);
     (engine, meta, storage)

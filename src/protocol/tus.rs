@@ -109,6 +109,7 @@ impl TusError {
             E::DatabaseUnavailable(_) => (503, text("Database unavailable")),
             E::NoSpace => (507, text("Insufficient storage")),
             E::Forbidden(reason) => (403, format!("Forbidden: {reason}")),
+            E::Refused { status, message } => (*status, message.clone()),
             E::OverLimit(over @ OverLimit::Bytes { .. }) => (413, over.to_string()),
             E::OverLimit(over @ OverLimit::UploadsInProgress { .. }) => (429, over.to_string()),
             E::Damaged(_) => (500, text("Stored data of this upload is damaged")),

@@ -5,112 +5,24 @@
 
 use crate::both_backends;
 use crate::common::*;
+use crate::receiver::*;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 const SECRET: &str = "a webhook secret of the application";
 
-/// One POST the receiver got, and how it answered.
-struct Delivery {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
+/// Answers 503 to the first `refuse` deliveries, 200 after.
+fn refusing_first(refuse: usize) -> Answer {
+    Box::new(move |n, delivery| {
+        assert_eq!(delivery.path, "/hooks/chunkd");
+        (if n < refuse { 503 } else { 200 }, String::new())
+    })
 }
 
-impl Delivery {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-
-    fn key(&self) -> &str {
-        &self.headers["idempotency-key"]
-    }
-}
-
-type Deliveries = Arc<Mutex<Vec<Delivery>>>;
-
-/// The application's end of the webhook: an HTTP server in the test that
-/// refuses its first deliveries.
-struct Receiver {
-    addr: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Receiver {
-    /// Listens on `addr`, answers 503 to its first `refuse` deliveries and
-    /// 200 to the rest, and records them all in `deliveries`.
-    fn start(addr: &str, refuse: usize, deliveries: Deliveries) -> Receiver {
-        let listener = TcpListener::bind(addr).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut answered = 0;
-            while !stopped.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let status = if answered < refuse { 503 } else { 200 };
-                        answered += 1;
-                        let delivery = answer(stream, status);
-                        deliveries.lock().unwrap().push(delivery);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Receiver {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops listening: deliveries now find the port closed.
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.take().unwrap().join().unwrap();
-    }
-}
-
-/// Reads one request and answers it with `status`.
-fn answer(mut stream: TcpStream, status: u16) -> Delivery {
-    stream.set_nonblocking(false).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut raw = Vec::new();
-    let mut byte = [0u8; 1];
-    while !raw.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        raw.push(byte[0]);
-    }
-    let head = String::from_utf8(raw).unwrap();
-    let headers: HashMap<String, String> = head
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
-        .collect();
-    assert!(head.starts_with("POST /hooks/chunkd HTTP/1.1"), "{head}");
-    let mut body = vec![0; headers["content-length"].parse().unwrap()];
-    stream.read_exact(&mut body).unwrap();
-    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(reply.as_bytes()).unwrap();
-    Delivery {
-        status,
-        headers,
-        body,
-    }
+fn key(delivery: &Delivery) -> &str {
+    &delivery.headers["idempotency-key"]
 }
 
 fn signature(body: &[u8]) -> String {
@@ -132,7 +44,7 @@ fn accepted(deliveries: &Deliveries) -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|delivery| delivery.status == 200)
-        .map(|delivery| delivery.key().to_owned())
+        .map(|delivery| key(delivery).to_owned())
         .collect();
     keys.sort();
     keys
@@ -148,7 +60,7 @@ fn deliveries_failed(server: &Server) -> u64 {
 
 fn events_reach_the_webhook_once_each(backend: Backend) {
     let deliveries = Deliveries::default();
-    let receiver = Receiver::start("127.0.0.1:0", 2, deliveries.clone());
+    let receiver = Receiver::start("127.0.0.1:0", refusing_first(2), deliveries.clone());
     let receiver_addr = receiver.addr.clone();
     let hook = format!("http://{receiver_addr}/hooks/chunkd");
     let flags = ["--webhook-url", &hook, "--webhook-secret", SECRET];
@@ -204,7 +116,7 @@ fn events_reach_the_webhook_once_each(backend: Backend) {
         .terminate(Duration::from_secs(10))
         .is_some_and(|status| status.success()));
     setup.server = Server::start(&setup.store, &flags);
-    let receiver = Receiver::start(&receiver_addr, 0, deliveries.clone());
+    let receiver = Receiver::start(&receiver_addr, refusing_first(0), deliveries.clone());
     expected.push(format!("{late_id}.completed"));
     expected.sort();
     eventually("every event accepted", || accepted(&deliveries) == expected);
@@ -227,14 +139,14 @@ fn events_reach_the_webhook_once_each(backend: Backend) {
             delivery.headers["chunkd-signature"],
             signature(&delivery.body)
         );
-        assert_eq!(delivery.key(), event["id"]);
+        assert_eq!(key(delivery), event["id"]);
         assert_eq!(delivery.headers["chunkd-event"], event["event"]);
         assert_eq!(delivery.headers["content-type"], "application/json");
     }
     let first = |key: &str, status: u16| {
         deliveries
             .iter()
-            .position(|d| d.key() == key && d.status == status)
+            .position(|d| self::key(d) == key && d.status == status)
             .unwrap()
     };
     // One upload's events in order: its deletion is posted only once its
@@ -243,7 +155,7 @@ fn events_reach_the_webhook_once_each(backend: Backend) {
         first(&format!("{done_id}.completed"), 200)
             < deliveries
                 .iter()
-                .position(|d| d.key() == format!("{done_id}.deleted"))
+                .position(|d| key(d) == format!("{done_id}.deleted"))
                 .unwrap()
     );
     let completed = deliveries[first(&format!("{done_id}.completed"), 200)].json();
@@ -267,7 +179,7 @@ fn events_reach_the_webhook_once_each(backend: Backend) {
 /// Two processes on one database deliver each event once between them.
 fn processes_share_the_deliveries(backend: Backend) {
     let deliveries = Deliveries::default();
-    let receiver = Receiver::start("127.0.0.1:0", 0, deliveries.clone());
+    let receiver = Receiver::start("127.0.0.1:0", refusing_first(0), deliveries.clone());
     let hook = format!("http://{}/hooks/chunkd", receiver.addr);
     let flags = ["--webhook-url", &hook, "--webhook-secret", SECRET];
     let setup = Setup::new(backend, &flags);

@@ -100,6 +100,10 @@ impl ChunkedError {
             }
             ChunkedError::Auth(AuthError::Engine(err)) | ChunkedError::Engine(err) => match err {
                 E::NotFound => (StatusCode::NOT_FOUND, detail("Not found.")),
+                E::Refused { status, message } => (
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    detail(message.as_str()),
+                ),
                 E::Expired => (StatusCode::GONE, detail("Upload has expired")),
                 E::AlreadyComplete => (
                     bad,
