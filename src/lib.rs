@@ -16,8 +16,8 @@ use actix_web::dev::AppConfig;
 use actix_web::rt::net::TcpStream;
 use anyhow::Context;
 use config::{ServeArgs, StoreArgs};
-use engine::{Engine, EventDelivery, Hashing, Webhook};
-use meta::{DieselStore, MetaStore};
+use engine::{drop_old_events, Engine, EventDelivery, Hashing, Webhook};
+use meta::{DieselStore, MetaStore, Outbox};
 use protocol::kit::gate::GatedIo;
 use protocol::kit::jwt::JwtKeys;
 use protocol::kit::{AppState, ListenAddr};
@@ -88,18 +88,26 @@ fn ensure_a_token(meta: &dyn MetaStore) -> anyhow::Result<()> {
 /// The server's own `chunkd cleanup`, at startup and now and then.
 /// Uploads in use are left for the next round, so several processes
 /// sweeping one database is safe.
-async fn remove_expired_every(state: actix_web::web::Data<AppState>, every: Duration) {
+async fn remove_expired_every(
+    state: actix_web::web::Data<AppState>,
+    outbox: Arc<dyn Outbox>,
+    retention: Duration,
+    every: Duration,
+) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match cleanup(&state.engine).await {
-            Ok((expired, orphans)) => {
-                for upload in expired {
+        match cleanup(&state.engine, outbox.clone(), retention).await {
+            Ok(swept) => {
+                for upload in swept.expired {
                     log::info!("upload {}: expired, removed", upload.id);
                 }
-                for key in orphans {
+                for key in swept.orphans {
                     log::info!("upload {}: files without a row, removed", key.id);
+                }
+                if swept.events > 0 {
+                    log::info!("{} events older than {retention:?} removed", swept.events);
                 }
             }
             Err(err) => log::warn!("cleanup failed: {err}"),
@@ -107,14 +115,33 @@ async fn remove_expired_every(state: actix_web::web::Data<AppState>, every: Dura
     }
 }
 
-/// Removes expired uploads, then files no upload row knows; returns what
-/// went.
+/// What a sweep removed.
+pub struct Swept {
+    pub expired: Vec<meta::UploadRecord>,
+    /// Files no upload row knew.
+    pub orphans: Vec<storage::PartKey>,
+    /// Events past their retention, delivered or not.
+    pub events: u64,
+}
+
+/// Removes expired uploads, then files no upload row knows, then events
+/// older than `retention`.
 pub async fn cleanup(
     engine: &Engine,
-) -> engine::EngineResult<(Vec<meta::UploadRecord>, Vec<storage::PartKey>)> {
+    outbox: Arc<dyn Outbox>,
+    retention: Duration,
+) -> engine::EngineResult<Swept> {
     let expired = engine.remove_expired().await?;
     let orphans = engine.remove_orphans().await?;
-    Ok((expired, orphans))
+    let metrics = engine.metrics().clone();
+    let events =
+        engine::run_blocking(move || Ok(drop_old_events(outbox.as_ref(), retention, &metrics)?))
+            .await?;
+    Ok(Swept {
+        expired,
+        orphans,
+        events,
+    })
 }
 
 /// The key of the application's upload tokens, from `--jwt-secret` or
@@ -145,20 +172,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ensure_a_token(meta.as_ref())?;
     LocalDisk::check_root(&args.store.data_dir)
         .with_context(|| format!("data directory {}", args.store.data_dir.display()))?;
-    let outbox: Arc<dyn meta::Outbox> = meta.clone();
+    let outbox: Arc<dyn Outbox> = meta.clone();
     let engine = build_engine(&args, meta);
-    let webhook = args.webhook_url.clone().map(|url| Webhook {
-        url,
-        secret: args.webhook_secret.clone().unwrap_or_default(),
-    });
-    EventDelivery::new(
-        outbox,
-        webhook,
-        args.event_retention.0,
-        engine.metrics().clone(),
-    )
-    .spawn()
-    .context("starting the delivery of events")?;
+    if let Some(url) = args.webhook_url.clone() {
+        let webhook = Webhook {
+            url,
+            secret: args.webhook_secret.clone().unwrap_or_default(),
+        };
+        EventDelivery::new(outbox.clone(), webhook, engine.metrics().clone())
+            .spawn()
+            .context("starting the delivery of events")?;
+    }
     let state = actix_web::web::Data::new(AppState {
         engine,
         anonymous: args.anonymous,
@@ -174,7 +198,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         jwt: jwt_keys(&args)?,
     });
     if !args.cleanup_interval.0.is_zero() {
-        actix_web::rt::spawn(remove_expired_every(state.clone(), args.cleanup_interval.0));
+        actix_web::rt::spawn(remove_expired_every(
+            state.clone(),
+            outbox,
+            args.event_retention.0,
+            args.cleanup_interval.0,
+        ));
     }
     let listener =
         listen_on(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -188,8 +188,9 @@ fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
 async fn cleanup(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     let meta = chunkd::open_store(&args.store, args.sync)?;
-    let engine = chunkd::build_engine(&args, meta);
-    let (removed, orphans) = chunkd::cleanup(&engine).await?;
+    let engine = chunkd::build_engine(&args, meta.clone());
+    let swept = chunkd::cleanup(&engine, meta, args.event_retention.0).await?;
+    let (removed, orphans) = (swept.expired, swept.orphans);
     for upload in &removed {
         println!(
             "removed {} {:?} ({} of {} bytes, expired {})",
@@ -208,5 +209,9 @@ async fn cleanup(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!("{} files without an upload removed", orphans.len());
+    println!(
+        "{} events older than --event-retention removed",
+        swept.events
+    );
     Ok(())
 }

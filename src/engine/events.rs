@@ -1,18 +1,18 @@
 //! Delivering what happened to uploads: the outbox's events, posted to the
 //! application's webhook, signed, at least once and in order per upload,
 //! from a thread of their own; several processes share the work through
-//! the outbox's claims. Events nobody delivered for `retention` are
-//! dropped, so that an outbox without a webhook stays small.
+//! the outbox's claims. The sweep drops events nobody delivered within
+//! their retention, so that an outbox without a webhook stays small.
 
 use super::checksum::to_hex;
 use super::EngineMetrics;
-use crate::meta::{Outbox, UploadEvent};
+use crate::meta::{MetaResult, Outbox, UploadEvent};
 use chrono::{DateTime, SecondsFormat, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
 use sha2::Sha256;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where events go, and the key their signatures are made with.
 pub struct Webhook {
@@ -28,38 +28,29 @@ const POST_TIMEOUT: Duration = Duration::from_secs(10);
 const CLAIM_FOR: Duration = Duration::from_secs(120);
 /// How often an idle deliverer looks for new events.
 const POLL_EVERY: Duration = Duration::from_secs(1);
-/// How often events past their retention are dropped.
-const DROP_EVERY: Duration = Duration::from_secs(3600);
 /// The longest wait between two tries of one event.
 const MAX_BACKOFF_SECS: u64 = 3600;
 
 pub struct EventDelivery {
     outbox: Arc<dyn Outbox>,
-    webhook: Option<(Webhook, ureq::Agent)>,
-    retention: Duration,
+    webhook: Webhook,
+    agent: ureq::Agent,
     metrics: EngineMetrics,
 }
 
 impl EventDelivery {
-    pub fn new(
-        outbox: Arc<dyn Outbox>,
-        webhook: Option<Webhook>,
-        retention: Duration,
-        metrics: EngineMetrics,
-    ) -> Self {
-        let agent = || {
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .user_agent(concat!("chunkd/", env!("CARGO_PKG_VERSION")))
-                .timeout_global(Some(POST_TIMEOUT))
-                .build()
-                .new_agent()
-        };
+    pub fn new(outbox: Arc<dyn Outbox>, webhook: Webhook, metrics: EngineMetrics) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("chunkd/", env!("CARGO_PKG_VERSION")))
+            .timeout_global(Some(POST_TIMEOUT))
+            .build()
+            .new_agent();
         EventDelivery {
             outbox,
-            webhook: webhook.map(|hook| (hook, agent())),
-            retention,
+            webhook,
+            agent,
             metrics,
         }
     }
@@ -69,53 +60,16 @@ impl EventDelivery {
     pub fn spawn(self) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("chunkd-events".into())
-            .spawn(move || self.run())
+            .spawn(move || loop {
+                if self.deliver_due() == 0 {
+                    std::thread::sleep(POLL_EVERY);
+                }
+            })
             .map(drop)
     }
 
-    fn run(self) {
-        let mut dropped_at: Option<Instant> = None;
-        loop {
-            if dropped_at.is_none_or(|at| at.elapsed() >= DROP_EVERY) {
-                self.drop_old();
-                dropped_at = Some(Instant::now());
-            }
-            let posted = match &self.webhook {
-                Some((hook, agent)) => self.deliver_due(hook, agent),
-                None => 0,
-            };
-            if posted == 0 {
-                let idle = if self.webhook.is_some() {
-                    POLL_EVERY
-                } else {
-                    DROP_EVERY
-                };
-                std::thread::sleep(idle);
-            }
-        }
-    }
-
-    fn drop_old(&self) {
-        let Ok(age) = chrono::Duration::from_std(self.retention) else {
-            return;
-        };
-        match self.outbox.remove_events_before(Utc::now() - age) {
-            Ok(0) => {}
-            Ok(dropped) => {
-                self.metrics.events_dropped.inc_by(dropped);
-                if self.webhook.is_some() {
-                    log::error!(
-                        "{dropped} events undelivered after {:?}, dropped",
-                        self.retention
-                    );
-                }
-            }
-            Err(err) => log::warn!("events: cannot drop old ones: {err}"),
-        }
-    }
-
     /// Posts the events due now; returns how many it claimed.
-    fn deliver_due(&self, hook: &Webhook, agent: &ureq::Agent) -> usize {
+    fn deliver_due(&self) -> usize {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let now = Utc::now();
         let claimed = chrono::Duration::from_std(CLAIM_FOR)
@@ -133,7 +87,7 @@ impl EventDelivery {
             }
         };
         for event in &events {
-            let settled = match post(hook, agent, event) {
+            let settled = match post(&self.webhook, &self.agent, event) {
                 Ok(()) => {
                     self.metrics.events_delivered.inc();
                     self.outbox.remove_event(event.seq, &token)
@@ -157,6 +111,22 @@ impl EventDelivery {
         }
         events.len()
     }
+}
+
+/// Drops the events that happened more than `retention` ago, delivered or
+/// not; returns how many.
+pub fn drop_old_events(
+    outbox: &dyn Outbox,
+    retention: Duration,
+    metrics: &EngineMetrics,
+) -> MetaResult<u64> {
+    let age = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let before = Utc::now()
+        .checked_sub_signed(age)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let dropped = outbox.remove_events_before(before)?;
+    metrics.events_dropped.inc_by(dropped);
+    Ok(dropped)
 }
 
 /// The wait before the next try of an event tried `attempts` times: 1 s,

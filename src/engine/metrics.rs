@@ -97,7 +97,7 @@ impl EngineMetrics {
             ),
             (
                 "events_dropped",
-                "Upload events dropped undelivered after their retention",
+                "Upload events removed by the sweep after their retention",
                 &self.events_dropped,
             ),
         ];

@@ -36,7 +36,7 @@ pub use crate::meta::UploadRecord as Upload;
 pub use crate::meta::{OverLimit, OwnerLimits, OwnerUsage};
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
-pub use events::{EventDelivery, Webhook};
+pub use events::{drop_old_events, EventDelivery, Webhook};
 use hook::PreCreateHook;
 pub use metrics::{EngineMetrics, Readiness};
 

@@ -137,7 +137,9 @@ impl Outbox for DieselStore {
     }
 
     fn remove_events_before(&self, before: DateTime<Utc>) -> MetaResult<u64> {
-        let (mut conn, _turn) = self.writer(false)?;
+        // The sweep's own pool: a process keeps no connection of its own
+        // for this hourly chore.
+        let (mut conn, _turn) = self.durable()?;
         let removed = diesel::delete(events::table.filter(events::happened_at.lt(naive(before))))
             .execute(&mut *conn)?;
         Ok(removed as u64)
