@@ -100,6 +100,17 @@ pub async fn count_requests(
     Ok(response)
 }
 
+/// `GET /metrics`: the counters in the OpenMetrics text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The counters", body = String,
+            content_type = "application/openmetrics-text")
+    ),
+    security(())
+)]
 pub async fn metrics(
     state: web::Data<AppState>,
     metrics: web::Data<Metrics>,

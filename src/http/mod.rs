@@ -1,6 +1,7 @@
 //! App wiring: routes, CORS, the request cap, health and metrics.
 
 mod metrics;
+mod openapi;
 mod request_log;
 
 pub use metrics::{count_requests, Metrics};
@@ -92,18 +93,48 @@ async fn not_found() -> Result<HttpResponse, ChunkedError> {
     Err(crate::engine::EngineError::NotFound.into())
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ChunkedError> {
-    Err(RequestError::MethodNotAllowed(req.method().clone()).into())
+/// 405 for a method a chunked resource does not serve, naming those it does.
+fn refuse_methods_but(allow: &'static str) -> actix_web::Route {
+    web::to(move |req: HttpRequest| async move {
+        Err::<HttpResponse, ChunkedError>(
+            RequestError::MethodNotAllowed {
+                method: req.method().clone(),
+                allow,
+            }
+            .into(),
+        )
+    })
 }
 
 /// Liveness: the process serves requests. It touches nothing, so that a
 /// database outage does not get every process restarted.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process serves", body = Object,
+        example = json!({"status": "ok"}))),
+    security(())
+)]
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Readiness: 200 when the database answers and the storage takes a new
 /// file; 503 naming what fails otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Object,
+            example = json!({"status": "ok", "database": "ok", "storage": "ok"})),
+        (status = 503, description = "Not ready: what fails", body = Object,
+            example = json!({"status": "unavailable", "database": "ok",
+                             "storage": "cannot create a file: Read-only file system"}))
+    ),
+    security(())
+)]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let readiness = state.engine.readiness().await;
     let part = |failure: &Option<String>| failure.as_deref().unwrap_or("ok").to_owned();
@@ -127,13 +158,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(chunked::create_complete))
             .route(web::get().to(chunked::list))
             .route(web::head().to(chunked::list))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(refuse_methods_but("GET, HEAD, PUT, POST")),
     )
     .service(
         web::resource(["/upload/{id}/file", "/upload/{id}/file/"])
             .route(web::get().to(chunked::download))
             .route(web::head().to(chunked::download))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(refuse_methods_but("GET, HEAD")),
     )
     .service(
         web::resource(["/upload/{id}/", "/upload/{id}"])
@@ -142,13 +173,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(chunked::detail))
             .route(web::head().to(chunked::detail))
             .route(web::delete().to(chunked::abort))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(refuse_methods_but("GET, HEAD, PUT, POST, DELETE")),
     )
     .service(
         web::resource(["/files/", "/files"])
             .route(web::post().to(tus::create))
             .route(web::method(Method::OPTIONS).to(tus::options))
-            .default_service(web::to(tus::not_allowed)),
+            .default_service(web::to(|| tus::not_allowed(tus::COLLECTION_METHODS))),
     )
     .service(
         web::resource(["/files/{id}", "/files/{id}/"])
@@ -157,10 +188,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(tus::delete))
             .route(web::post().to(tus::overridden))
             .route(web::method(Method::OPTIONS).to(tus::options))
-            .default_service(web::to(tus::not_allowed)),
+            .default_service(web::to(|| tus::not_allowed(tus::UPLOAD_METHODS))),
     )
     .service(web::resource("/healthz").route(web::get().to(health)))
     .service(web::resource("/readyz").route(web::get().to(ready)))
     .service(web::resource("/metrics").route(web::get().to(metrics::metrics)))
+    .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))
     .default_service(web::to(not_found));
 }

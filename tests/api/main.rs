@@ -17,6 +17,7 @@ mod jwt;
 mod large;
 mod load;
 mod locking;
+mod openapi;
 mod operations;
 mod processes;
 mod quotas;

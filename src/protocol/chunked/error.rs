@@ -30,8 +30,12 @@ pub enum RequestError {
     FormTooLarge,
     #[error("invalid query parameter {0}")]
     InvalidQuery(&'static str),
-    #[error("method {0} not allowed")]
-    MethodNotAllowed(Method),
+    #[error("method {method} not allowed")]
+    MethodNotAllowed {
+        method: Method,
+        /// The methods the resource serves, for `Allow`.
+        allow: &'static str,
+    },
     #[error("range not satisfiable for {len} bytes")]
     RangeNotSatisfiable { len: u64 },
     #[error("too many requests at once")]
@@ -78,7 +82,7 @@ impl ChunkedError {
                     detail("Form fields exceed 64 KiB together"),
                 ),
                 R::InvalidQuery(name) => (bad, detail(format!("Invalid query parameter: {name}"))),
-                R::MethodNotAllowed(method) => (
+                R::MethodNotAllowed { method, .. } => (
                     StatusCode::METHOD_NOT_ALLOWED,
                     detail(format!("Method \"{method}\" not allowed.")),
                 ),
@@ -228,8 +232,8 @@ impl ResponseError for ChunkedError {
                 response
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Token")));
             }
-            ChunkedError::Request(RequestError::MethodNotAllowed(_)) => {
-                response.insert_header((header::ALLOW, "GET, POST, PUT, DELETE, HEAD"));
+            ChunkedError::Request(RequestError::MethodNotAllowed { allow, .. }) => {
+                response.insert_header((header::ALLOW, *allow));
             }
             ChunkedError::Request(RequestError::RangeNotSatisfiable { len }) => {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));

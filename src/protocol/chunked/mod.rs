@@ -4,6 +4,9 @@
 
 mod error;
 mod form;
+pub mod openapi;
+
+use openapi::{ChunkForm, ChunkHeaders, ChunkedRefusal, CompletionForm, RawName, WholeFileForm};
 
 pub use error::{ChunkedError, ChunkedResult, RequestError};
 
@@ -14,6 +17,7 @@ use crate::engine::{
 };
 use crate::protocol::kit::auth::{caller, Appender};
 use crate::protocol::kit::headers::{attachment, parse_content_range, parse_range, ByteRange};
+use crate::protocol::kit::openapi::{RawBytes, UploadPath};
 use crate::protocol::kit::{base_url, AppState};
 use actix_multipart::Multipart;
 use actix_web::body::SizedStream;
@@ -25,11 +29,13 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 const FILENAME_REQUIRED: EngineError = EngineError::InvalidFilename("This field is required.");
 
-#[derive(Serialize)]
+/// An upload as drf-chunked-upload renders it.
+#[derive(Serialize, ToSchema)]
 struct UploadJson {
     id: String,
     url: String,
@@ -45,13 +51,17 @@ struct UploadJson {
     total: Option<u64>,
     created_at: String,
     expires_at: String,
+    /// 1: in progress, 2: complete.
+    #[schema(minimum = 1, maximum = 2)]
     status: u8,
     completed_at: Option<String>,
     user: Option<String>,
     // The checksum, under the name of its algorithm.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     md5: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     sha256: Option<Option<String>>,
     /// Why the upload cannot continue, when its stored bytes were lost.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,6 +207,31 @@ async fn receive_form(
 }
 
 /// `PUT /upload/`: creates an upload with its first chunk.
+#[utoipa::path(
+    put,
+    path = "/upload/",
+    operation_id = "chunked_create",
+    tag = "chunked",
+    params(ChunkHeaders, RawName),
+    request_body(content(
+        (ChunkForm = "multipart/form-data", example = json!({"filename": "hello.txt", "file": "hello"})),
+        (RawBytes = "application/octet-stream", example = json!("hello"))
+    )),
+    responses(
+        (status = 200, description = "Created, with its first chunk", body = UploadJson,
+            links(
+                ("detail" = (operation_id = "chunked_detail", parameters(("id" = "$response.body#/id")))),
+                ("append" = (operation_id = "chunked_append", parameters(("id" = "$response.body#/id")))),
+                ("complete" = (operation_id = "chunked_complete", parameters(("id" = "$response.body#/id")))),
+                ("abort" = (operation_id = "chunked_abort", parameters(("id" = "$response.body#/id")))),
+                ("download" = (operation_id = "chunked_download", parameters(("id" = "$response.body#/id")))),
+                ("tus_head" = (operation_id = "tus_head", parameters(("id" = "$response.body#/id")))),
+                ("tus_patch" = (operation_id = "tus_patch", parameters(("id" = "$response.body#/id")))),
+                ("tus_delete" = (operation_id = "tus_delete", parameters(("id" = "$response.body#/id"))))
+            )),
+        (status = "default", response = ChunkedRefusal)
+    )
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -252,6 +287,26 @@ pub async fn create(
 }
 
 /// `POST /upload/`: a whole file and its checksum in one request.
+#[utoipa::path(
+    post,
+    path = "/upload/",
+    operation_id = "chunked_create_complete",
+    tag = "chunked",
+    params(
+        RawName,
+        ("md5" = Option<String>, Query, description = "The file's checksum, for a raw body",
+            example = "5d41402abc4b2a76b9719d911017c592")
+    ),
+    request_body(content(
+        (WholeFileForm = "multipart/form-data", example = json!({"filename": "hello.txt",
+            "file": "hello", "md5": "5d41402abc4b2a76b9719d911017c592"})),
+        (RawBytes = "application/octet-stream", example = json!("hello"))
+    )),
+    responses(
+        (status = 200, description = "Created complete, its checksum verified", body = UploadJson),
+        (status = "default", response = ChunkedRefusal)
+    )
+)]
 pub async fn create_complete(
     req: HttpRequest,
     payload: web::Payload,
@@ -293,6 +348,21 @@ pub async fn create_complete(
 }
 
 /// `PUT /upload/{id}/`: appends a chunk at the upload's offset.
+#[utoipa::path(
+    put,
+    path = "/upload/{id}/",
+    operation_id = "chunked_append",
+    tag = "chunked",
+    params(UploadPath, ChunkHeaders),
+    request_body(content(
+        (ChunkForm = "multipart/form-data", example = json!({"file": "world"})),
+        (RawBytes = "application/octet-stream", example = json!("world"))
+    )),
+    responses(
+        (status = 200, description = "The chunk is stored and acknowledged", body = UploadJson),
+        (status = "default", response = ChunkedRefusal)
+    )
+)]
 pub async fn append(
     req: HttpRequest,
     payload: web::Payload,
@@ -349,6 +419,22 @@ async fn append_as(
 }
 
 /// `POST /upload/{id}/`: completes an upload with its checksum.
+#[utoipa::path(
+    post,
+    path = "/upload/{id}/",
+    operation_id = "chunked_complete",
+    tag = "chunked",
+    params(UploadPath),
+    request_body(content(
+        (CompletionForm = "application/x-www-form-urlencoded"),
+        (CompletionForm = "application/json"),
+        (CompletionForm = "multipart/form-data")
+    )),
+    responses(
+        (status = 200, description = "Complete, its checksum verified", body = UploadJson),
+        (status = "default", response = ChunkedRefusal)
+    )
+)]
 pub async fn complete(
     req: HttpRequest,
     payload: web::Payload,
@@ -367,6 +453,17 @@ pub async fn complete(
 }
 
 /// `GET /upload/{id}/`: where to resume.
+#[utoipa::path(
+    get,
+    path = "/upload/{id}/",
+    operation_id = "chunked_detail",
+    tag = "chunked",
+    params(UploadPath),
+    responses(
+        (status = 200, description = "The upload, with its offset", body = UploadJson),
+        (status = "default", response = ChunkedRefusal)
+    )
+)]
 pub async fn detail(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
     let id = upload_id(&req)?;
     let caller = caller(&req, &state).await?;
@@ -375,6 +472,20 @@ pub async fn detail(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResu
 }
 
 /// `GET /upload/`: the caller's uploads, newest first.
+#[utoipa::path(
+    get,
+    path = "/upload/",
+    operation_id = "chunked_list",
+    tag = "chunked",
+    params(
+        ("status" = Option<u8>, Query, minimum = 1, maximum = 2, description = "1: in progress, 2: complete"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (100)")
+    ),
+    responses(
+        (status = 200, description = "The caller's uploads, newest first", body = [UploadJson]),
+        (status = "default", response = ChunkedRefusal)
+    )
+)]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
     let caller = caller(&req, &state).await?;
     let params = query(&req)?;
@@ -401,6 +512,17 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult
 }
 
 /// `DELETE /upload/{id}/`: aborts an upload.
+#[utoipa::path(
+    delete,
+    path = "/upload/{id}/",
+    operation_id = "chunked_abort",
+    tag = "chunked",
+    params(UploadPath),
+    responses(
+        (status = 204, description = "Removed, row and bytes"),
+        (status = "default", response = ChunkedRefusal)
+    )
+)]
 pub async fn abort(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
     let id = upload_id(&req)?;
     let caller = caller(&req, &state).await?;
@@ -409,6 +531,23 @@ pub async fn abort(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResul
 }
 
 /// `GET /upload/{id}/file`: the bytes of a completed upload, with ranges.
+#[utoipa::path(
+    get,
+    path = "/upload/{id}/file",
+    operation_id = "chunked_download",
+    tag = "chunked",
+    params(
+        UploadPath,
+        ("Range" = Option<String>, Header, description = "`bytes=<first>-<last>`, one range"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of a copy held")
+    ),
+    responses(
+        (status = 200, description = "The file", content_type = "*/*", body = RawBytes),
+        (status = 206, description = "The range asked for", content_type = "*/*", body = RawBytes),
+        (status = 304, description = "The copy held is current"),
+        (status = "default", response = ChunkedRefusal)
+    )
+)]
 pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
     let id = upload_id(&req)?;
     let caller = caller(&req, &state).await?;

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod gate;
 pub mod headers;
 pub mod jwt;
+pub mod openapi;
 
 use crate::engine::{Engine, Hashing};
 use actix_web::http::header;

@@ -6,18 +6,18 @@
 
 use crate::engine::Upload;
 use crate::engine::{
-    BodyLength, BodyRules, Caller, ChecksumAlgo, Completion, EngineError, NewUpload, OverLimit,
-    PARTIAL,
+    BodyLength, BodyRules, Caller, ChecksumAlgo, Completion, EngineError, NewUpload, PARTIAL,
 };
-use crate::protocol::kit::auth::{caller, Appender, AuthError};
+use crate::protocol::kit::auth::{caller, Appender};
 use crate::protocol::kit::gate::GatedPayload;
 use crate::protocol::kit::headers::{
     parse_tus_number, parse_upload_checksum, parse_upload_metadata,
 };
+use crate::protocol::kit::openapi::{RawBytes, UploadPath};
 use crate::protocol::kit::{base_url, AppState};
 use actix_web::http::header::{self, CacheControl, CacheDirective, HttpDate};
-use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 use chrono::Utc;
 use std::convert::Infallible;
@@ -30,125 +30,15 @@ const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,\
 const CHECKSUM_ALGORITHMS: &str = "md5,sha1,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
-/// What tus requests get wrong, and the engine's and the toolkit's errors
-/// in tus terms.
-#[derive(Debug, thiserror::Error)]
-pub enum TusError {
-    #[error("Unsupported version, this server speaks tus 1.0.0")]
-    UnsupportedVersion,
-    #[error("{0}")]
-    BadRequest(&'static str),
-    #[error("Content-Type must be application/offset+octet-stream")]
-    WrongContentType,
-    #[error("Method not allowed")]
-    MethodNotAllowed,
-    #[error("A final upload of a concatenation cannot be patched")]
-    PatchOfFinal,
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-}
+mod error;
+pub mod openapi;
 
-type TusResult<T> = Result<T, TusError>;
-
-impl TusError {
-    /// The one place where tus errors become statuses and plain-text
-    /// bodies.
-    fn status_and_text(&self) -> (u16, String) {
-        use EngineError as E;
-        let text = |text: &str| text.to_owned();
-        let engine = match self {
-            TusError::UnsupportedVersion => return (412, self.to_string()),
-            TusError::BadRequest(reason) => return (400, text(reason)),
-            TusError::WrongContentType => return (415, self.to_string()),
-            TusError::MethodNotAllowed => return (405, self.to_string()),
-            TusError::PatchOfFinal => return (403, self.to_string()),
-            TusError::Auth(AuthError::Unauthenticated) => {
-                return (401, text("Authentication credentials were not provided"))
-            }
-            TusError::Auth(AuthError::InvalidToken) => return (401, text("Invalid token")),
-            TusError::Auth(AuthError::Engine(err)) | TusError::Engine(err) => err,
-        };
-        match engine {
-            E::NotFound => (404, text("Upload not found")),
-            E::Expired => (410, text("Upload has expired")),
-            E::Lost(_) => (410, text("Upload data was lost; start a new upload")),
-            E::OffsetMismatch { .. } => (
-                409,
-                text("Upload-Offset does not match the upload's offset"),
-            ),
-            E::AlreadyComplete => (409, text("Upload is already complete")),
-            E::TooLarge { .. } | E::ChunkTooLarge { .. } => {
-                (413, text("Upload exceeds the size limit"))
-            }
-            E::TooSmall { min } => (400, format!("Upload is below the minimum of {min} bytes")),
-            E::ExtensionNotAllowed => (400, text("File extension not allowed")),
-            E::MediaTypeNotAllowed => (400, text("File type not allowed")),
-            E::InvalidFilename(reason) => (400, format!("Invalid filename: {reason}")),
-            E::SizeMismatch { .. } => (400, text("Body length differs from the one declared")),
-            E::BodyChecksumMismatch => (460, text("Checksum mismatch")),
-            E::NotConcatenable => (
-                400,
-                text("Only complete partial uploads can be concatenated"),
-            ),
-            E::BadConcat(reason) => (400, format!("Invalid Upload-Concat: {reason}")),
-            E::TotalMismatch { .. } => {
-                (400, text("Upload-Length differs from the upload's length"))
-            }
-            E::TotalBelowOffset { .. } => (400, text("Upload-Length is below the upload's offset")),
-            E::Busy { .. } => (423, text("Upload is locked by another request")),
-            E::Body(_) => (400, text("Error reading the request body")),
-            E::ReadTimeout => (408, text("Timed out waiting for the request body")),
-            // The chunked protocol's completion, which tus does not have.
-            E::ChecksumRequired { .. }
-            | E::ChecksumMismatch
-            | E::Unhashed
-            | E::Incomplete { .. } => (409, text("Upload cannot be completed this way")),
-            E::LeaseLost => (503, text("Lost the lock on the upload; retry the request")),
-            E::DatabaseUnavailable(_) => (503, text("Database unavailable")),
-            E::NoSpace => (507, text("Insufficient storage")),
-            E::Forbidden(reason) => (403, format!("Forbidden: {reason}")),
-            E::Refused { status, message } => (*status, message.clone()),
-            E::OverLimit(over @ OverLimit::Bytes { .. }) => (413, over.to_string()),
-            E::OverLimit(over @ OverLimit::UploadsInProgress { .. }) => (429, over.to_string()),
-            E::Damaged(_) => (500, text("Stored data of this upload is damaged")),
-            E::Storage(_) | E::Meta(_) | E::Internal(_) => (500, text("Internal server error")),
-        }
-    }
-}
+pub use error::TusError;
+use error::TusResult;
+use openapi::{BodyChecksum, TusRefusal, TusVersion};
 
 fn tus_headers(response: &mut HttpResponseBuilder) {
     response.insert_header(("Tus-Resumable", TUS_VERSION));
-}
-
-impl ResponseError for TusError {
-    fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.status_and_text().0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let (code, text) = self.status_and_text();
-        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            log::error!("{self}");
-        }
-        let mut builder = HttpResponse::build(status);
-        tus_headers(&mut builder);
-        match self {
-            TusError::UnsupportedVersion => {
-                builder.insert_header(("Tus-Version", TUS_VERSION));
-            }
-            TusError::Auth(AuthError::Unauthenticated | AuthError::InvalidToken) => {
-                builder.insert_header((header::WWW_AUTHENTICATE, "Token"));
-            }
-            TusError::Engine(EngineError::ReadTimeout) => {
-                builder.insert_header((header::CONNECTION, "close"));
-            }
-            _ => {}
-        }
-        builder.content_type("text/plain; charset=utf-8").body(text)
-    }
 }
 
 fn header_text<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -242,6 +132,22 @@ fn content_length(req: &HttpRequest) -> Option<u64> {
 }
 
 /// `OPTIONS /files/`: what this server speaks.
+#[utoipa::path(
+    options,
+    path = "/files/",
+    operation_id = "tus_options",
+    tag = "tus",
+    responses(
+        (status = 204, description = "What this server speaks",
+            headers(
+                ("Tus-Version" = String),
+                ("Tus-Extension" = String),
+                ("Tus-Checksum-Algorithm" = String),
+                ("Tus-Max-Size" = Option<u64>, description = "With `--max-bytes`")
+            ))
+    ),
+    security(())
+)]
 pub async fn options(state: web::Data<AppState>) -> HttpResponse {
     let mut response = HttpResponse::NoContent();
     tus_headers(&mut response);
@@ -257,6 +163,31 @@ pub async fn options(state: web::Data<AppState>) -> HttpResponse {
 
 /// `POST /files/`: creates an upload, with its first bytes if the body has
 /// any; or, with `Upload-Concat: final;…`, joins partial uploads.
+#[utoipa::path(
+    post,
+    path = "/files/",
+    operation_id = "tus_create",
+    tag = "tus",
+    params(
+        TusVersion,
+        ("Upload-Length" = Option<u64>, Header, description = "The file's size"),
+        ("Upload-Defer-Length" = Option<u8>, Header, description = "`1`: told later"),
+        ("Upload-Metadata" = Option<String>, Header, description = "`key base64,…`; `filename` names the file"),
+        ("Upload-Concat" = Option<String>, Header, description = "`partial`, or `final;` and the parts' URLs"),
+        BodyChecksum
+    ),
+    request_body(content = Option<RawBytes>, content_type = "application/offset+octet-stream",
+        description = "The first bytes (creation-with-upload), or nothing"),
+    responses(
+        (status = 201, description = "Created",
+            headers(
+                ("Location" = String, description = "The upload's URL"),
+                ("Upload-Offset" = u64),
+                ("Upload-Expires" = String)
+            )),
+        (status = "default", response = TusRefusal)
+    )
+)]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -390,6 +321,24 @@ fn final_concat(parts: &[Uuid]) -> String {
 }
 
 /// `HEAD /files/{id}`: where to resume.
+#[utoipa::path(
+    head,
+    path = "/files/{id}",
+    operation_id = "tus_head",
+    tag = "tus",
+    params(UploadPath, TusVersion),
+    responses(
+        (status = 200, description = "Where to resume",
+            headers(
+                ("Upload-Offset" = u64),
+                ("Upload-Length" = Option<u64>, description = "Absent while deferred"),
+                ("Upload-Received" = Option<u64>, description = "Where a chunk in flight has reached"),
+                ("Upload-Metadata" = Option<String>),
+                ("Upload-Expires" = Option<String>)
+            )),
+        (status = "default", response = TusRefusal)
+    )
+)]
 pub async fn head(req: HttpRequest, state: web::Data<AppState>) -> TusResult<HttpResponse> {
     check_version(&req)?;
     let id = upload_id(&req)?;
@@ -426,6 +375,25 @@ pub async fn head(req: HttpRequest, state: web::Data<AppState>) -> TusResult<Htt
 }
 
 /// `PATCH /files/{id}`: bytes at the upload's offset.
+#[utoipa::path(
+    patch,
+    path = "/files/{id}",
+    operation_id = "tus_patch",
+    tag = "tus",
+    params(
+        UploadPath,
+        TusVersion,
+        ("Upload-Offset" = u64, Header, description = "Where the body goes: the upload's offset"),
+        ("Upload-Length" = Option<u64>, Header, description = "The size, if it was deferred"),
+        BodyChecksum
+    ),
+    request_body(content = RawBytes, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "The bytes are stored and acknowledged",
+            headers(("Upload-Offset" = u64), ("Upload-Expires" = Option<String>))),
+        (status = "default", response = TusRefusal)
+    )
+)]
 pub async fn patch(
     req: HttpRequest,
     payload: web::Payload,
@@ -493,6 +461,17 @@ async fn patch_as(
 }
 
 /// `DELETE /files/{id}`: termination.
+#[utoipa::path(
+    delete,
+    path = "/files/{id}",
+    operation_id = "tus_delete",
+    tag = "tus",
+    params(UploadPath, TusVersion),
+    responses(
+        (status = 204, description = "Removed, row and bytes"),
+        (status = "default", response = TusRefusal)
+    )
+)]
 pub async fn delete(req: HttpRequest, state: web::Data<AppState>) -> TusResult<HttpResponse> {
     check_version(&req)?;
     let id = upload_id(&req)?;
@@ -505,6 +484,23 @@ pub async fn delete(req: HttpRequest, state: web::Data<AppState>) -> TusResult<H
 
 /// `POST /files/{id}` with `X-HTTP-Method-Override`, for clients behind
 /// proxies that only pass GET and POST.
+#[utoipa::path(
+    post,
+    path = "/files/{id}",
+    operation_id = "tus_overridden",
+    tag = "tus",
+    params(
+        UploadPath,
+        TusVersion,
+        ("X-HTTP-Method-Override" = String, Header, description = "`PATCH` or `DELETE`, which this POST stands for"),
+        ("Upload-Offset" = Option<u64>, Header, description = "For `PATCH`")
+    ),
+    request_body(content = Option<RawBytes>, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "As the PATCH or DELETE it stands for"),
+        (status = "default", response = TusRefusal)
+    )
+)]
 pub async fn overridden(
     req: HttpRequest,
     payload: web::Payload,
@@ -516,10 +512,18 @@ pub async fn overridden(
         Some(Method::PATCH) => patch(req, payload, state).await,
         Some(Method::DELETE) => delete(req, state).await,
         Some(Method::HEAD) => head(req, state).await,
-        _ => Err(TusError::MethodNotAllowed),
+        _ => Err(TusError::MethodNotAllowed {
+            allow: UPLOAD_METHODS,
+        }),
     }
 }
 
-pub async fn not_allowed() -> TusResult<HttpResponse> {
-    Err(TusError::MethodNotAllowed)
+/// The methods `/files/` serves.
+pub const COLLECTION_METHODS: &str = "POST, OPTIONS";
+/// The methods `/files/{id}` serves.
+pub const UPLOAD_METHODS: &str = "HEAD, PATCH, DELETE, POST, OPTIONS";
+
+/// 405 for any other method, naming those the resource serves.
+pub async fn not_allowed(allow: &'static str) -> TusResult<HttpResponse> {
+    Err(TusError::MethodNotAllowed { allow })
 }

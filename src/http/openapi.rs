@@ -1,0 +1,68 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of every endpoint, made
+//! from the handlers' own annotations.
+
+use super::{__path_health, __path_ready, metrics::__path_metrics};
+use crate::protocol::chunked::openapi::ChunkedRefusal;
+use crate::protocol::chunked::{
+    __path_abort, __path_append, __path_complete, __path_create, __path_create_complete,
+    __path_detail, __path_download, __path_list,
+};
+use crate::protocol::tus::{self, openapi::TusRefusal};
+use actix_web::HttpResponse;
+use std::sync::OnceLock;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "chunkd",
+        description = "Resumable chunked uploads: the drf-chunked-upload protocol at /upload/, \
+                       tus 1.0 at /files/. Errors and the differences from the peers: docs/."
+    ),
+    paths(
+        list, create, create_complete, detail, append, complete, abort, download,
+        tus::options, tus::create, tus::head, tus::patch, tus::delete, tus::overridden,
+        health, ready, metrics, document
+    ),
+    components(responses(ChunkedRefusal, TusRefusal)),
+    modifiers(&TokenAuth),
+    security(("token" = []))
+)]
+struct ApiDoc;
+
+/// `Authorization: Token <token>` or `Bearer <token or JWT>`.
+struct TokenAuth;
+
+impl Modify for TokenAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "Authorization",
+            "`Token <token>` (chunkd's own, as DRF) or `Bearer <token or the application's JWT>`",
+        )));
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("token", scheme);
+    }
+}
+
+/// The document, made once.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "This document", body = Object)),
+    security(())
+)]
+pub async fn document() -> HttpResponse {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let json = DOCUMENT.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .unwrap_or_else(|err| format!("{{\"error\": \"{err}\"}}"))
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json.as_str())
+}
