@@ -16,8 +16,10 @@ use std::time::Duration;
 
 /// How long the application may take to answer.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most of a refusal's message passed on to the client.
-const MAX_MESSAGE: u64 = 1024;
+/// The most of an answer read: metadata to attach fits well within it.
+const MAX_ANSWER: u64 = 64 * 1024;
+/// The most of a refusal's message passed on to the client, in bytes.
+const MAX_MESSAGE: usize = 1024;
 
 pub struct PreCreateHook {
     url: String,
@@ -77,7 +79,7 @@ impl PreCreateHook {
         answer
             .body_mut()
             .as_reader()
-            .take(MAX_MESSAGE)
+            .take(MAX_ANSWER)
             .read_to_string(&mut text)
             .map_err(|err| unavailable(err.to_string()))?;
         match status {
@@ -93,11 +95,21 @@ impl PreCreateHook {
             }
             400..=499 => Err(EngineError::Refused {
                 status,
-                message: text.trim().to_owned(),
+                message: first_bytes(text.trim(), MAX_MESSAGE).to_owned(),
             }),
             _ => Err(unavailable(format!("answered {status}"))),
         }
     }
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a
+/// character.
+fn first_bytes(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// tus metadata (`key base64,…`) with `pairs` set in it.
@@ -121,8 +133,15 @@ fn with_metadata(
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
             return Err(format!("metadata key {key:?} is not a tus metadata key"));
         }
-        let value = base64::engine::general_purpose::STANDARD.encode(value);
-        merged.push(format!("{key} {value}"));
+        // A key alone is a pair without a value, as tus writes it.
+        merged.push(if value.is_empty() {
+            key.clone()
+        } else {
+            format!(
+                "{key} {}",
+                base64::engine::general_purpose::STANDARD.encode(value)
+            )
+        });
     }
     Ok(Some(merged.join(",")))
 }
@@ -145,5 +164,48 @@ impl Engine {
         let (owner, asked) = (caller.owner().map(str::to_owned), new.clone());
         new.metadata = run_blocking(move || hook.ask(owner.as_deref(), &asked, total)).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_applications_pairs_replace_the_clients() {
+        let pairs = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            with_metadata(
+                Some("filename YS50eHQ=,project bWluZQ==,flag"),
+                &pairs(&[("project", "apollo")])
+            ),
+            Ok(Some("filename YS50eHQ=,flag,project YXBvbGxv".into()))
+        );
+        assert_eq!(
+            with_metadata(None, &pairs(&[("b", ""), ("a", "x")])),
+            Ok(Some("a eA==,b".into()))
+        );
+        assert_eq!(
+            with_metadata(Some("k dg=="), &pairs(&[])),
+            Ok(Some("k dg==".into()))
+        );
+        assert_eq!(with_metadata(None, &pairs(&[])), Ok(None));
+        for bad in ["", "two words", "a,b", "é"] {
+            assert!(
+                with_metadata(None, &pairs(&[(bad, "v")])).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_is_cut_on_a_character() {
+        assert_eq!(first_bytes("héllo", 2), "h");
+        assert_eq!(first_bytes("héllo", 3), "hé");
+        assert_eq!(first_bytes("hi", 1024), "hi");
     }
 }
