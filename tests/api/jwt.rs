@@ -34,6 +34,7 @@ fn signed(algorithm: Algorithm, claims: Value, private_key: &str) -> String {
     let pem = std::fs::read(keys(private_key)).unwrap();
     let key = match algorithm {
         Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
         _ => EncodingKey::from_rsa_pem(&pem),
     }
     .unwrap();
@@ -161,6 +162,7 @@ fn public_keys_verify_their_own_signatures(backend: Backend) {
     for (algorithm, key, other_key) in [
         (Algorithm::EdDSA, "ed25519", "other-ed25519"),
         (Algorithm::RS256, "rsa", "ed25519"),
+        (Algorithm::ES256, "p256", "ed25519"),
     ] {
         let public = keys(&format!("{key}-public.pem"));
         let setup = Setup::new(backend, &["--jwt-public-key", public.to_str().unwrap()]);

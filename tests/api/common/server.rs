@@ -113,9 +113,14 @@ pub fn peak_rss_of(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Polls until `check` holds or the time is up.
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Polls until `check` holds or 10 s are up.
+pub fn eventually(what: &str, check: impl FnMut() -> bool) {
+    eventually_within(Duration::from_secs(10), what, check);
+}
+
+/// Polls until `check` holds or `limit` is up.
+pub fn eventually_within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(20));
