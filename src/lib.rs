@@ -148,7 +148,9 @@ pub async fn cleanup(
 /// `--jwt-public-key`.
 fn jwt_keys(args: &ServeArgs) -> anyhow::Result<Option<JwtKeys>> {
     if let Some(secret) = &args.jwt_secret {
-        return Ok(Some(JwtKeys::from_secret(secret.as_bytes())));
+        return JwtKeys::from_secret(secret.as_bytes())
+            .map(Some)
+            .map_err(|err| anyhow::anyhow!("--jwt-secret: {err}"));
     }
     let Some(path) = &args.jwt_public_key else {
         return Ok(None);

@@ -26,7 +26,7 @@ fn now() -> u64 {
 }
 
 fn hs256(claims: Value, secret: &str) -> String {
-    let key = EncodingKey::from_secret(secret.as_bytes());
+    let key = EncodingKey::from_secret(secret.as_bytes()).unwrap();
     encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
 }
 

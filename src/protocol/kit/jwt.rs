@@ -31,8 +31,10 @@ struct UploadClaims {
 
 impl JwtKeys {
     /// HS256 tokens signed with `secret`.
-    pub fn from_secret(secret: &[u8]) -> Self {
-        JwtKeys::new(DecodingKey::from_secret(secret), &[Algorithm::HS256])
+    pub fn from_secret(secret: &[u8]) -> Result<Self, String> {
+        DecodingKey::from_secret(secret)
+            .map(|key| JwtKeys::new(key, &[Algorithm::HS256]))
+            .map_err(|err| err.to_string())
     }
 
     /// Tokens signed with the private half of `pem`: an RSA, EC (P-256) or
