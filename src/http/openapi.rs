@@ -3,10 +3,7 @@
 
 use super::{__path_health, __path_ready, metrics::__path_metrics};
 use crate::protocol::chunked::openapi::ChunkedRefusal;
-use crate::protocol::chunked::{
-    __path_abort, __path_append, __path_complete, __path_create, __path_create_complete,
-    __path_detail, __path_download, __path_list,
-};
+use crate::protocol::chunked::{create, download, upload};
 use crate::protocol::tus::{self, openapi::TusRefusal};
 use actix_web::HttpResponse;
 use std::sync::OnceLock;
@@ -21,7 +18,8 @@ use utoipa::{Modify, OpenApi};
                        tus 1.0 at /files/. Errors and the differences from the peers: docs/."
     ),
     paths(
-        list, create, create_complete, detail, append, complete, abort, download,
+        upload::list, create::create, create::create_complete, upload::detail, upload::append,
+        upload::complete, upload::abort, download::download,
         tus::options, tus::create, tus::head, tus::patch, tus::delete, tus::overridden,
         health, ready, metrics, document
     ),
