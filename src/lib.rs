@@ -174,6 +174,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ensure_a_token(meta.as_ref())?;
     LocalDisk::check_root(&args.store.data_dir)
         .with_context(|| format!("data directory {}", args.store.data_dir.display()))?;
+    let jwt = jwt_keys(&args)?;
     let outbox: Arc<dyn Outbox> = meta.clone();
     let engine = build_engine(&args, meta);
     if let Some(url) = args.webhook_url.clone() {
@@ -197,7 +198,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_requests: args.max_requests,
         active: Arc::default(),
         known_tokens: Default::default(),
-        jwt: jwt_keys(&args)?,
+        jwt,
     });
     if !args.cleanup_interval.0.is_zero() {
         actix_web::rt::spawn(remove_expired_every(

@@ -269,9 +269,7 @@ impl Engine {
                 }
                 self.check_total(provided)?;
                 if let Caller::Granted { grant, .. } = caller {
-                    if let Some(limit) = grant.max_bytes.filter(|&limit| provided > limit) {
-                        return Err(EngineError::TooLarge { limit });
-                    }
+                    grant.check_total(provided)?;
                 }
                 // Its bytes so far were counted; the rest of the told total
                 // is asked for now.

@@ -80,21 +80,13 @@ impl Engine {
         if grant.upload.is_some() {
             return Err(EngineError::Forbidden("the token is for one upload only"));
         }
-        if let (Some(limit), Some(total)) = (grant.max_bytes, total) {
-            if total > limit {
-                return Err(EngineError::TooLarge { limit });
-            }
+        if let Some(total) = total {
+            grant.check_total(total)?;
         }
-        if let (Some(allowed), Some(name)) = (&grant.extensions, filename) {
-            let ext = name
-                .rsplit_once('.')
-                .map(|(_, ext)| ext.to_lowercase())
-                .unwrap_or_default();
-            if !allowed.contains(&ext) {
-                return Err(EngineError::ExtensionNotAllowed);
-            }
+        match filename {
+            Some(name) => grant.check_filename(name),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Receives the bytes of a new upload into a new part file, hashed as

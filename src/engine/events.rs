@@ -5,6 +5,7 @@
 //! their retention, so that an outbox without a webhook stays small.
 
 use super::checksum::to_hex;
+use super::hook::application_agent;
 use super::EngineMetrics;
 use crate::meta::{MetaResult, Outbox, UploadEvent};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -25,7 +26,7 @@ const BATCH: u32 = 8;
 /// How long one post may take, connection included.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claim holds: longer than posting a whole batch.
-const CLAIM_FOR: Duration = Duration::from_secs(120);
+const CLAIM_FOR: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
 /// How often an idle deliverer looks for new events.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// The longest wait between two tries of one event.
@@ -40,17 +41,10 @@ pub struct EventDelivery {
 
 impl EventDelivery {
     pub fn new(outbox: Arc<dyn Outbox>, webhook: Webhook, metrics: EngineMetrics) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .user_agent(concat!("chunkd/", env!("CARGO_PKG_VERSION")))
-            .timeout_global(Some(POST_TIMEOUT))
-            .build()
-            .new_agent();
         EventDelivery {
             outbox,
             webhook,
-            agent,
+            agent: application_agent(POST_TIMEOUT),
             metrics,
         }
     }
@@ -72,14 +66,10 @@ impl EventDelivery {
     fn deliver_due(&self) -> usize {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let now = Utc::now();
-        let claimed = chrono::Duration::from_std(CLAIM_FOR)
-            .map_err(|err| err.to_string())
-            .and_then(|claim| {
-                self.outbox
-                    .claim_events(&token, now, now + claim, BATCH)
-                    .map_err(|err| err.to_string())
-            });
-        let events = match claimed {
+        let events = match self
+            .outbox
+            .claim_events(&token, now, now + CLAIM_FOR, BATCH)
+        {
             Ok(events) => events,
             Err(err) => {
                 log::warn!("events: cannot claim: {err}");

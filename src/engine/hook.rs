@@ -37,14 +37,10 @@ struct Accepted {
 
 impl PreCreateHook {
     pub fn new(url: String) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .user_agent(concat!("chunkd/", env!("CARGO_PKG_VERSION")))
-            .timeout_global(Some(HOOK_TIMEOUT))
-            .build()
-            .new_agent();
-        PreCreateHook { url, agent }
+        PreCreateHook {
+            url,
+            agent: application_agent(HOOK_TIMEOUT),
+        }
     }
 
     /// Asks about `new` of `owner` (its size `total`, when known); returns
@@ -100,6 +96,19 @@ impl PreCreateHook {
             _ => Err(unavailable(format!("answered {status}"))),
         }
     }
+}
+
+/// The client of chunkd's calls to the application (its hook, its
+/// webhook): statuses are answers, not errors, redirects are not followed,
+/// and each call, connection included, takes `timeout` at most.
+pub(super) fn application_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(concat!("chunkd/", env!("CARGO_PKG_VERSION")))
+        .timeout_global(Some(timeout))
+        .build()
+        .new_agent()
 }
 
 /// The longest start of `text` of at most `max` bytes that ends on a

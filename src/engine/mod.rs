@@ -166,6 +166,26 @@ pub struct Grant {
     pub upload: Option<Uuid>,
 }
 
+impl Grant {
+    /// Whether an upload of `total` bytes is within its size.
+    fn check_total(&self, total: u64) -> EngineResult<()> {
+        match self.max_bytes {
+            Some(limit) if total > limit => Err(EngineError::TooLarge { limit }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether it may create a file named `name`.
+    fn check_filename(&self, name: &str) -> EngineResult<()> {
+        match &self.extensions {
+            Some(allowed) if !allowed.contains(&extension(name)) => {
+                Err(EngineError::ExtensionNotAllowed)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Caller {
     /// The owner it acts as; None when anonymous.
     pub fn owner(&self) -> Option<&str> {
@@ -251,6 +271,13 @@ fn check_filename(name: &str) -> EngineResult<()> {
         ));
     }
     Ok(())
+}
+
+/// A file name's extension, lower case, without the dot ("" if none).
+fn extension(name: &str) -> String {
+    name.rsplit_once('.')
+        .map(|(_, ext)| ext.to_lowercase())
+        .unwrap_or_default()
 }
 
 /// tus's mark of an upload made to be concatenated.
@@ -401,10 +428,7 @@ impl Engine {
     /// media types (the type is the one its extension implies).
     pub fn check_filename(&self, name: &str) -> EngineResult<()> {
         check_filename(name)?;
-        let ext = name
-            .rsplit_once('.')
-            .map(|(_, ext)| ext.to_lowercase())
-            .unwrap_or_default();
+        let ext = extension(name);
         let allowed = &self.settings.allowed_extensions;
         if !allowed.is_empty() && !allowed.contains(&ext) {
             return Err(EngineError::ExtensionNotAllowed);

@@ -138,7 +138,7 @@ impl Outbox for DieselStore {
 
     fn remove_events_before(&self, before: DateTime<Utc>) -> MetaResult<u64> {
         // The sweep's own pool: a process keeps no connection of its own
-        // for this hourly chore.
+        // for this chore of each sweep.
         let (mut conn, _turn) = self.durable()?;
         let removed = diesel::delete(events::table.filter(events::happened_at.lt(naive(before))))
             .execute(&mut *conn)?;
