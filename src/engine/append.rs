@@ -4,19 +4,22 @@
 //! commit the new offset and hash state, and with the last byte the
 //! completion (`ReceivedChunk::commit`).
 
-use super::checksum::HashFeed;
+use super::checksum::{ChecksumAlgo, HashFeed, Hasher};
 use super::error::{EngineError, EngineResult};
-use super::lock::UploadLock;
+use super::lock::{InFlight, UploadLock};
 use super::write::{pump, Rollback, WriteGuard};
-use super::{finalize_after_commit, run_blocking, BodyRules, Caller, Completion, Engine};
+use super::{
+    finalize_after_commit, hash_file, run_blocking, BodyRules, Caller, Completion, Engine,
+};
 use crate::meta::{ChunkCommit, Completed, UploadRecord};
 use crate::storage::{PartKey, PartWriter};
 use bytes::Bytes;
 use chrono::{SubsecRound, Utc};
-use futures_util::{Stream, StreamExt};
+use futures_util::{ready, Stream};
 use std::fmt::Display;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -85,12 +88,10 @@ impl<'a> AppendSession<'a> {
         });
         let writer = engine.record_loss(&lock, upload.id, opened).await?;
         let token = lock.token().to_owned();
-        let reached = lock.track_chunk(from);
-        let body = body.inspect(move |piece| {
-            if let Ok(bytes) = piece {
-                reached.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            }
-        });
+        let body = TrackedBody {
+            body,
+            chunk: lock.track_chunk(from),
+        };
         let guard = WriteGuard::new(
             engine.storage.clone(),
             key.clone(),
@@ -103,14 +104,25 @@ impl<'a> AppendSession<'a> {
         let pumped = pump(writer, guard.clone(), from, feed, intake, body).await?;
         engine.metrics.stage_took("receive", began);
         let to = from + pumped.len;
-        let last = completion == Completion::LastByte && upload.total == Some(to);
+        let total = match (completion, upload.total) {
+            // The body's end is the upload's: a known total must be it.
+            (Completion::EndOfBody, Some(total)) if pumped.whole && total != to => {
+                return Err(EngineError::TotalMismatch {
+                    total,
+                    provided: to,
+                });
+            }
+            (Completion::EndOfBody, _) if pumped.whole => Some(to),
+            (_, total) => total,
+        };
+        let last = completion != Completion::Request && total == Some(to);
         let (commit, feed) = if last {
             let hasher = pumped.feed.finish().await?;
             let commit = ChunkCommit {
                 from,
                 to,
                 hash_state: hasher.save(),
-                total: upload.total,
+                total,
                 completed: Some(Completed {
                     checksum: hasher.hex(),
                     at: Utc::now().trunc_subsecs(6),
@@ -122,7 +134,7 @@ impl<'a> AppendSession<'a> {
                 from,
                 to,
                 hash_state: pumped.feed.checkpoint()?.save(),
-                total: upload.total,
+                total,
                 completed: None,
             };
             (commit, Some(pumped.feed))
@@ -137,6 +149,37 @@ impl<'a> AppendSession<'a> {
             feed,
             began,
         })
+    }
+}
+
+/// A chunk's body, counted as it arrives (`InFlight`), that breaks off
+/// when a newer request on its upload preempts it.
+struct TrackedBody<S> {
+    body: S,
+    chunk: Arc<InFlight>,
+}
+
+impl<S, E> Stream for TrackedBody<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Display,
+{
+    type Item = Result<Bytes, String>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.chunk.is_preempted(cx.waker()) {
+            return Poll::Ready(Some(Err("ended by a newer request on the upload".into())));
+        }
+        let piece = match ready!(Pin::new(&mut this.body).poll_next(cx)) {
+            Some(Ok(bytes)) => {
+                this.chunk.received(bytes.len());
+                Ok(bytes)
+            }
+            Some(Err(err)) => Err(err.to_string()),
+            None => return Poll::Ready(None),
+        };
+        Poll::Ready(Some(piece))
     }
 }
 
@@ -157,6 +200,32 @@ pub struct ReceivedChunk<'a> {
 }
 
 impl ReceivedChunk<'_> {
+    /// The hex digest with `algo` of every byte of the upload this chunk
+    /// completes (None if it does not): the engine's own when it hashes
+    /// with `algo`, else read back from the part file.
+    pub async fn whole_digest(&self, algo: ChecksumAlgo) -> EngineResult<Option<String>> {
+        let Some(completed) = &self.commit.completed else {
+            return Ok(None);
+        };
+        if ChecksumAlgo::parse(&self.upload.checksum_algo) == Some(algo) {
+            return Ok(completed.checksum.clone());
+        }
+        let (storage, key, len) = (
+            self.engine.storage.clone(),
+            self.key.clone(),
+            self.commit.to,
+        );
+        let hasher = run_blocking(move || {
+            hash_file(
+                storage.open_part_reader(&key)?.as_ref(),
+                Hasher::new(algo),
+                len,
+            )
+        })
+        .await?;
+        Ok(hasher.hex())
+    }
+
     /// Syncs the chunk's bytes and commits the new offset and hash state;
     /// with the upload's last byte, if that completes it, the completion
     /// goes in the same commit.
@@ -208,6 +277,7 @@ impl ReceivedChunk<'_> {
         }
         engine.metrics.stage_took("total", began);
         upload.offset = commit.to;
+        upload.total = commit.total;
         upload.hash_state = commit.hash_state;
         if let Some(completed) = commit.completed {
             upload.complete = true;

@@ -198,7 +198,7 @@ impl Engine {
         let len = file.len;
         let total = new.total.unwrap_or(len);
         self.admit(caller, &mut new, Some(total)).await?;
-        let record = if completion == Completion::LastByte && new.total == Some(len) {
+        let record = if completion != Completion::Request && new.total == Some(len) {
             let hasher = feed.finish().await?;
             self.record_complete(file, hasher, caller, new, None)
                 .await?

@@ -11,8 +11,9 @@ use super::error::{EngineError, EngineResult};
 use super::run_blocking;
 use crate::meta::{LeaseOutcome, MetaStore, UploadRecord, Viewer};
 use chrono::Utc;
+use futures_util::task::AtomicWaker;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
@@ -25,8 +26,8 @@ const POLL_MAX: Duration = Duration::from_millis(200);
 /// holding the leases.
 pub struct Locks {
     map: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
-    /// Where the chunk in flight on each upload held here has reached.
-    in_flight: Mutex<HashMap<Uuid, Arc<AtomicU64>>>,
+    /// The chunk in flight on each upload held here.
+    in_flight: Mutex<HashMap<Uuid, Arc<InFlight>>>,
     meta: Arc<dyn MetaStore>,
     /// How long a lease lasts without renewal: a dead process frees its
     /// uploads within this time. A holder renews it every quarter of it,
@@ -51,7 +52,20 @@ impl Locks {
         let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         in_flight
             .get(&id)
-            .map(|reached| reached.load(Ordering::Relaxed))
+            .map(|chunk| chunk.reached.load(Ordering::Relaxed))
+    }
+
+    /// Ends the chunk in flight on `id` in this process, if one is: its
+    /// body breaks off there, as if its client had gone. Returns whether
+    /// one was.
+    pub fn preempt(&self, id: Uuid) -> bool {
+        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(chunk) = in_flight.get(&id) else {
+            return false;
+        };
+        chunk.preempted.store(true, Ordering::SeqCst);
+        chunk.waker.wake();
+        true
     }
 
     fn lease_delta(&self) -> chrono::TimeDelta {
@@ -96,6 +110,30 @@ impl Locks {
     }
 }
 
+/// A chunk being received: how far it has reached, and whether a newer
+/// request on its upload ended it.
+#[derive(Default)]
+pub struct InFlight {
+    reached: AtomicU64,
+    preempted: AtomicBool,
+    /// The body's reader, woken when the chunk is preempted.
+    waker: AtomicWaker,
+}
+
+impl InFlight {
+    /// Counts bytes received.
+    pub fn received(&self, n: usize) {
+        self.reached.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Whether a newer request ended the chunk; until it does, `waker`
+    /// is woken when one does.
+    pub fn is_preempted(&self, waker: &std::task::Waker) -> bool {
+        self.waker.register(waker);
+        self.preempted.load(Ordering::SeqCst)
+    }
+}
+
 fn new_token() -> String {
     Uuid::new_v4().simple().to_string()
 }
@@ -109,8 +147,8 @@ pub struct UploadLock {
     local: Option<OwnedMutexGuard<()>>,
     lease_held: bool,
     last_renewal: Mutex<Instant>,
-    /// Where the chunk in flight has reached, once one is (`track_chunk`).
-    received: Option<Arc<AtomicU64>>,
+    /// The chunk in flight, once one is (`track_chunk`).
+    received: Option<Arc<InFlight>>,
 }
 
 /// What trying to take an upload's lease came to.
@@ -229,12 +267,14 @@ impl UploadLock {
         &self.token
     }
 
-    /// Starts counting a chunk that begins at `from`: the counter it
-    /// returns is to be advanced by every byte received. Readers in this
-    /// process see it at once (`Locks::received`), other processes with
-    /// each renewal of the lease.
-    pub fn track_chunk(&mut self, from: u64) -> Arc<AtomicU64> {
-        let reached = Arc::new(AtomicU64::new(from));
+    /// Starts counting a chunk that begins at `from`: what it returns is
+    /// told of every byte received. Readers in this process see it at once
+    /// (`Locks::received`), other processes with each renewal of the lease.
+    pub fn track_chunk(&mut self, from: u64) -> Arc<InFlight> {
+        let reached = Arc::new(InFlight {
+            reached: AtomicU64::new(from),
+            ..InFlight::default()
+        });
         let mut in_flight = self
             .locks
             .in_flight
@@ -251,7 +291,10 @@ impl UploadLock {
         if self.renewed_at().elapsed() >= lease / 4 {
             let started = Instant::now();
             let (locks, id, token) = (self.locks.clone(), self.id, self.token.clone());
-            let received = self.received.as_ref().map(|r| r.load(Ordering::Relaxed));
+            let received = self
+                .received
+                .as_ref()
+                .map(|chunk| chunk.reached.load(Ordering::Relaxed));
             let renewed = run_blocking(move || {
                 let until = Utc::now() + locks.lease_delta();
                 Ok(locks.meta.renew_lease(id, &token, until, received)?)

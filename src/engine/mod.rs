@@ -303,6 +303,10 @@ pub enum Completion {
     LastByte,
     /// A request of its own, with the client's checksum (`complete`).
     Request,
+    /// The end of this request's body, unless it breaks off: the upload's
+    /// total is where the body ends (the IETF draft's `Upload-Complete:
+    /// ?1`). Otherwise as `LastByte`.
+    EndOfBody,
 }
 
 /// The `checksum_algo` of an upload that is not hashed.
@@ -473,6 +477,26 @@ impl Engine {
         if let Some(here) = self.locks.received(id) {
             upload.received = Some(upload.received.map_or(here, |there| there.max(here)));
         }
+        Ok(upload)
+    }
+
+    /// Ends a request of this process in flight on an upload: its body
+    /// breaks off where it is, as if its client had gone. For clients that
+    /// resume while their previous request still looks alive here (the IETF
+    /// draft's zombie). A caller who may not see the upload ends nothing.
+    pub async fn preempt(&self, caller: &Caller, id: Uuid) -> EngineResult<()> {
+        if self.locks.received(id).is_some() {
+            self.find(caller, id).await?;
+            self.locks.preempt(id);
+        }
+        Ok(())
+    }
+
+    /// An upload once no request is writing to it: the offset it reports
+    /// is the one its next append must start at.
+    pub async fn settled(&self, caller: &Caller, id: Uuid) -> EngineResult<UploadRecord> {
+        let (_lock, upload, taken) = self.lock_then(caller, id, |_| Ok(())).await?;
+        taken?;
         Ok(upload)
     }
 

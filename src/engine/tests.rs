@@ -295,6 +295,113 @@ async fn a_deferred_total_is_told_with_its_chunk() {
     assert_eq!((done.total, done.complete), (Some(900), true));
 }
 
+/// Rules that keep what arrived of a body that breaks off, up to `room`.
+fn keeping(room: u64) -> BodyRules {
+    BodyRules {
+        length: BodyLength::UpTo(room),
+        keep_partial: true,
+        check: None,
+    }
+}
+
+/// A body that breaks off after `data`.
+fn broken(data: &[u8]) -> impl futures_util::Stream<Item = Result<Bytes, String>> + Unpin {
+    let pieces = vec![Ok(Bytes::copy_from_slice(data)), Err("gone".to_owned())];
+    futures_util::stream::iter(pieces)
+}
+
+/// `EndOfBody`: a body that ends by itself ends the upload, and its end
+/// is the total; one that breaks off keeps its bytes and completes
+/// nothing; one that ends short of a known total changes nothing.
+#[tokio::test]
+async fn the_end_of_a_body_can_be_the_end_of_the_upload() {
+    let (engine, meta, _) = engine();
+    let all = data(900);
+    let upload = create(&engine, &[], None, Completion::LastByte)
+        .await
+        .unwrap();
+    let session = engine
+        .begin_append(&CALLER, upload.id, 0, None)
+        .await
+        .unwrap();
+    let cut = session
+        .write(keeping(900), broken(&all[..300]), Completion::EndOfBody)
+        .await
+        .unwrap();
+    assert_eq!((cut.offset, cut.total, cut.complete), (300, None, false));
+
+    let known = create(&engine, &[], Some(900), Completion::LastByte)
+        .await
+        .unwrap();
+    let session = engine
+        .begin_append(&CALLER, known.id, 0, None)
+        .await
+        .unwrap();
+    let short = session
+        .write(keeping(900), body(&all[..500]), Completion::EndOfBody)
+        .await;
+    assert!(matches!(
+        short,
+        Err(EngineError::TotalMismatch {
+            total: 900,
+            provided: 500
+        })
+    ));
+    let row = meta.get_upload(known.id).unwrap().unwrap();
+    assert_eq!((row.offset, row.complete), (0, false));
+
+    let session = engine
+        .begin_append(&CALLER, upload.id, 300, None)
+        .await
+        .unwrap();
+    let done = session
+        .write(keeping(900), body(&all[300..]), Completion::EndOfBody)
+        .await
+        .unwrap();
+    assert_eq!((done.offset, done.total, done.complete), (900, Some(900), true));
+    assert_eq!(done.checksum, Some(md5_of(&all)));
+    assert_eq!(downloaded(&engine, upload.id).await.unwrap(), all);
+}
+
+/// A request in flight on an upload is ended by `preempt`: its body
+/// breaks off where it is, what arrived is kept, and the upload is free
+/// for the next request at once.
+#[tokio::test]
+async fn preempting_ends_the_request_in_flight() {
+    let (engine, _, _) = engine();
+    let all = data(900);
+    let upload = create(&engine, &[], Some(900), Completion::LastByte)
+        .await
+        .unwrap();
+    // A body whose client sent 200 bytes and then went quiet.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, Infallible>>();
+    tx.send(Ok(Bytes::copy_from_slice(&all[..200]))).unwrap();
+    let rx = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    }));
+    let zombie = async {
+        let session = engine
+            .begin_append(&CALLER, upload.id, 0, None)
+            .await
+            .unwrap();
+        session
+            .write(keeping(900), rx, Completion::LastByte)
+            .await
+            .unwrap()
+    };
+    let next = async {
+        while engine.locks.received(upload.id) != Some(200) {
+            tokio::task::yield_now().await;
+        }
+        engine.preempt(&CALLER, upload.id).await.unwrap();
+        engine.settled(&CALLER, upload.id).await.unwrap()
+    };
+    let (ended, settled) = tokio::join!(zombie, next);
+    assert_eq!((ended.offset, ended.complete), (200, false));
+    assert_eq!(settled.offset, 200);
+    drop(tx);
+}
+
 /// Expired incomplete uploads are swept, rows and bytes; complete ones
 /// never are.
 #[tokio::test]

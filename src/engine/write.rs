@@ -254,6 +254,8 @@ pub struct Intake {
 
 pub struct Pumped {
     pub len: u64,
+    /// The body ended by itself, rather than breaking off.
+    pub whole: bool,
     /// Fed every byte written; it may still be hashing the last ones.
     pub feed: HashFeed,
 }
@@ -562,6 +564,7 @@ where
     if !(keep_partial && broke_off) {
         result?;
     }
+    let whole = !broke_off;
     settled?;
     if exact && seen != limit {
         return Err(EngineError::SizeMismatch {
@@ -579,6 +582,7 @@ where
     }
     Ok(Pumped {
         len: seen,
+        whole,
         feed: pipeline.hashing,
     })
 }
