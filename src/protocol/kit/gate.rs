@@ -13,12 +13,15 @@
 //! taker that asks for more opens the gate again: one that keeps up is never
 //! held back, and a miscount (the count also holds request heads and chunk
 //! framing) can never stall a request.
+//!
+//! The same wrapper puts a request's interim (1xx) response on the wire,
+//! which actix-http has no API for ([`Interim`]).
 
 use actix_web::dev;
 use actix_web::error::PayloadError;
 use actix_web::{web, HttpRequest};
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{ready, Stream};
 use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
@@ -41,6 +44,9 @@ pub struct ReadGate {
     ahead: Cell<usize>,
     /// The reader waiting for the gate to open.
     reader: Cell<Option<Waker>>,
+    /// An interim response to write before anything else actix-http
+    /// writes, and how much of it was written.
+    interim: Cell<Option<(Bytes, usize)>>,
 }
 
 impl ReadGate {
@@ -109,6 +115,32 @@ impl<T> GatedIo<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> GatedIo<T> {
+    /// Writes the queued interim response; with `begun_only`, only the
+    /// rest of one that began to go out.
+    fn write_interim(&mut self, cx: &mut Context<'_>, begun_only: bool) -> Poll<io::Result<()>> {
+        while let Some((head, sent)) = self.gate.interim.take() {
+            if begun_only && sent == 0 {
+                self.gate.interim.set(Some((head, sent)));
+                break;
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &head[sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) if sent + n < head.len() => {
+                    self.gate.interim.set(Some((head, sent + n)));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {
+                    self.gate.interim.set(Some((head, sent)));
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for GatedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -130,12 +162,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for GatedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for GatedIo<T> {
+    // actix-http writes what it buffered (maybe the end of an earlier
+    // response) and only then flushes: an interim response goes out at the
+    // flush, and one that began to go out is finished before anything else.
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        ready!(this.write_interim(cx, true))?;
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -143,7 +180,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GatedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        ready!(this.write_interim(cx, true))?;
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -151,11 +190,44 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GatedIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.write_interim(cx, false))?;
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// An interim (1xx) response queued on a request's connection. It goes on
+/// the wire at the connection's next flush: after what actix-http wrote
+/// before (an earlier response's end), before the final response. The
+/// handler holds it while it works; dropped before it began to go out, it
+/// is withdrawn, so that it can never follow the final response.
+pub struct Interim {
+    gate: Rc<ReadGate>,
+}
+
+impl Interim {
+    /// Queues `head` (a 1xx status line and fields, ending with the empty
+    /// line) for the connection of `req`; None where the connection cannot
+    /// carry it (not HTTP/1.1, or not read through a gate).
+    pub fn send(req: &HttpRequest, head: String) -> Option<Interim> {
+        if req.version() != actix_web::http::Version::HTTP_11 {
+            return None;
+        }
+        let gate = req.conn_data::<Rc<ReadGate>>()?.clone();
+        let unsent = gate.interim.take().filter(|(_, sent)| *sent > 0);
+        gate.interim.set(unsent.or(Some((Bytes::from(head), 0))));
+        Some(Interim { gate })
+    }
+}
+
+impl Drop for Interim {
+    fn drop(&mut self) {
+        let begun = self.gate.interim.take().filter(|(_, sent)| *sent > 0);
+        self.gate.interim.set(begun);
     }
 }
 
@@ -247,6 +319,73 @@ mod tests {
             Poll::Ready(Err(err)) => panic!("{err}"),
             Poll::Pending => None,
         }
+    }
+
+    /// A socket that keeps what is written to it.
+    #[derive(Default)]
+    struct Wire(Vec<u8>);
+
+    impl AsyncWrite for Wire {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().0.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn queue(io: &GatedIo<Wire>, head: &'static [u8], sent: usize) -> Interim {
+        io.gate.interim.set(Some((Bytes::from_static(head), sent)));
+        Interim { gate: io.gate() }
+    }
+
+    fn write(io: &mut GatedIo<Wire>, bytes: &[u8]) {
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            Pin::new(io).poll_write(&mut cx, bytes),
+            Poll::Ready(Ok(n)) if n == bytes.len()
+        ));
+    }
+
+    fn flush(io: &mut GatedIo<Wire>) {
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(io).poll_flush(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn an_interim_response_goes_between_the_responses_around_it() {
+        // What was buffered before (an earlier response's end) goes first;
+        // the interim response goes at the flush.
+        let mut io = GatedIo::new(Wire::default());
+        let interim = queue(&io, b"104\r\n\r\n", 0);
+        write(&mut io, b"earlier;");
+        flush(&mut io);
+        drop(interim);
+        write(&mut io, b"final");
+        assert_eq!(io.io.0, b"earlier;104\r\n\r\nfinal");
+
+        // Withdrawn when the request ends before it went out.
+        let mut io = GatedIo::new(Wire::default());
+        drop(queue(&io, b"104\r\n\r\n", 0));
+        write(&mut io, b"final");
+        flush(&mut io);
+        assert_eq!(io.io.0, b"final");
+
+        // Begun, it is finished before anything else.
+        let mut io = GatedIo::new(Wire::default());
+        drop(queue(&io, b"104\r\n\r\n", 2));
+        write(&mut io, b"final");
+        assert_eq!(io.io.0, b"4\r\n\r\nfinal");
     }
 
     #[test]
