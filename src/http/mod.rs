@@ -9,10 +9,11 @@ pub use request_log::{log_requests, REQUEST_TARGET};
 
 use crate::protocol::chunked::{self, ChunkedError, RequestError};
 use crate::protocol::kit::AppState;
-use crate::protocol::tus;
+use crate::protocol::{resumable, tus};
 use actix_cors::Cors;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::guard;
 use actix_web::http::Method;
 use actix_web::middleware::{Condition, Next};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -22,8 +23,10 @@ use std::sync::Arc;
 
 /// Response headers a browser script may read: what tus clients and the
 /// chunked protocol's resumers need.
-const EXPOSED_HEADERS: [&str; 14] = [
+const EXPOSED_HEADERS: [&str; 16] = [
     "Upload-Offset",
+    "Upload-Complete",
+    "Upload-Limit",
     "Upload-Received",
     "Upload-Length",
     "Upload-Metadata",
@@ -176,7 +179,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(refuse_methods_but("GET, HEAD, PUT, POST, DELETE")),
     )
     .service(
+        web::resource(["/resumable/", "/resumable"])
+            .route(web::post().to(resumable::create))
+            .route(web::method(Method::OPTIONS).to(resumable::options))
+            .default_service(web::to(|req| {
+                resumable::not_allowed(req, resumable::TARGET_METHODS)
+            })),
+    )
+    .service(
+        web::resource(["/resumable/{id}", "/resumable/{id}/"])
+            .route(web::head().to(resumable::offset))
+            .route(web::get().to(resumable::offset))
+            .route(web::patch().to(resumable::append))
+            .route(web::delete().to(resumable::cancel))
+            .route(web::method(Method::OPTIONS).to(resumable::options))
+            .default_service(web::to(|req| {
+                resumable::not_allowed(req, resumable::UPLOAD_METHODS)
+            })),
+    )
+    .service(
         web::resource(["/files/", "/files"])
+            // Draft clients pointed at the tus endpoint are served too.
+            .route(
+                web::post()
+                    .guard(guard::fn_guard(resumable::speaks_draft))
+                    .to(resumable::create),
+            )
             .route(web::post().to(tus::create))
             .route(web::method(Method::OPTIONS).to(tus::options))
             .default_service(web::to(|| tus::not_allowed(tus::COLLECTION_METHODS))),

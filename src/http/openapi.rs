@@ -4,6 +4,7 @@
 use super::{__path_health, __path_ready, metrics::__path_metrics};
 use crate::protocol::chunked::openapi::ChunkedRefusal;
 use crate::protocol::chunked::{create, download, upload};
+use crate::protocol::resumable::{self, openapi::ResumableRefusal};
 use crate::protocol::tus::{self, openapi::TusRefusal};
 use actix_web::HttpResponse;
 use std::sync::OnceLock;
@@ -15,15 +16,17 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "chunkd",
         description = "Resumable chunked uploads: the drf-chunked-upload protocol at /upload/, \
-                       tus 1.0 at /files/. Errors and the differences from the peers: docs/."
+                       tus 1.0 at /files/, the IETF resumable upload draft at /resumable/. Errors and the differences from the peers: docs/."
     ),
     paths(
         upload::list, create::create, create::create_complete, upload::detail, upload::append,
         upload::complete, upload::abort, download::download,
         tus::options, tus::create, tus::head, tus::patch, tus::delete, tus::overridden,
+        resumable::options, resumable::create, resumable::offset, resumable::append,
+        resumable::cancel,
         health, ready, metrics, document
     ),
-    components(responses(ChunkedRefusal, TusRefusal)),
+    components(responses(ChunkedRefusal, TusRefusal, ResumableRefusal)),
     modifiers(&TokenAuth),
     security(("token" = []))
 )]

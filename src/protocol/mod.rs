@@ -2,4 +2,5 @@
 
 pub mod chunked;
 pub mod kit;
+pub mod resumable;
 pub mod tus;

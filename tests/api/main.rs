@@ -23,6 +23,7 @@ mod processes;
 mod quotas;
 mod receiver;
 mod refusals;
+mod resumable;
 mod transcript;
 mod tus;
 mod uploads;

@@ -10,12 +10,14 @@ use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 
-const PATHS: [&str; 9] = [
+const PATHS: [&str; 11] = [
     "/upload/",
     "/upload/{id}/",
     "/upload/{id}/file",
     "/files/",
     "/files/{id}",
+    "/resumable/",
+    "/resumable/{id}",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -64,7 +66,7 @@ fn the_live_server_keeps_its_openapi_contract(backend: Backend) {
         "{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("17 selected / 17 total"), "{report}");
+    assert!(report.contains("22 selected / 22 total"), "{report}");
 }
 
 both_backends!(the_live_server_keeps_its_openapi_contract);

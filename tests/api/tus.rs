@@ -659,17 +659,18 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Uploads files of several sizes, whole and resumed, with `client`; checks
-/// the stored bytes.
-fn real_client_uploads(
+/// Uploads files of several sizes, whole and resumed, with `client` to
+/// `endpoint`; checks the stored bytes.
+pub(crate) fn real_client_uploads(
     backend: Backend,
+    endpoint: &str,
     cases: &[(usize, &str)],
-    client_command: fn(&[&str]) -> Command,
+    client_command: &dyn Fn(&[&str]) -> Command,
 ) {
     let setup = Setup::new(backend, &[]);
     let client = setup.client();
     let files = TempDir::new("tus-files");
-    let endpoint = setup.server.url("/files/");
+    let endpoint = setup.server.url(endpoint);
     for (seed, &(size, mode)) in cases.iter().enumerate() {
         let data = bytes(size, 40 + seed as u64);
         let file = files.0.join(format!("f{seed}.bin"));
@@ -693,7 +694,7 @@ fn real_client_uploads(
     }
 }
 
-const SIZES: [(usize, &str); 4] = [
+pub(crate) const SIZES: [(usize, &str); 4] = [
     (0, "whole"),
     (1, "whole"),
     (300_001, "whole"),
@@ -702,10 +703,11 @@ const SIZES: [(usize, &str); 4] = [
 
 /// Through a proxy that cuts the connection twice in the middle of a body,
 /// `client` retries, asks the server for its offset, and finishes.
-fn real_client_survives_cut_connections(
+pub(crate) fn real_client_survives_cut_connections(
     backend: Backend,
+    endpoint: &str,
     chunk: usize,
-    client_command: fn(&[&str]) -> Command,
+    client_command: &dyn Fn(&[&str]) -> Command,
 ) {
     let setup = Setup::new(backend, &[]);
     let client = setup.client();
@@ -714,7 +716,7 @@ fn real_client_survives_cut_connections(
     let data = bytes(3 << 20, 77);
     let file = files.0.join("cut.bin");
     std::fs::write(&file, &data).unwrap();
-    let endpoint = format!("http://{}/files/", proxy.addr);
+    let endpoint = format!("http://{}{endpoint}", proxy.addr);
     let chunk = chunk.to_string();
     let id = upload_with(client_command(&[
         &endpoint,
@@ -737,7 +739,7 @@ fn tuspy_command(args: &[&str]) -> Command {
     command
 }
 
-fn tus_js_command(args: &[&str]) -> Command {
+pub(crate) fn tus_js_command(args: &[&str]) -> Command {
     let mut command = Command::new("node");
     command
         .arg(script("tus_js_upload.js"))
@@ -748,22 +750,23 @@ fn tus_js_command(args: &[&str]) -> Command {
 
 /// tuspy sends checksums: a cut body is discarded and sent again.
 fn tuspy_survives_cut_connections(backend: Backend) {
-    real_client_survives_cut_connections(backend, 1 << 20, tuspy_command);
+    real_client_survives_cut_connections(backend, "/files/", 1 << 20, &tuspy_command);
 }
 
 /// tus-js-client sends the file in one PATCH: the cut body's bytes are
 /// kept, and it resumes from the middle.
 fn tus_js_client_survives_cut_connections(backend: Backend) {
-    real_client_survives_cut_connections(backend, 8 << 20, tus_js_command);
+    real_client_survives_cut_connections(backend, "/files/", 8 << 20, &tus_js_command);
 }
 
 fn tuspy_uploads_and_resumes(backend: Backend) {
-    real_client_uploads(backend, &SIZES, tuspy_command);
+    real_client_uploads(backend, "/files/", &SIZES, &tuspy_command);
 }
 
 fn tus_js_client_uploads_resumes_and_parallelizes(backend: Backend) {
     let more = [(3 << 20, "parallel"), (2 << 20, "deferred")];
-    real_client_uploads(backend, &[SIZES.as_slice(), &more].concat(), tus_js_command);
+    let cases = [SIZES.as_slice(), &more].concat();
+    real_client_uploads(backend, "/files/", &cases, &tus_js_command);
 }
 
 /// `--hash-tus false`: tus uploads are stored byte for byte, resumed after

@@ -1,15 +1,18 @@
 // Uploads a file to chunkd with tus-js-client (npm), under Node.
-// usage: node tus_js_upload.js ENDPOINT TOKEN FILE CHUNK_SIZE MODE
+// usage: node tus_js_upload.js ENDPOINT TOKEN FILE CHUNK_SIZE MODE [PROTOCOL]
 // MODE: whole    - one upload
 //       parallel - two partial uploads at once, joined by concatenation
 //       deferred - the length is told only with the last chunk
 //       resume   - abort after the first chunk, then a new Upload resumes
 //                  from the server's offset through its URL
+// PROTOCOL: tus-v1 (the default), ietf-draft-03 or ietf-draft-05 (the IETF
+//           draft, interop versions 5 and 6)
 // Prints the upload URL on the last line.
 const fs = require("fs");
 const tus = require("tus-js-client");
 
-const [endpoint, token, path, chunkSizeText, mode] = process.argv.slice(2);
+const [endpoint, token, path, chunkSizeText, mode, protocol = "tus-v1"] =
+  process.argv.slice(2);
 const chunkSize = Number(chunkSizeText);
 const data = fs.readFileSync(path);
 
@@ -18,6 +21,7 @@ function upload(options) {
     const u = new tus.Upload(data, {
       endpoint,
       chunkSize,
+      protocol,
       retryDelays: [0, 100, 200, 500, 1000],
       headers: { Authorization: "Token " + token },
       metadata: { filename: "js-" + path.split("/").pop() },
@@ -44,6 +48,7 @@ async function main() {
       const u = new tus.Upload(data, {
         endpoint,
         chunkSize,
+        protocol,
         headers: { Authorization: "Token " + token },
         metadata: { filename: "js-resumed.bin" },
         onError: reject,

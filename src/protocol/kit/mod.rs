@@ -3,6 +3,7 @@
 //! parsing). Adapters import the engine and this, nothing above them.
 
 pub mod auth;
+pub mod fields;
 pub mod gate;
 pub mod headers;
 pub mod jwt;

@@ -166,10 +166,11 @@ pub fn read_response_on(stream: &mut TcpStream) -> Response {
         raw.extend_from_slice(&buf[..n]);
     };
     let body_at = loop {
-        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
+        match raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(at) if raw.starts_with(b"HTTP/1.1 1") => drop(raw.drain(..at + 4)),
+            Some(at) => break at + 4,
+            None => fill(stream, &mut raw, &mut buf),
         }
-        fill(stream, &mut raw, &mut buf);
     };
     let head = parse_response(&raw[..body_at]);
     assert!(
@@ -186,7 +187,15 @@ pub fn read_response_on(stream: &mut TcpStream) -> Response {
     parse_response(&raw)
 }
 
-pub fn parse_response(raw: &[u8]) -> Response {
+/// The final response in `raw`: interim (1xx) responses before it are
+/// passed over, as HTTP clients do.
+pub fn parse_response(mut raw: &[u8]) -> Response {
+    while raw.starts_with(b"HTTP/1.1 1") {
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            break;
+        };
+        raw = &raw[end + 4..];
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
