@@ -358,7 +358,10 @@ async fn the_end_of_a_body_can_be_the_end_of_the_upload() {
         .write(keeping(900), body(&all[300..]), Completion::EndOfBody)
         .await
         .unwrap();
-    assert_eq!((done.offset, done.total, done.complete), (900, Some(900), true));
+    assert_eq!(
+        (done.offset, done.total, done.complete),
+        (900, Some(900), true)
+    );
     assert_eq!(done.checksum, Some(md5_of(&all)));
     assert_eq!(downloaded(&engine, upload.id).await.unwrap(), all);
 }

@@ -637,6 +637,80 @@ fn repr_digest_is_checked_at_completion(backend: Backend) {
     assert_refused(&bad, 9, 400, None);
 }
 
+/// An upload made through the draft is an upload like any other: tus
+/// continues it, the draft finishes it, `/upload/` lists and serves it;
+/// left alone, it expires (410) and the sweep removes it.
+fn an_upload_like_any_other(backend: Backend) {
+    let setup = Setup::new(backend, &["--expiration", "2s"]);
+    let client = setup.client();
+    let data = bytes(300_000, 12);
+    let create = draft(
+        &client,
+        9,
+        "POST",
+        "/resumable/",
+        &[
+            completes(9, false),
+            ("Upload-Length", "300000"),
+            ("Content-Disposition", "inline; filename=\"mixed.bin\""),
+        ],
+        &data[..100_000],
+    );
+    let (path, id) = (path_of(&create), create.location_id());
+    let tus_head = client.send("HEAD", &format!("/files/{id}"), &[TUS], b"");
+    assert_eq!(tus_head.header("upload-offset"), Some("100000"));
+    let tus_patch = client.send(
+        "PATCH",
+        &format!("/files/{id}"),
+        &[TUS, STREAM, ("Upload-Offset", "100000")],
+        &data[100_000..200_000],
+    );
+    assert_eq!(tus_patch.status, 204);
+    let head = draft(&client, 9, "HEAD", &path, &[], b"");
+    assert_eq!(offset_of(&head), 200_000);
+    let last = draft(
+        &client,
+        9,
+        "PATCH",
+        &path,
+        &[
+            ("Upload-Offset", "200000"),
+            completes(9, true),
+            ("Content-Type", "application/partial-upload"),
+        ],
+        &data[200_000..],
+    );
+    assert_eq!(last.status, 200, "{}", last.text());
+    let listed = client.get(&format!("/upload/{id}/")).json();
+    assert_eq!(
+        (listed["status"].as_u64(), listed["filename"].as_str()),
+        (Some(2), Some("mixed.bin"))
+    );
+    assert_eq!(listed["md5"], md5_hex(&data));
+    assert_eq!(client.get(&format!("/upload/{id}/file")).body, data);
+
+    let idle = draft(
+        &client,
+        9,
+        "POST",
+        "/resumable/",
+        &[completes(9, false)],
+        b"abc",
+    );
+    let idle_path = path_of(&idle);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(draft(&client, 9, "HEAD", &idle_path, &[], b"").status, 410);
+    let (ok, out, err) = setup.store.run(&["cleanup"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 expired uploads removed"), "{out}");
+    assert_eq!(draft(&client, 9, "HEAD", &idle_path, &[], b"").status, 404);
+    assert_eq!(
+        draft(&client, 9, "HEAD", &path, &[], b"").status,
+        204,
+        "complete ones stay"
+    );
+}
+
 fn draft_command(protocol: &'static str) -> impl Fn(&[&str]) -> Command {
     move |args| tus_js_command(&[args, &[protocol]].concat())
 }
@@ -675,6 +749,7 @@ both_backends!(
     no_104_without_a_known_version,
     a_new_request_ends_the_zombie,
     repr_digest_is_checked_at_completion,
+    an_upload_like_any_other,
     tus_js_client_speaks_both_drafts,
     tus_js_client_resumes_cut_draft_uploads,
 );

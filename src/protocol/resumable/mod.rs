@@ -8,12 +8,18 @@
 //! draft's zombie). docs/api-resumable.md says which draft each behaviour
 //! follows.
 
+mod answers;
 mod error;
 pub mod openapi;
+mod request;
 mod version;
 
+use answers::{answer, interim_head, state_headers, upload_limit, upload_url};
 pub use error::Refusal;
 use error::{ResumableError, ResumableResult};
+use request::{
+    content_length, filename, header_text, integer_header, offered_digests, told_total, upload_id,
+};
 use version::Interop;
 
 use crate::engine::{
@@ -22,16 +28,14 @@ use crate::engine::{
 };
 use crate::protocol::kit::auth::{caller, Appender};
 use crate::protocol::kit::gate::{GatedPayload, Interim};
-use crate::protocol::kit::headers::parse_upload_metadata;
 use crate::protocol::kit::openapi::{RawBytes, UploadPath};
-use crate::protocol::kit::{base_url, fields, AppState};
+use crate::protocol::kit::AppState;
 use actix_web::guard::GuardContext;
-use actix_web::http::header::{self, CacheControl, CacheDirective, ContentDisposition};
-use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use chrono::Utc;
 use openapi::{InteropVersion, ResumableRefusal};
-use serde_json::json;
 use std::convert::Infallible;
 use uuid::Uuid;
 
@@ -51,205 +55,6 @@ pub fn speaks_draft(ctx: &GuardContext) -> bool {
         || (!headers.contains_key("Tus-Resumable")
             && (headers.contains_key("Upload-Complete")
                 || headers.contains_key("Upload-Incomplete")))
-}
-
-fn header_text<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-/// A Structured Field integer header; one that does not parse is ignored,
-/// as the draft says.
-fn integer_header(req: &HttpRequest, name: &str) -> Option<u64> {
-    header_text(req, name).and_then(fields::integer)
-}
-
-/// The request content's length: `Content-Length`, or 0 for a request
-/// with neither it nor a chunked body. None when it streams unannounced.
-fn content_length(req: &HttpRequest) -> Option<u64> {
-    match header_text(req, header::CONTENT_LENGTH.as_str()) {
-        Some(value) => value.trim().parse().ok(),
-        None if req.headers().contains_key(header::TRANSFER_ENCODING) => None,
-        None => Some(0),
-    }
-}
-
-/// The upload's length, as far as a request starting at `offset` tells
-/// it: `Upload-Length`, and, on a request that completes the upload, where
-/// its content ends. The two must agree.
-fn told_total(req: &HttpRequest, offset: u64, completes: bool) -> ResumableResult<Option<u64>> {
-    let declared = integer_header(req, "Upload-Length");
-    let implied = content_length(req)
-        .filter(|_| completes)
-        .and_then(|len| offset.checked_add(len));
-    match (declared, implied) {
-        (Some(declared), Some(implied)) if declared != implied => {
-            Err(ResumableError::InconsistentLength)
-        }
-        (declared, implied) => Ok(declared.or(implied)),
-    }
-}
-
-/// The representation's name: `Content-Disposition`'s filename (the
-/// draft's way), else tus-js-client's `Upload-Metadata` one.
-fn filename(req: &HttpRequest) -> String {
-    let disposition = req
-        .headers()
-        .get(header::CONTENT_DISPOSITION)
-        .and_then(|v| ContentDisposition::from_raw(v).ok());
-    let from_disposition = disposition.and_then(|d| {
-        d.get_filename_ext()
-            .and_then(|ext| String::from_utf8(ext.value.clone()).ok())
-            .or_else(|| d.get_filename().map(str::to_owned))
-    });
-    let from_metadata = || {
-        let pairs = parse_upload_metadata(header_text(req, "Upload-Metadata")?)?;
-        let (_, value) = pairs
-            .into_iter()
-            .find(|(key, _)| key == "filename" || key == "name")?;
-        String::from_utf8(value?).ok()
-    };
-    from_disposition
-        .or_else(from_metadata)
-        .unwrap_or_else(|| "upload".to_owned())
-}
-
-fn upload_id(req: &HttpRequest) -> ResumableResult<Uuid> {
-    req.match_info()
-        .get("id")
-        .filter(|id| id.len() == 36)
-        .and_then(|id| Uuid::try_parse(id).ok())
-        .ok_or(ResumableError::Engine(EngineError::NotFound))
-}
-
-fn upload_url(req: &HttpRequest, state: &AppState, id: Uuid) -> String {
-    format!("{}/resumable/{id}", base_url(req, state.trust_proxy))
-}
-
-/// `Upload-Limit`: the server's limits, and the upload's remaining
-/// lifetime in seconds (a new upload's whole lifetime when there is none
-/// yet).
-fn upload_limit(state: &AppState, interop: Interop, upload: Option<&Upload>) -> String {
-    let settings = state.engine.settings();
-    let mut limits = vec![format!("min-size={}", settings.min_bytes)];
-    if let Some(max) = settings.max_bytes {
-        limits.push(format!("max-size={max}"));
-    }
-    if let Some(max) = settings.max_chunk_bytes {
-        limits.push(format!("max-append-size={max}"));
-    }
-    let age = match upload {
-        Some(upload) if upload.complete => None,
-        Some(upload) => Some((upload.expires_at - Utc::now()).num_seconds().max(0)),
-        None => Some(i64::try_from(settings.expiration.as_secs()).unwrap_or(i64::MAX)),
-    };
-    if let Some(age) = age {
-        limits.push(format!("{}={age}", interop.age_key()));
-    }
-    limits.join(", ")
-}
-
-/// The headers of an upload's state: its offset, whether it is complete,
-/// and (since -04) its length and limits.
-fn state_headers(
-    response: &mut HttpResponseBuilder,
-    state: &AppState,
-    interop: Interop,
-    upload: &Upload,
-) {
-    response
-        .insert_header(("Upload-Offset", upload.offset.to_string()))
-        .insert_header(interop.completeness(upload.complete));
-    if interop.has_limits_and_problems() {
-        if let Some(total) = upload.total {
-            response.insert_header(("Upload-Length", total.to_string()));
-        }
-        response.insert_header(("Upload-Limit", upload_limit(state, interop, Some(upload))));
-    }
-}
-
-/// The answer to the request that completed an upload: what the target
-/// resource makes of the whole representation, a JSON description of the
-/// stored file.
-fn completed(
-    mut response: HttpResponseBuilder,
-    req: &HttpRequest,
-    state: &AppState,
-    interop: Interop,
-    upload: &Upload,
-) -> HttpResponse {
-    state_headers(&mut response, state, interop, upload);
-    let base = base_url(req, state.trust_proxy);
-    response.json(json!({
-        "id": upload.id,
-        "filename": upload.filename,
-        "size": upload.offset,
-        "checksum_algo": upload.checksum_algo,
-        "checksum": upload.checksum,
-        "completed_at": upload.completed_at,
-        "url": format!("{base}/upload/{}/file", upload.id),
-    }))
-}
-
-/// The request's answer for an upload it leaves as `upload`.
-fn answer(
-    req: &HttpRequest,
-    state: &AppState,
-    interop: Interop,
-    upload: &Upload,
-    created: bool,
-) -> HttpResponse {
-    let mut response = if created {
-        HttpResponse::Created()
-    } else if upload.complete {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::NoContent()
-    };
-    if created {
-        response.insert_header((header::LOCATION, upload_url(req, state, upload.id)));
-    }
-    if upload.complete {
-        return completed(response, req, state, interop, upload);
-    }
-    state_headers(&mut response, state, interop, upload);
-    response.finish()
-}
-
-/// The `104 Upload Resumption Supported` of a creation request, in its
-/// interop version.
-fn interim_head(state: &AppState, interop: Interop, location: &str) -> String {
-    let mut head = format!(
-        "HTTP/1.1 104 Upload Resumption Supported\r\nLocation: {location}\r\n\
-         Upload-Draft-Interop-Version: {}\r\n",
-        interop.number()
-    );
-    if interop.has_limits_and_problems() {
-        head.push_str(&format!(
-            "Upload-Limit: {}\r\n",
-            upload_limit(state, interop, None)
-        ));
-    }
-    head.push_str("\r\n");
-    head
-}
-
-/// `Repr-Digest` digests this server can check, by RFC 9530's names.
-fn offered_digests(req: &HttpRequest) -> ResumableResult<Vec<(ChecksumAlgo, Vec<u8>)>> {
-    let Some(value) = header_text(req, "Repr-Digest") else {
-        return Ok(Vec::new());
-    };
-    let members =
-        fields::byte_sequences(value).ok_or(ResumableError::BadRequest("Malformed Repr-Digest"))?;
-    let known = members.into_iter().filter_map(|(name, digest)| {
-        let algo = match name.as_str() {
-            "md5" => ChecksumAlgo::Md5,
-            "sha" => ChecksumAlgo::Sha1,
-            "sha-256" => ChecksumAlgo::Sha256,
-            _ => return None,
-        };
-        Some((algo, digest))
-    });
-    Ok(known.collect())
 }
 
 /// Checks the digests of the whole representation that the request
