@@ -38,6 +38,30 @@ impl<'a> AppendSession<'a> {
         &self.upload
     }
 
+    /// Names the upload `filename`, under the rules on names (a FilePond
+    /// upload is named by its chunks). Done before the chunk is taken in;
+    /// a chunk refused later leaves the name given.
+    pub async fn rename(&mut self, caller: &Caller, filename: &str) -> EngineResult<()> {
+        if self.upload.filename == filename {
+            return Ok(());
+        }
+        self.engine.check_filename(filename)?;
+        if let Caller::Granted { grant, .. } = caller {
+            grant.check_filename(filename)?;
+        }
+        let (meta, id, token, name) = (
+            self.engine.meta.clone(),
+            self.upload.id,
+            self.lock.token().to_owned(),
+            filename.to_owned(),
+        );
+        if !run_blocking(move || Ok(meta.rename_upload(id, &token, &name)?)).await? {
+            return Err(EngineError::LeaseLost);
+        }
+        self.upload.filename = filename.to_owned();
+        Ok(())
+    }
+
     /// How many bytes the chunk may have: up to the upload's total, or the
     /// size limit while the total is deferred.
     pub fn room(&self) -> EngineResult<u64> {

@@ -27,6 +27,13 @@ pub struct Staged {
     began: Instant,
 }
 
+impl Staged {
+    /// How many bytes were received.
+    pub fn received(&self) -> u64 {
+        self.file.len
+    }
+}
+
 /// A new upload's part file.
 struct StagedFile {
     id: Uuid,

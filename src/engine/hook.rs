@@ -165,8 +165,11 @@ impl Engine {
         new: &mut NewUpload,
         total: Option<u64>,
     ) -> EngineResult<()> {
-        self.check_filename(&new.filename)?;
-        Self::check_grant(caller, total, Some(&new.filename))?;
+        let name = (!new.named_later).then_some(new.filename.as_str());
+        if let Some(name) = name {
+            self.check_filename(name)?;
+        }
+        Self::check_grant(caller, total, name)?;
         let Some(hook) = self.hook.clone() else {
             return Ok(());
         };

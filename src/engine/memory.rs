@@ -246,6 +246,11 @@ impl MetaStore for MemoryMeta {
         Ok(self.change_held(id, token, |_| true, |row| row.upload.failed = true))
     }
 
+    fn rename_upload(&self, id: Uuid, token: &str, filename: &str) -> MetaResult<bool> {
+        let renamed = |row: &mut Row| row.upload.filename = filename.to_owned();
+        Ok(self.change_held(id, token, |_| true, renamed))
+    }
+
     fn delete_upload(&self, id: Uuid, token: &str) -> MetaResult<bool> {
         let held = self.change_held(id, token, |_| true, |_| {});
         if held {

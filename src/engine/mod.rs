@@ -328,6 +328,9 @@ pub struct NewUpload {
     pub metadata: Option<String>,
     /// tus `Upload-Concat`: `partial`, or `final;` and the parts.
     pub concat: Option<String>,
+    /// The name comes later, with a chunk (FilePond): `filename` is a
+    /// placeholder, and no rule on names is applied to it.
+    pub named_later: bool,
 }
 
 pub struct Engine {

@@ -9,7 +9,7 @@ pub use request_log::{log_requests, REQUEST_TARGET};
 
 use crate::protocol::chunked::{self, ChunkedError, RequestError};
 use crate::protocol::kit::AppState;
-use crate::protocol::{resumable, tus};
+use crate::protocol::{filepond, resumable, tus};
 use actix_cors::Cors;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 /// Response headers a browser script may read: what tus clients and the
 /// chunked protocol's resumers need.
-const EXPOSED_HEADERS: [&str; 16] = [
+const EXPOSED_HEADERS: [&str; 17] = [
     "Upload-Offset",
     "Upload-Complete",
     "Upload-Limit",
@@ -40,6 +40,7 @@ const EXPOSED_HEADERS: [&str; 16] = [
     "ETag",
     "Content-Range",
     "Content-Disposition",
+    "X-Content-Transfer-Id",
 ];
 
 /// CORS for the origins of `--cors-origins` (`*`: any), or none at all when
@@ -177,6 +178,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(chunked::detail))
             .route(web::delete().to(chunked::abort))
             .default_service(refuse_methods_but("GET, HEAD, PUT, POST, DELETE")),
+    )
+    .service(
+        web::resource(["/filepond/", "/filepond"])
+            .route(web::post().to(filepond::process))
+            .route(web::patch().to(filepond::patch))
+            .route(web::head().to(filepond::offset))
+            .route(web::get().to(filepond::load))
+            .route(web::delete().to(filepond::revert))
+            .default_service(web::to(filepond::not_allowed)),
     )
     .service(
         web::resource(["/resumable/", "/resumable"])

@@ -4,6 +4,7 @@
 use super::{__path_health, __path_ready, metrics::__path_metrics};
 use crate::protocol::chunked::openapi::ChunkedRefusal;
 use crate::protocol::chunked::{create, download, upload};
+use crate::protocol::filepond::{self, openapi::FilePondRefusal};
 use crate::protocol::resumable::{self, openapi::ResumableRefusal};
 use crate::protocol::tus::{self, openapi::TusRefusal};
 use actix_web::HttpResponse;
@@ -16,7 +17,7 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "chunkd",
         description = "Resumable chunked uploads: the drf-chunked-upload protocol at /upload/, \
-                       tus 1.0 at /files/, the IETF resumable upload draft at /resumable/. Errors and the differences from the peers: docs/."
+                       tus 1.0 at /files/, the IETF resumable upload draft at /resumable/, the FilePond server API at /filepond/. Errors and the differences from the peers: docs/."
     ),
     paths(
         upload::list, create::create, create::create_complete, upload::detail, upload::append,
@@ -24,9 +25,10 @@ use utoipa::{Modify, OpenApi};
         tus::options, tus::create, tus::head, tus::patch, tus::delete, tus::overridden,
         resumable::options, resumable::create, resumable::offset, resumable::append,
         resumable::cancel,
+        filepond::process, filepond::patch, filepond::offset, filepond::revert, filepond::load,
         health, ready, metrics, document
     ),
-    components(responses(ChunkedRefusal, TusRefusal, ResumableRefusal)),
+    components(responses(ChunkedRefusal, TusRefusal, ResumableRefusal, FilePondRefusal)),
     modifiers(&TokenAuth),
     security(("token" = []))
 )]

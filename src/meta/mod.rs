@@ -332,6 +332,9 @@ pub trait MetaStore: Send + Sync {
     fn mark_complete(&self, id: Uuid, token: &str, completed: &Completed) -> MetaResult<bool>;
     /// Marks the upload failed for good; false if the lease was lost.
     fn mark_failed(&self, id: Uuid, token: &str) -> MetaResult<bool>;
+    /// Names the upload anew (FilePond tells the name only with its
+    /// chunks); false if the lease was lost.
+    fn rename_upload(&self, id: Uuid, token: &str, filename: &str) -> MetaResult<bool>;
     /// Deletes the row; false if the lease was lost.
     fn delete_upload(&self, id: Uuid, token: &str) -> MetaResult<bool>;
 

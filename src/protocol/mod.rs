@@ -1,6 +1,7 @@
 //! Protocol adapters: each one a thin HTTP layer over the upload engine.
 
 pub mod chunked;
+pub mod filepond;
 pub mod kit;
 pub mod resumable;
 pub mod tus;

@@ -10,6 +10,7 @@ mod disk;
 mod errors;
 mod events;
 mod expiry;
+mod filepond;
 mod finish;
 mod hooks;
 mod hostile;

@@ -10,7 +10,7 @@ use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 
-const PATHS: [&str; 11] = [
+const PATHS: [&str; 12] = [
     "/upload/",
     "/upload/{id}/",
     "/upload/{id}/file",
@@ -18,6 +18,7 @@ const PATHS: [&str; 11] = [
     "/files/{id}",
     "/resumable/",
     "/resumable/{id}",
+    "/filepond/",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -66,7 +67,7 @@ fn the_live_server_keeps_its_openapi_contract(backend: Backend) {
         "{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("22 selected / 22 total"), "{report}");
+    assert!(report.contains("27 selected / 27 total"), "{report}");
 }
 
 both_backends!(the_live_server_keeps_its_openapi_contract);

@@ -539,6 +539,14 @@ impl MetaStore for DieselStore {
         Ok(marked == 1)
     }
 
+    fn rename_upload(&self, id: Uuid, token: &str, filename: &str) -> MetaResult<bool> {
+        let (mut conn, _turn) = self.durable()?;
+        let renamed = diesel::update(held(id, token))
+            .set(uploads::filename.eq(filename))
+            .execute(&mut *conn)?;
+        Ok(renamed == 1)
+    }
+
     fn delete_upload(&self, id: Uuid, token: &str) -> MetaResult<bool> {
         let (mut conn, _turn) = self.durable()?;
         let deleted = diesel::delete(held(id, token)).execute(&mut *conn)?;

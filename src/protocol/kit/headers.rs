@@ -82,6 +82,12 @@ pub fn parse_range(value: Option<&str>, len: u64) -> ByteRange {
 /// `Content-Disposition: attachment` for a download: an ASCII fallback name
 /// and the exact UTF-8 name (RFC 6266 / RFC 8187).
 pub fn attachment(filename: &str) -> String {
+    disposition("attachment", filename)
+}
+
+/// `Content-Disposition` of `kind` (`inline`, `attachment`) naming
+/// `filename`, as `attachment` does.
+pub fn disposition(kind: &str, filename: &str) -> String {
     let fallback: String = filename
         .chars()
         .map(|c| {
@@ -100,7 +106,7 @@ pub fn attachment(filename: &str) -> String {
             encoded.push_str(&format!("%{byte:02X}"));
         }
     }
-    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod fields;
+pub mod form;
 pub mod gate;
 pub mod headers;
 pub mod jwt;
@@ -28,6 +29,26 @@ pub struct AppState {
     pub known_tokens: auth::KnownTokens,
     /// The key of the application's upload tokens, when it issues any.
     pub jwt: Option<jwt::JwtKeys>,
+}
+
+/// Whether the request's `Content-Type` is `essence` (parameters aside).
+pub fn has_media_type(req: &HttpRequest, essence: &str) -> bool {
+    let value = req.headers().get(header::CONTENT_TYPE);
+    value.and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case(essence))
+    })
+}
+
+/// A request body's length: `Content-Length`, or 0 for a request with
+/// neither it nor a chunked body. None when it streams unannounced.
+pub fn body_length(req: &HttpRequest) -> Option<u64> {
+    match req.headers().get(header::CONTENT_LENGTH) {
+        Some(value) => value.to_str().ok().and_then(|v| v.trim().parse().ok()),
+        None if req.headers().contains_key(header::TRANSFER_ENCODING) => None,
+        None => Some(0),
+    }
 }
 
 /// The address the server listens on, for the URLs of clients that send no

@@ -17,9 +17,7 @@ mod version;
 use answers::{answer, interim_head, state_headers, upload_limit, upload_url};
 pub use error::Refusal;
 use error::{ResumableError, ResumableResult};
-use request::{
-    content_length, filename, header_text, integer_header, offered_digests, told_total, upload_id,
-};
+use request::{filename, integer_header, offered_digests, told_total, upload_id};
 use version::Interop;
 
 use crate::engine::{
@@ -29,9 +27,9 @@ use crate::engine::{
 use crate::protocol::kit::auth::{caller, Appender};
 use crate::protocol::kit::gate::{GatedPayload, Interim};
 use crate::protocol::kit::openapi::{RawBytes, UploadPath};
-use crate::protocol::kit::AppState;
+use crate::protocol::kit::{body_length, has_media_type, AppState};
 use actix_web::guard::GuardContext;
-use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use chrono::Utc;
@@ -87,12 +85,12 @@ async fn append_content(
     let engine = &state.engine;
     let total = told_total(req, offset, completes)?;
     let offered = offered_digests(req)?;
-    if let Some(len) = content_length(req) {
+    if let Some(len) = body_length(req) {
         engine.check_chunk_len(len)?;
     }
     let session = engine.begin_append(caller, id, offset, total).await?;
     let room = session.room()?;
-    if content_length(req).is_some_and(|len| len > room) {
+    if body_length(req).is_some_and(|len| len > room) {
         let limit = session.upload().total.unwrap_or(engine.size_limit());
         return Err(EngineError::TooLarge { limit }.into());
     }
@@ -202,7 +200,7 @@ async fn create_as(
     let upload = engine
         .create(staged, &caller, new, Completion::LastByte)
         .await?;
-    if upload.complete || content_length(req) == Some(0) {
+    if upload.complete || body_length(req) == Some(0) {
         return Ok(answer(req, state, interop, &upload, true));
     }
     // The upload exists before its content is read: a client cut off from
@@ -314,12 +312,7 @@ async fn append_as(
     let completes = interop
         .completes(req)
         .ok_or(ResumableError::BadRequest("Upload-Complete is required"))?;
-    let partial_upload = header_text(req, header::CONTENT_TYPE.as_str()).is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case(PARTIAL_UPLOAD))
-    });
-    if interop.requires_partial_upload_type() && !partial_upload {
+    if interop.requires_partial_upload_type() && !has_media_type(req, PARTIAL_UPLOAD) {
         return Err(ResumableError::WrongContentType);
     }
     state.engine.preempt(caller, id).await?;
@@ -327,7 +320,7 @@ async fn append_as(
         Ok(upload) => Ok(answer(req, state, interop, &upload, false)),
         Err(ResumableError::Engine(EngineError::AlreadyComplete)) => {
             let upload = state.engine.get(caller, id).await?;
-            let empty = content_length(req) == Some(0);
+            let empty = body_length(req) == Some(0);
             match (empty, completes) {
                 // It completed with its last byte; the empty request that
                 // says so is answered as if it had completed it.

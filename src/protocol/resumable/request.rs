@@ -3,8 +3,8 @@
 
 use super::error::{ResumableError, ResumableResult};
 use crate::engine::{ChecksumAlgo, EngineError};
-use crate::protocol::kit::fields;
 use crate::protocol::kit::headers::parse_upload_metadata;
+use crate::protocol::kit::{body_length, fields};
 use actix_web::http::header::{self, ContentDisposition};
 use actix_web::HttpRequest;
 use uuid::Uuid;
@@ -19,16 +19,6 @@ pub(super) fn integer_header(req: &HttpRequest, name: &str) -> Option<u64> {
     header_text(req, name).and_then(fields::integer)
 }
 
-/// The request content's length: `Content-Length`, or 0 for a request
-/// with neither it nor a chunked body. None when it streams unannounced.
-pub(super) fn content_length(req: &HttpRequest) -> Option<u64> {
-    match header_text(req, header::CONTENT_LENGTH.as_str()) {
-        Some(value) => value.trim().parse().ok(),
-        None if req.headers().contains_key(header::TRANSFER_ENCODING) => None,
-        None => Some(0),
-    }
-}
-
 /// The upload's length, as far as a request starting at `offset` tells
 /// it: `Upload-Length`, and, on a request that completes the upload, where
 /// its content ends. The two must agree.
@@ -38,7 +28,7 @@ pub(super) fn told_total(
     completes: bool,
 ) -> ResumableResult<Option<u64>> {
     let declared = integer_header(req, "Upload-Length");
-    let implied = content_length(req)
+    let implied = body_length(req)
         .filter(|_| completes)
         .and_then(|len| offset.checked_add(len));
     match (declared, implied) {

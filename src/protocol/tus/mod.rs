@@ -14,7 +14,7 @@ use crate::protocol::kit::headers::{
     parse_tus_number, parse_upload_checksum, parse_upload_metadata,
 };
 use crate::protocol::kit::openapi::{RawBytes, UploadPath};
-use crate::protocol::kit::{base_url, AppState};
+use crate::protocol::kit::{base_url, has_media_type, AppState};
 use actix_web::http::header::{self, CacheControl, CacheDirective, HttpDate};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -118,13 +118,7 @@ fn body_rules(req: &HttpRequest, room: u64) -> TusResult<BodyRules> {
 }
 
 fn is_offset_stream(req: &HttpRequest) -> bool {
-    header_text(req, header::CONTENT_TYPE.as_str()).is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .eq_ignore_ascii_case(OFFSET_STREAM)
-    })
+    has_media_type(req, OFFSET_STREAM)
 }
 
 fn content_length(req: &HttpRequest) -> Option<u64> {
@@ -271,6 +265,7 @@ pub async fn create(
         total,
         metadata: raw_metadata,
         concat,
+        named_later: false,
     };
     let upload = engine
         .create(staged, &caller, new, Completion::LastByte)
