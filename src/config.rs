@@ -237,6 +237,10 @@ pub struct ServeArgs {
     /// Uploads are visible to their owner only (others get 404).
     #[arg(long, env = "CHUNKD_OWNER_RESTRICTED", default_value_t = true, action = clap::ArgAction::Set)]
     pub owner_restricted: bool,
+    /// Serve the demo page at /demo/ (and / redirects there): FilePond and
+    /// Uppy uploading to this server. Off in production unless wanted.
+    #[arg(long, env = "CHUNKD_DEMO", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub demo: bool,
     /// Allow requests without credentials to create uploads.
     #[arg(long, env = "CHUNKD_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub anonymous: bool,

@@ -214,6 +214,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let read_timeout = args.read_timeout.0;
     let cors_origins = args.cors_origins.clone();
     let log_format = args.log_format;
+    let demo = args.demo;
     let metrics = actix_web::web::Data::new(http::Metrics::new(&state.engine));
     let builder = actix_server::Server::build();
     let shutdown = builder.graceful_shutdown_signal();
@@ -232,7 +233,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .wrap(actix_web::middleware::from_fn(http::count_requests))
                 .wrap(http::cors(&cors_origins))
                 .wrap(actix_web::middleware::from_fn(http::log_requests))
-                .configure(http::routes)
+                .configure(|cfg| {
+                    if demo {
+                        http::demo::routes(cfg);
+                    }
+                    http::routes(cfg);
+                })
                 .into_factory()
                 .map_err(|err: actix_web::Error| err.error_response());
             let shutdown = shutdown.clone();

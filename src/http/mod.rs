@@ -1,5 +1,6 @@
 //! App wiring: routes, CORS, the request cap, health and metrics.
 
+pub mod demo;
 mod metrics;
 mod openapi;
 mod request_log;
