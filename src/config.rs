@@ -217,6 +217,10 @@ pub struct ServeArgs {
     /// How long an incomplete upload lives, counted from its creation.
     #[arg(long, env = "CHUNKD_EXPIRATION", default_value = "1d")]
     pub expiration: Span,
+    /// How long a session attachment lives, counted from when it was
+    /// attached; the sweep then removes it.
+    #[arg(long, env = "CHUNKD_ATTACHMENT_EXPIRATION", default_value = "7d")]
+    pub attachment_expiration: Span,
     /// strftime pattern of the directory (in the data directory) of new part files.
     #[arg(long, env = "CHUNKD_PATH_TEMPLATE", default_value = "uploads/%Y/%m/%d", value_parser = parse_path_template)]
     pub path_template: String,
@@ -352,6 +356,7 @@ impl ServeArgs {
     pub fn engine_settings(&self) -> EngineSettings {
         EngineSettings {
             expiration: self.expiration.0,
+            attachment_expiration: self.attachment_expiration.0,
             path_template: self.path_template.clone(),
             checksum: self.checksum,
             owner_restricted: self.owner_restricted,
@@ -423,6 +428,12 @@ impl ServeArgs {
             (
                 "--expiration",
                 self.expiration,
+                Duration::from_secs(1),
+                DAY * 36_500,
+            ),
+            (
+                "--attachment-expiration",
+                self.attachment_expiration,
                 Duration::from_secs(1),
                 DAY * 36_500,
             ),

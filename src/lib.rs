@@ -106,6 +106,9 @@ async fn remove_expired_every(
                 for key in swept.orphans {
                     log::info!("upload {}: files without a row, removed", key.id);
                 }
+                if swept.attachments > 0 {
+                    log::info!("{} expired attachments removed", swept.attachments);
+                }
                 if swept.events > 0 {
                     log::info!("{} events older than {retention:?} removed", swept.events);
                 }
@@ -118,20 +121,23 @@ async fn remove_expired_every(
 /// What a sweep removed.
 pub struct Swept {
     pub expired: Vec<meta::UploadRecord>,
+    /// Session attachments past `--attachment-expiration`.
+    pub attachments: usize,
     /// Files no upload row knew.
     pub orphans: Vec<storage::PartKey>,
     /// Events past their retention, delivered or not.
     pub events: u64,
 }
 
-/// Removes expired uploads, then files no upload row knows, then events
-/// older than `retention`.
+/// Removes expired uploads and attachments, then files no upload row
+/// knows, then events older than `retention`.
 pub async fn cleanup(
     engine: &Engine,
     outbox: Arc<dyn Outbox>,
     retention: Duration,
 ) -> engine::EngineResult<Swept> {
     let expired = engine.remove_expired().await?;
+    let attachments = engine.remove_old_attachments().await?;
     let orphans = engine.remove_orphans().await?;
     let metrics = engine.metrics().clone();
     let events =
@@ -139,6 +145,7 @@ pub async fn cleanup(
             .await?;
     Ok(Swept {
         expired,
+        attachments,
         orphans,
         events,
     })

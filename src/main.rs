@@ -202,6 +202,7 @@ async fn cleanup(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!("{} expired uploads removed", removed.len());
+    println!("{} expired attachments removed", swept.attachments);
     for key in &orphans {
         println!(
             "removed the files of {} in {:?}, which no upload row knows",

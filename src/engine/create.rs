@@ -8,7 +8,7 @@ use super::{
     checksum_matches, expand_path_template, run_blocking, BodyRules, Caller, ChecksumAlgo,
     Completion, Engine, Hashing, NewUpload, PARTIAL, UNHASHED,
 };
-use crate::meta::UploadRecord;
+use crate::meta::{AttachmentKey, MetaResult, MetaStore, OwnerLimits, UploadRecord};
 use crate::storage::{PartKey, PartWriter, StorageError};
 use bytes::Bytes;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -28,6 +28,34 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Records the staged bytes as a complete upload named `key`, with
+    /// its media type, in one transaction with the attachment.
+    pub(super) async fn record_attachment(
+        self,
+        engine: &Engine,
+        caller: &Caller,
+        key: AttachmentKey,
+        media_type: String,
+    ) -> EngineResult<(UploadRecord, Option<Uuid>)> {
+        let Staged { file, feed, .. } = self;
+        let len = file.len;
+        let mut new = NewUpload {
+            filename: key.name.clone(),
+            total: Some(len),
+            ..NewUpload::default()
+        };
+        engine.admit(caller, &mut new, Some(len)).await?;
+        let hasher = feed.finish().await?;
+        let insert = move |meta: &dyn MetaStore, row: &UploadRecord, limits: &OwnerLimits| {
+            meta.insert_attachment(row, limits, &key, &media_type)
+        };
+        let recorded = engine
+            .record_complete_with(file, hasher, caller, new, None, insert)
+            .await?;
+        engine.metrics.bytes_received.inc_by(len);
+        Ok(recorded)
+    }
+
     /// How many bytes were received.
     pub fn received(&self) -> u64 {
         self.file.len
@@ -266,6 +294,30 @@ impl Engine {
         new: NewUpload,
         checksum: Option<&str>,
     ) -> EngineResult<UploadRecord> {
+        let insert = |meta: &dyn MetaStore, row: &UploadRecord, limits: &OwnerLimits| {
+            meta.insert_upload(row, limits)
+        };
+        let (record, ()) = self
+            .record_complete_with(staged, hasher, caller, new, checksum, insert)
+            .await?;
+        Ok(record)
+    }
+
+    /// `record_complete`, with the row inserted by `insert` (which may
+    /// write more in its transaction), and what `insert` gave.
+    async fn record_complete_with<T, F>(
+        &self,
+        staged: StagedFile,
+        hasher: Hasher,
+        caller: &Caller,
+        new: NewUpload,
+        checksum: Option<&str>,
+        insert: F,
+    ) -> EngineResult<(UploadRecord, T)>
+    where
+        F: FnOnce(&dyn MetaStore, &UploadRecord, &OwnerLimits) -> MetaResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let digest = hasher.clone().hex();
         if !checksum_matches(digest.as_deref(), checksum) {
             return Err(EngineError::ChecksumMismatch);
@@ -282,23 +334,23 @@ impl Engine {
             record.clone(),
         );
         let (metrics, limits) = (self.metrics.clone(), self.settings.owner_limits);
-        run_blocking(move || {
+        let given = run_blocking(move || {
             metrics.timed("sync", || guard.sync())?;
             storage.finalize(&key)?;
-            let inserted = metrics.timed("commit", || meta.insert_upload(&row, &limits));
+            let inserted = metrics.timed("commit", || insert(meta.as_ref(), &row, &limits));
             if inserted.is_err() {
                 // The completed file has no row to show it: it goes, as the
                 // part file would (a leftover is an orphan for the sweep).
                 let _ = storage.remove(&key);
             }
-            inserted?;
+            let given = inserted?;
             guard.mark_committed();
-            Ok(())
+            Ok(given)
         })
         .await?;
         self.metrics.created.inc();
         self.metrics.finished.inc();
-        Ok(record)
+        Ok((record, given))
     }
 
     /// Joins completed partial uploads, in order, into a new completed

@@ -4,8 +4,9 @@
 //! file until renamed to a completed one), without a database or a disk.
 
 use crate::meta::{
-    ChunkCommit, Completed, LeaseOutcome, ListQuery, MetaError, MetaResult, MetaStore, OwnerLimits,
-    OwnerUsage, Sees, TokenRecord, UploadRecord, Viewer,
+    AttachmentKey, AttachmentRecord, Attachments, ChunkCommit, Completed, LeaseOutcome, ListQuery,
+    MetaError, MetaResult, MetaStore, OwnerLimits, OwnerUsage, Sees, TokenRecord, UploadRecord,
+    Viewer,
 };
 use crate::storage::{
     PartKey, PartReader, PartStore, PartWriter, StorageError, StorageResult, StoredFile,
@@ -32,7 +33,11 @@ struct Row {
 pub struct MemoryMeta {
     rows: Mutex<HashMap<Uuid, Row>>,
     tokens: Mutex<Vec<TokenRecord>>,
+    attachments: Mutex<Vec<Attached>>,
 }
+
+/// An attachment: its key, its upload, its media type, when it was made.
+type Attached = (AttachmentKey, Uuid, String, DateTime<Utc>);
 
 impl MemoryMeta {
     /// Changes the row of `id` with `change` if `token` holds its lease
@@ -66,6 +71,92 @@ impl MemoryMeta {
                 received: None,
             },
         );
+    }
+}
+
+impl MemoryMeta {
+    /// Removes the attachments `chosen` picks, and their uploads.
+    fn remove_chosen(&self, chosen: impl Fn(&AttachmentKey, &DateTime<Utc>) -> bool) -> Vec<Uuid> {
+        let mut attachments = locked(&self.attachments);
+        let mut rows = locked(&self.rows);
+        let mut removed = Vec::new();
+        attachments.retain(|(key, id, _, at)| {
+            let gone = chosen(key, at);
+            if gone {
+                rows.remove(id);
+                removed.push(*id);
+            }
+            !gone
+        });
+        removed
+    }
+}
+
+impl Attachments for MemoryMeta {
+    fn insert_attachment(
+        &self,
+        upload: &UploadRecord,
+        limits: &OwnerLimits,
+        key: &AttachmentKey,
+        media_type: &str,
+    ) -> MetaResult<Option<Uuid>> {
+        self.insert_upload(upload, limits)?;
+        self.attach_upload(key, upload.id, media_type, upload.created_at)
+    }
+
+    fn attach_upload(
+        &self,
+        key: &AttachmentKey,
+        upload_id: Uuid,
+        media_type: &str,
+        at: DateTime<Utc>,
+    ) -> MetaResult<Option<Uuid>> {
+        let replaced = self
+            .remove_chosen(|k, _| k == key)
+            .pop()
+            .filter(|id| *id != upload_id);
+        let entry = (key.clone(), upload_id, media_type.to_owned(), at);
+        locked(&self.attachments).push(entry);
+        Ok(replaced)
+    }
+
+    fn list_attachments(&self, holder: &str, bundle: &str) -> MetaResult<Vec<AttachmentRecord>> {
+        let rows = locked(&self.rows);
+        let mut found: Vec<AttachmentRecord> = locked(&self.attachments)
+            .iter()
+            .filter(|(key, ..)| key.holder == holder && key.bundle == bundle)
+            .filter_map(|(key, id, media_type, at)| {
+                Some(AttachmentRecord {
+                    key: key.clone(),
+                    upload_id: *id,
+                    media_type: media_type.clone(),
+                    created_at: *at,
+                    size: rows.get(id)?.upload.offset,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.key.name.cmp(&b.key.name));
+        Ok(found)
+    }
+
+    fn get_attachment(&self, key: &AttachmentKey) -> MetaResult<Option<AttachmentRecord>> {
+        let listed = self.list_attachments(&key.holder, &key.bundle)?;
+        Ok(listed.into_iter().find(|a| a.key == *key))
+    }
+
+    fn remove_attachments(
+        &self,
+        holder: &str,
+        bundle: &str,
+        name: Option<&str>,
+    ) -> MetaResult<Vec<Uuid>> {
+        Ok(self.remove_chosen(|key, _| {
+            key.holder == holder && key.bundle == bundle && name.is_none_or(|n| key.name == n)
+        }))
+    }
+
+    fn remove_attachments_before(&self, cutoff: DateTime<Utc>) -> MetaResult<Vec<Uuid>> {
+        Ok(self.remove_chosen(|_, at| *at < cutoff))
     }
 }
 

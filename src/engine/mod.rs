@@ -13,6 +13,7 @@
 //! the one file every other one imports.
 
 mod append;
+mod attachments;
 pub mod checksum;
 mod complete;
 mod create;
@@ -33,7 +34,7 @@ pub use create::Staged;
 /// An upload as the engine shows it to adapters.
 pub use crate::meta::UploadRecord as Upload;
 /// What an owner may hold, and what it holds.
-pub use crate::meta::{OverLimit, OwnerLimits, OwnerUsage};
+pub use crate::meta::{AttachmentKey, AttachmentRecord, OverLimit, OwnerLimits, OwnerUsage};
 pub use checksum::ChecksumAlgo;
 pub use error::{EngineError, EngineResult};
 pub use events::{drop_old_events, EventDelivery, Webhook};
@@ -115,6 +116,8 @@ const MAX_TOTAL: u64 = i64::MAX as u64;
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub expiration: Duration,
+    /// How long a session attachment lives.
+    pub attachment_expiration: Duration,
     /// strftime pattern of the directory (under the data directory) where
     /// new uploads are stored; already validated.
     pub path_template: String,

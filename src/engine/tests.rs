@@ -17,6 +17,7 @@ fn engine_with(expiration: Duration) -> (Engine, Arc<MemoryMeta>, Arc<MemoryStor
     );
     let settings = EngineSettings {
         expiration,
+        attachment_expiration: expiration,
         path_template: "uploads".into(),
         checksum: ChecksumAlgo::Md5,
         owner_restricted: true,

@@ -10,7 +10,7 @@ pub use request_log::{log_requests, REQUEST_TARGET};
 
 use crate::protocol::chunked::{self, ChunkedError, RequestError};
 use crate::protocol::kit::AppState;
-use crate::protocol::{filepond, resumable, tus};
+use crate::protocol::{attachments, filepond, resumable, tus};
 use actix_cors::Cors;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -179,6 +179,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(chunked::detail))
             .route(web::delete().to(chunked::abort))
             .default_service(refuse_methods_but("GET, HEAD, PUT, POST, DELETE")),
+    )
+    .service(
+        web::resource("/attachments/{bundle}/")
+            .route(web::post().to(attachments::attach))
+            .route(web::get().to(attachments::list))
+            .default_service(web::to(attachments::not_allowed)),
+    )
+    .service(
+        web::resource("/attachments/{bundle}/{name}/")
+            .route(web::get().to(attachments::download))
+            .route(web::post().to(attachments::remove_bundle))
+            .default_service(web::to(attachments::not_allowed)),
+    )
+    .service(
+        web::resource("/attachments/{bundle}/{name}/delete/")
+            .route(web::post().to(attachments::remove))
+            .default_service(web::to(attachments::not_allowed)),
     )
     .service(
         web::resource(["/filepond/", "/filepond"])

@@ -2,6 +2,7 @@
 //! from the handlers' own annotations.
 
 use super::{__path_health, __path_ready, metrics::__path_metrics};
+use crate::protocol::attachments::{self, openapi::AttachmentsRefusal};
 use crate::protocol::chunked::openapi::ChunkedRefusal;
 use crate::protocol::chunked::{create, download, upload};
 use crate::protocol::filepond::{self, openapi::FilePondRefusal};
@@ -17,7 +18,7 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "chunkd",
         description = "Resumable chunked uploads: the drf-chunked-upload protocol at /upload/, \
-                       tus 1.0 at /files/, the IETF resumable upload draft at /resumable/, the FilePond server API at /filepond/. Errors and the differences from the peers: docs/."
+                       tus 1.0 at /files/, the IETF resumable upload draft at /resumable/, the FilePond server API at /filepond/, session attachments at /attachments/. Errors and the differences from the peers: docs/."
     ),
     paths(
         upload::list, create::create, create::create_complete, upload::detail, upload::append,
@@ -26,9 +27,13 @@ use utoipa::{Modify, OpenApi};
         resumable::options, resumable::create, resumable::offset, resumable::append,
         resumable::cancel,
         filepond::process, filepond::patch, filepond::offset, filepond::revert, filepond::load,
+        attachments::attach, attachments::list, attachments::download,
+        attachments::remove_bundle, attachments::remove,
         health, ready, metrics, document
     ),
-    components(responses(ChunkedRefusal, TusRefusal, ResumableRefusal, FilePondRefusal)),
+    components(responses(
+        ChunkedRefusal, TusRefusal, ResumableRefusal, FilePondRefusal, AttachmentsRefusal
+    )),
     modifiers(&TokenAuth),
     security(("token" = []))
 )]

@@ -261,7 +261,66 @@ pub trait Outbox: Send + Sync {
 /// time in its row. Every change of an upload is made by its lease holder
 /// and checks the token (fencing), so a holder that lost its lease changes
 /// nothing.
-pub trait MetaStore: Send + Sync {
+/// Where an attachment is: its holder (`owner:<name>`, or `session:<hash of
+/// a visitor's cookie>`), its bundle and its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentKey {
+    pub holder: String,
+    pub bundle: String,
+    pub name: String,
+}
+
+/// A session attachment: a name in a bundle, standing for a complete upload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttachmentRecord {
+    pub key: AttachmentKey,
+    pub upload_id: Uuid,
+    pub media_type: String,
+    pub created_at: DateTime<Utc>,
+    /// The upload's size.
+    pub size: u64,
+}
+
+/// Session attachments. An attachment's upload goes with it: replacing or
+/// removing one deletes its upload's row, whose file the orphan sweep then
+/// removes.
+pub trait Attachments: Send + Sync {
+    /// Inserts the complete upload `upload` and names it `key`, in one
+    /// transaction with the owner's limits checked; the upload `key` named
+    /// before goes. Its id is returned.
+    fn insert_attachment(
+        &self,
+        upload: &UploadRecord,
+        limits: &OwnerLimits,
+        key: &AttachmentKey,
+        media_type: &str,
+    ) -> MetaResult<Option<Uuid>>;
+    /// Names the complete upload `upload_id` `key` (an upload attached
+    /// after it arrived by another protocol); the upload `key` named
+    /// before goes. Its id is returned.
+    fn attach_upload(
+        &self,
+        key: &AttachmentKey,
+        upload_id: Uuid,
+        media_type: &str,
+        at: DateTime<Utc>,
+    ) -> MetaResult<Option<Uuid>>;
+    /// A bundle's attachments, by name.
+    fn list_attachments(&self, holder: &str, bundle: &str) -> MetaResult<Vec<AttachmentRecord>>;
+    fn get_attachment(&self, key: &AttachmentKey) -> MetaResult<Option<AttachmentRecord>>;
+    /// Removes one attachment (`name`), or a whole bundle, with their
+    /// uploads; the ids of the uploads removed.
+    fn remove_attachments(
+        &self,
+        holder: &str,
+        bundle: &str,
+        name: Option<&str>,
+    ) -> MetaResult<Vec<Uuid>>;
+    /// Removes the attachments made before `cutoff`, with their uploads.
+    fn remove_attachments_before(&self, cutoff: DateTime<Utc>) -> MetaResult<Vec<Uuid>>;
+}
+
+pub trait MetaStore: Attachments + Send + Sync {
     /// Inserts a new upload if its owner stays within `limits` with it,
     /// checked and inserted as one step against concurrent insertions
     /// (else `MetaError::OverLimit`).

@@ -34,6 +34,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    attachments (holder, bundle, name) {
+        holder -> Text,
+        bundle -> Text,
+        name -> Text,
+        upload_id -> Text,
+        media_type -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(attachments, uploads);
+
 // A lease checks the caller's token in its own statement.
 diesel::allow_tables_to_appear_in_same_query!(uploads, tokens);
 

@@ -1,5 +1,6 @@
 //! Protocol adapters: each one a thin HTTP layer over the upload engine.
 
+pub mod attachments;
 pub mod chunked;
 pub mod filepond;
 pub mod kit;

@@ -10,7 +10,7 @@ use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 
-const PATHS: [&str; 12] = [
+const PATHS: [&str; 15] = [
     "/upload/",
     "/upload/{id}/",
     "/upload/{id}/file",
@@ -19,6 +19,9 @@ const PATHS: [&str; 12] = [
     "/resumable/",
     "/resumable/{id}",
     "/filepond/",
+    "/attachments/{bundle}/",
+    "/attachments/{bundle}/{name}/",
+    "/attachments/{bundle}/{name}/delete/",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -67,7 +70,7 @@ fn the_live_server_keeps_its_openapi_contract(backend: Backend) {
         "{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("27 selected / 27 total"), "{report}");
+    assert!(report.contains("32 selected / 32 total"), "{report}");
 }
 
 both_backends!(the_live_server_keeps_its_openapi_contract);

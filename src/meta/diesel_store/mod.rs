@@ -22,6 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use uuid::Uuid;
 
+mod attachments;
 mod commit;
 mod events;
 mod prepared;
@@ -229,6 +230,42 @@ fn create_sqlite_file(path: &Path, mode: u32) -> MetaResult<()> {
     }
 }
 
+fn insert_row(conn: &mut AnyConnection, upload: &UploadRecord) -> MetaResult<()> {
+    diesel::insert_into(uploads::table)
+        .values(UploadRow::from_record(upload))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Inserts `upload` in a transaction that checks its owner's limits first
+/// and runs `then` after.
+fn insert_within_limits<T>(
+    conn: &mut AnyConnection,
+    upload: &UploadRecord,
+    limits: &OwnerLimits,
+    then: impl FnOnce(&mut AnyConnection) -> MetaResult<T>,
+) -> MetaResult<T> {
+    let owner = upload.owner.as_deref();
+    conn.transaction(|conn| {
+        if !limits.is_unlimited() {
+            // Insertions of one owner queue here, so that each sees what
+            // the one before it inserted. SQLite has one writer at a time.
+            if let AnyConnection::Postgresql(pg) = conn {
+                diesel::sql_query("SELECT pg_advisory_xact_lock(727276, hashtext($1))")
+                    .bind::<diesel::sql_types::Text, _>(owner.unwrap_or(""))
+                    .execute(pg)?;
+            }
+            let usage = usage::of_owner(conn, owner)?;
+            let wanted = upload.total.unwrap_or(upload.offset);
+            limits
+                .check(&usage, wanted, true)
+                .map_err(MetaError::OverLimit)?;
+        }
+        insert_row(conn, upload)?;
+        then(conn)
+    })
+}
+
 impl DieselStore {
     /// Opens a pool of at most `connections` on the database; the SQLite
     /// file is created if needed. `durable`: commits wait until they are on
@@ -338,33 +375,11 @@ impl DieselStore {
 impl MetaStore for DieselStore {
     fn insert_upload(&self, upload: &UploadRecord, limits: &OwnerLimits) -> MetaResult<()> {
         let (mut conn, _turn) = self.durable()?;
-        let insert = |conn: &mut AnyConnection| {
-            diesel::insert_into(uploads::table)
-                .values(UploadRow::from_record(upload))
-                .execute(conn)
-        };
         if limits.is_unlimited() {
-            insert(&mut conn)?;
+            insert_row(&mut conn, upload)?;
             return Ok(());
         }
-        let owner = upload.owner.as_deref();
-        let conn: &mut AnyConnection = &mut conn;
-        conn.transaction(|conn| {
-            // Insertions of one owner queue here, so that each sees what
-            // the one before it inserted. SQLite has one writer at a time.
-            if let AnyConnection::Postgresql(pg) = conn {
-                diesel::sql_query("SELECT pg_advisory_xact_lock(727276, hashtext($1))")
-                    .bind::<diesel::sql_types::Text, _>(owner.unwrap_or(""))
-                    .execute(pg)?;
-            }
-            let usage = usage::of_owner(conn, owner)?;
-            let wanted = upload.total.unwrap_or(upload.offset);
-            limits
-                .check(&usage, wanted, true)
-                .map_err(MetaError::OverLimit)?;
-            insert(conn)?;
-            Ok(())
-        })
+        insert_within_limits(&mut conn, upload, limits, |_| Ok(()))
     }
 
     fn owner_usage(&self, owner: Option<&str>) -> MetaResult<OwnerUsage> {

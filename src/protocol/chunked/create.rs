@@ -35,7 +35,7 @@ async fn receive_form(
         }
     })
     .await?;
-    let staged = form.file.ok_or(RequestError::NoChunk)?;
+    let staged = form.files.pop().ok_or(RequestError::NoChunk)?;
     let filename = form.fields.remove("filename").ok_or(FILENAME_REQUIRED)?;
     Ok((staged, filename, form.fields))
 }

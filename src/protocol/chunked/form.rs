@@ -73,7 +73,9 @@ where
     F: FnMut(HashMap<String, String>, Field) -> Fut,
     Fut: Future<Output = ChunkedResult<T>>,
 {
-    form::read_form(form, wait, |_, name, _| name == "file", on_file).await
+    let first_file =
+        |_: &HashMap<String, String>, name: &str, _, taken| taken == 0 && name == "file";
+    form::read_form(form, wait, first_file, on_file).await
 }
 
 /// The fields of a small form body: urlencoded, JSON or multipart (a raw

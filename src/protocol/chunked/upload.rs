@@ -69,7 +69,7 @@ async fn append_as(
         Body::Raw(payload) => session.write(rules, payload, Completion::Request).await?,
         Body::Multipart(form) => {
             let mut session = Some(session);
-            let form = read_form(form, state_wait(state), |_, field| {
+            let mut form = read_form(form, state_wait(state), |_, field| {
                 let session = session.take();
                 let rules = rules.clone();
                 async move {
@@ -80,7 +80,11 @@ async fn append_as(
             })
             .await?;
             // Committed only once the whole form was read and accepted.
-            form.file.ok_or(RequestError::NoChunk)?.commit().await?
+            form.files
+                .pop()
+                .ok_or(RequestError::NoChunk)?
+                .commit()
+                .await?
         }
         Body::Form { .. } => return Err(RequestError::NoChunk.into()),
     };

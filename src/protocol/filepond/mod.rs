@@ -112,7 +112,7 @@ pub async fn process(
         engine.check_total(total)?;
         engine.check_owner_limits(&caller, total, true).await?;
         let no_file = |_: HashMap<String, String>, _| async { Ok::<(), FilePondError>(()) };
-        read_form(form, wait, |_, _, _| false, no_file).await?;
+        read_form(form, wait, |_, _, _, _| false, no_file).await?;
         let nothing = futures_util::stream::empty::<Result<Bytes, Infallible>>();
         let staged = engine
             .receive_new(Hashing::Whole, BodyRules::exact(0), nothing)
@@ -128,13 +128,13 @@ pub async fn process(
             .await?;
         return Ok(id_response(upload.id));
     }
-    let is_file = |fields: &HashMap<String, String>, name: &str, has_filename: bool| {
+    let is_file = |fields: &HashMap<String, String>, name: &str, has_filename, taken| {
         let field = fields
             .get("fp_upload_field")
             .map_or(FILE_FIELD, String::as_str);
-        has_filename && name == field
+        taken == 0 && has_filename && name == field
     };
-    let form = read_form(form, wait, is_file, |_, field| async move {
+    let mut form = read_form(form, wait, is_file, |_, field| async move {
         let filename = field
             .content_disposition()
             .and_then(|cd| cd.get_filename())
@@ -147,7 +147,7 @@ pub async fn process(
         Ok::<_, FilePondError>((staged, filename))
     })
     .await?;
-    let (staged, filename) = form.file.ok_or(FilePondError::BadRequest(
+    let (staged, filename) = form.files.pop().ok_or(FilePondError::BadRequest(
         "No file in the form's filepond field",
     ))?;
     let new = NewUpload {

@@ -26,11 +26,11 @@ pub enum FormError {
     Engine(#[from] EngineError),
 }
 
-/// The text fields of a multipart form, and what the taker of its file
-/// made of it.
+/// The text fields of a multipart form, and what the taker of its files
+/// made of them.
 pub struct Form<T> {
     pub fields: HashMap<String, String>,
-    pub file: Option<T>,
+    pub files: Vec<T>,
 }
 
 async fn next_field(form: &mut Multipart, progress: &Progress) -> Result<Option<Field>, FormError> {
@@ -61,16 +61,16 @@ pub async fn read_field(
 }
 
 /// Reads a multipart form: its text fields, at most `MAX_FORM_FIELDS` of
-/// them in `FORM_LIMIT` bytes together, and the first part that `is_file`
-/// picks (by the fields before it, its name, and whether it has a
-/// filename), which `on_file` takes with those fields; other file parts
-/// are drained. The
+/// them in `FORM_LIMIT` bytes together, and the parts that `is_file` picks
+/// (by the fields before them, their name, whether they have a filename,
+/// and how many were picked before), which `on_file` takes with those
+/// fields; other file parts are drained. The
 /// whole body is held to one progress rule: a form that trickles field
 /// after field is cut off like a trickling file.
 pub async fn read_form<T, E, F, Fut>(
     mut form: Multipart,
     wait: Duration,
-    is_file: impl Fn(&HashMap<String, String>, &str, bool) -> bool,
+    is_file: impl Fn(&HashMap<String, String>, &str, bool, usize) -> bool,
     mut on_file: F,
 ) -> Result<Form<T>, E>
 where
@@ -79,7 +79,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let mut fields = HashMap::new();
-    let (mut file, mut parts, mut held) = (None, 0, 0);
+    let (mut files, mut parts, mut held) = (Vec::new(), 0, 0);
     let mut progress = Progress::new(wait);
     while let Some(mut field) = next_field(&mut form, &progress).await? {
         let name = field.name().unwrap_or("").to_owned();
@@ -87,8 +87,8 @@ where
             .content_disposition()
             .and_then(|cd| cd.get_filename())
             .is_some();
-        if file.is_none() && is_file(&fields, &name, has_filename) {
-            file = Some(on_file(fields.clone(), field).await?);
+        if is_file(&fields, &name, has_filename, files.len()) {
+            files.push(on_file(fields.clone(), field).await?);
             // The file part is read under the engine's own progress rule.
             progress.restart();
             continue;
@@ -109,5 +109,5 @@ where
             .map_err(|_| FormError::Malformed(format!("field {name:?} is not UTF-8")))?;
         fields.insert(name, value);
     }
-    Ok(Form { fields, file })
+    Ok(Form { fields, files })
 }

@@ -9,6 +9,7 @@ pub mod gate;
 pub mod headers;
 pub mod jwt;
 pub mod openapi;
+pub mod session;
 
 use crate::engine::{Engine, Hashing};
 use actix_web::http::header;
