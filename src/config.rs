@@ -245,6 +245,14 @@ pub struct ServeArgs {
     /// Uppy uploading to this server. Off in production unless wanted.
     #[arg(long, env = "CHUNKD_DEMO", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub demo: bool,
+    /// Let FilePond's `fetch` download remote files on a caller's behalf
+    /// (callers with a token only): public addresses only, no redirects.
+    #[arg(long, env = "CHUNKD_FILEPOND_FETCH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub filepond_fetch: bool,
+    /// Hosts FilePond's `fetch` may reach at any address, private ones
+    /// included (an intranet the operator trusts); listing any turns fetch on.
+    #[arg(long, env = "CHUNKD_FILEPOND_FETCH_HOSTS", value_delimiter = ',')]
+    pub filepond_fetch_hosts: Vec<String>,
     /// Allow requests without credentials to create uploads.
     #[arg(long, env = "CHUNKD_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub anonymous: bool,

@@ -206,6 +206,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         active: Arc::default(),
         known_tokens: Default::default(),
         jwt,
+        fetch_hosts: (args.filepond_fetch || !args.filepond_fetch_hosts.is_empty())
+            .then(|| Arc::new(args.filepond_fetch_hosts.clone())),
     });
     if !args.cleanup_interval.0.is_zero() {
         actix_web::rt::spawn(remove_expired_every(

@@ -7,9 +7,10 @@ use crate::storage::StorageError;
 pub enum EngineError {
     #[error("upload not found")]
     NotFound,
-    /// The application's pre-create hook said no (`status` 4xx), or did
-    /// not answer (503).
-    #[error("refused by the application ({status}): {message}")]
+    /// Refused with a status and message of its own: the application's
+    /// pre-create hook said no (4xx) or did not answer (503); a remote
+    /// file was not to be fetched (403) or could not be (502).
+    #[error("refused ({status}): {message}")]
     Refused { status: u16, message: String },
     #[error("upload has expired")]
     Expired,

@@ -20,6 +20,7 @@ mod create;
 mod error;
 mod events;
 mod feeds;
+mod fetch;
 mod hook;
 mod lock;
 mod metrics;

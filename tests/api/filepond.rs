@@ -5,7 +5,10 @@
 
 use crate::both_backends;
 use crate::common::*;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// FilePond's form: its metadata under the field's name, then the file.
@@ -302,4 +305,143 @@ fn chunked_uploads_and_their_traps(backend: Backend) {
     assert_eq!(read_response(stream).status, 400);
 }
 
-both_backends!(whole_files, refusals, chunked_uploads_and_their_traps);
+/// A web server on 127.0.0.1 with one file: `/redirect` sends to it,
+/// any other path is it. Counts the connections it gets.
+fn remote_files(data: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let answer = if head.starts_with("GET /redirect ") {
+                let to = format!("http://127.0.0.1:{port}/report.pdf");
+                format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n")
+                    .into_bytes()
+            } else {
+                let mut ok = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", data.len())
+                    .into_bytes();
+                ok.extend_from_slice(&data);
+                ok
+            };
+            let _ = stream.write_all(&answer);
+        }
+    });
+    (format!("{port}"), connections)
+}
+
+fn fetch(client: &Client, method: &str, url: &str) -> Response {
+    let query = serde_urlencoded::to_string([("fetch", url)]).unwrap();
+    client.send(method, &format!("/filepond/?{query}"), &[], b"")
+}
+
+/// Fetch, off by default, refuses every address that is not public (and
+/// so never connects to the web server on 127.0.0.1) but for hosts the
+/// operator lists; follows no redirect; takes no more than the size limit;
+/// needs a token.
+fn fetch_reaches_public_or_listed_hosts_only(backend: Backend) {
+    let data = bytes(200_000, 71);
+    let (port, connections) = remote_files(data.clone());
+    let setup = Setup::new(backend, &["--filepond-fetch", "--anonymous", "true"]);
+    let client = setup.client();
+    for host in [
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "10.0.0.1",
+        "172.16.0.1",
+        "192.168.0.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "[fe80::1]",
+        "[fc00::1]",
+        "[::ffff:127.0.0.1]",
+        "2130706433",
+    ] {
+        let refused = fetch(&client, "GET", &format!("http://{host}:{port}/report.pdf"));
+        assert_eq!(refused.status, 403, "{host}: {}", refused.text());
+    }
+    for url in ["ftp://example.com/a.bin", "file:///etc/passwd", "not a url"] {
+        assert_eq!(fetch(&client, "GET", url).status, 403, "{url}");
+    }
+    let anonymous = request(
+        &setup.server.addr,
+        "GET",
+        &format!("/filepond/?fetch=http%3A%2F%2Flocalhost%3A{port}%2Fa"),
+        &[],
+        b"",
+    );
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "no refused fetch connected"
+    );
+    assert_eq!(client.get("/upload/").json().as_array().unwrap().len(), 0);
+
+    let listed = Setup::new(
+        backend,
+        &[
+            "--filepond-fetch-hosts",
+            "localhost",
+            "--max-bytes",
+            "300000",
+        ],
+    );
+    let client = listed.client();
+    let url = format!("http://localhost:{port}/report.pdf");
+    let got = fetch(&client, "GET", &url);
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.body, data);
+    assert_eq!(got.header("content-type"), Some("application/pdf"));
+    let id = got.header("x-content-transfer-id").unwrap().to_owned();
+    let stored = client.get(&format!("/upload/{id}/")).json();
+    assert_eq!(
+        (stored["status"].as_u64(), stored["md5"].as_str()),
+        (Some(2), Some(md5_hex(&data).as_str()))
+    );
+    assert_eq!(stored["filename"], "report.pdf");
+    let head = fetch(&client, "HEAD", &url);
+    assert_eq!(head.status, 200);
+    assert!(head.header("x-content-transfer-id").is_some());
+    let before = connections.load(Ordering::SeqCst);
+    let unlisted = fetch(
+        &client,
+        "GET",
+        &format!("http://127.0.0.1:{port}/report.pdf"),
+    );
+    assert_eq!(unlisted.status, 403);
+    assert_eq!(connections.load(Ordering::SeqCst), before);
+    let redirected = fetch(&client, "GET", &format!("http://localhost:{port}/redirect"));
+    assert_eq!(redirected.status, 502, "{}", redirected.text());
+
+    let small = Setup::new(
+        backend,
+        &[
+            "--filepond-fetch-hosts",
+            "localhost",
+            "--max-bytes",
+            "100000",
+        ],
+    );
+    let client = small.client();
+    assert_eq!(fetch(&client, "GET", &url).status, 413);
+    assert_eq!(client.get("/upload/").json().as_array().unwrap().len(), 0);
+    assert_eq!(small.store.part_files(), vec![]);
+}
+
+both_backends!(
+    whole_files,
+    refusals,
+    chunked_uploads_and_their_traps,
+    fetch_reaches_public_or_listed_hosts_only
+);

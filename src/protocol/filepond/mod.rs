@@ -12,10 +12,10 @@ pub mod openapi;
 
 use error::FilePondResult;
 pub use error::{FilePondError, METHODS};
-use openapi::{FilePondRefusal, PatchQuery, ReadQuery};
+use openapi::{FilePondRefusal, OffsetQuery, PatchQuery, ReadQuery};
 
-use crate::engine::{BodyLength, BodyRules, Completion, EngineError, Hashing, NewUpload};
-use crate::protocol::kit::auth::{caller, Appender};
+use crate::engine::{BodyLength, BodyRules, Caller, Completion, EngineError, Hashing, NewUpload};
+use crate::protocol::kit::auth::{caller, Appender, AuthError};
 use crate::protocol::kit::form::read_form;
 use crate::protocol::kit::gate::GatedPayload;
 use crate::protocol::kit::headers::disposition;
@@ -252,25 +252,28 @@ async fn patch_as(
 
 /// `HEAD /filepond/?patch=<id>`: where a chunked upload resumes
 /// (`Upload-Offset`), once no request writes to it any more (one still in
-/// flight on it here is ended first).
+/// flight on it here is ended first). `HEAD ?fetch=<url>`: as `GET`.
 #[utoipa::path(
     head,
     path = "/filepond/",
     operation_id = "filepond_offset",
     tag = "filepond",
-    params(PatchQuery),
+    params(OffsetQuery),
     responses(
-        (status = 200, description = "Where to resume", headers(("Upload-Offset" = u64))),
+        (status = 200, description = "Where to resume; or the fetched file's headers",
+            headers(("Upload-Offset" = Option<u64>), ("X-Content-Transfer-Id" = Option<String>))),
         (status = "default", response = FilePondRefusal)
     )
 )]
 pub async fn offset(req: HttpRequest, state: web::Data<AppState>) -> FilePondResult<HttpResponse> {
     let query = query(&req)?;
+    if let Some(url) = query.get("fetch") {
+        return fetch(&req, &state, url).await;
+    }
     let Some(patch) = query.get("patch") else {
-        return Err(match query.contains_key("fetch") {
-            true => FilePondError::FetchOff,
-            false => FilePondError::BadRequest("?patch=<id> is required"),
-        });
+        return Err(FilePondError::BadRequest(
+            "?patch=<id> or ?fetch=<url> is required",
+        ));
     };
     let id = upload_in(patch)?;
     let caller = caller(&req, &state).await?;
@@ -315,8 +318,8 @@ pub async fn revert(
 }
 
 /// `GET /filepond/?load=<id>` or `?restore=<id>`: the file of a complete
-/// upload, inline, with its name, type and id (`X-Content-Transfer-Id`).
-/// `?fetch=` (a remote file) is not served.
+/// upload, inline, with its name, type and id (`X-Content-Transfer-Id`);
+/// `?fetch=<url>`: a remote file, fetched into a new upload first.
 #[utoipa::path(
     get,
     path = "/filepond/",
@@ -331,16 +334,36 @@ pub async fn revert(
 )]
 pub async fn load(req: HttpRequest, state: web::Data<AppState>) -> FilePondResult<HttpResponse> {
     let query = query(&req)?;
+    if let Some(url) = query.get("fetch") {
+        return fetch(&req, &state, url).await;
+    }
     let asked = query.get("load").or_else(|| query.get("restore"));
     let Some(asked) = asked else {
-        return Err(match query.contains_key("fetch") {
-            true => FilePondError::FetchOff,
-            false => FilePondError::BadRequest("?load=<id> or ?restore=<id> is required"),
-        });
+        return Err(FilePondError::BadRequest(
+            "?load=<id>, ?restore=<id> or ?fetch=<url> is required",
+        ));
     };
     let id = upload_in(asked)?;
     let caller = caller(&req, &state).await?;
-    let download = state.engine.open_download(&caller, id).await?;
+    stored_file(&state, &caller, id).await
+}
+
+/// `GET` or `HEAD /filepond/?fetch=<url>` (with `--filepond-fetch`): the
+/// server downloads the remote file into a new upload of the caller's
+/// (callers with a token only), and answers as load does.
+async fn fetch(req: &HttpRequest, state: &AppState, url: &str) -> FilePondResult<HttpResponse> {
+    let hosts = state.fetch_hosts.clone().ok_or(FilePondError::FetchOff)?;
+    let caller = caller(req, state).await?;
+    if matches!(caller, Caller::Anonymous) {
+        return Err(AuthError::Unauthenticated.into());
+    }
+    let upload = state.engine.fetch(&caller, url, hosts).await?;
+    stored_file(state, &caller, upload.id).await
+}
+
+/// A complete upload's file, inline, with its name, guessed type and id.
+async fn stored_file(state: &AppState, caller: &Caller, id: Uuid) -> FilePondResult<HttpResponse> {
+    let download = state.engine.open_download(caller, id).await?;
     let (name, len) = (download.upload.filename.clone(), download.size());
     let media_type = mime_guess::from_path(&name).first_or_octet_stream();
     let stream = download.bytes(0, len).map_err(FilePondError::from);

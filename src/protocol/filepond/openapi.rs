@@ -18,7 +18,7 @@ pub struct PatchQuery {
     pub patch: String,
 }
 
-/// The upload whose file is asked for.
+/// The file asked for: a stored upload's, or a remote one.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReadQuery {
@@ -26,4 +26,16 @@ pub struct ReadQuery {
     pub load: Option<String>,
     /// The upload's id (FilePond's `restore`).
     pub restore: Option<String>,
+    /// A remote file's URL, fetched into a new upload (`--filepond-fetch`).
+    pub fetch: Option<String>,
+}
+
+/// Where a chunked upload resumes, or a remote file fetched.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OffsetQuery {
+    /// The upload's id, as process answered it.
+    pub patch: Option<String>,
+    /// A remote file's URL, fetched into a new upload (`--filepond-fetch`).
+    pub fetch: Option<String>,
 }

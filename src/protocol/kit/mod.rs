@@ -30,6 +30,9 @@ pub struct AppState {
     pub known_tokens: auth::KnownTokens,
     /// The key of the application's upload tokens, when it issues any.
     pub jwt: Option<jwt::JwtKeys>,
+    /// FilePond's fetch, when it is on: the hosts that may be fetched at
+    /// any address (others only at public ones).
+    pub fetch_hosts: Option<Arc<Vec<String>>>,
 }
 
 /// Whether the request's `Content-Type` is `essence` (parameters aside).
