@@ -5,8 +5,8 @@
 //! transaction as the change of the name.
 
 use super::error::{EngineError, EngineResult};
-use super::{run_blocking, Caller, Download, Engine, Staged};
-use crate::meta::{AttachmentKey, AttachmentRecord};
+use super::{media_type_of, run_blocking, Caller, Download, Engine, Staged};
+use crate::meta::{AttachmentKey, AttachmentRecord, MetaStore, OwnerLimits, UploadRecord};
 use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
@@ -20,17 +20,15 @@ impl Engine {
         media_type: String,
         staged: Staged,
     ) -> EngineResult<AttachmentRecord> {
-        self.check_filename(&key.name)?;
-        let (bundle, name, holder) = (key.bundle.clone(), key.name.clone(), key.holder.clone());
-        let (upload, _) = staged
-            .record_attachment(self, caller, key.clone(), media_type.clone())
+        let (named, kind) = (key.clone(), media_type.clone());
+        let insert = move |meta: &dyn MetaStore, row: &UploadRecord, limits: &OwnerLimits| {
+            meta.insert_attachment(row, limits, &named, &kind)
+        };
+        let (upload, _) = self
+            .record_staged(staged, caller, key.name.clone(), None, insert)
             .await?;
         Ok(AttachmentRecord {
-            key: AttachmentKey {
-                holder,
-                bundle,
-                name,
-            },
+            key,
             upload_id: upload.id,
             media_type,
             created_at: upload.created_at,
@@ -55,10 +53,7 @@ impl Engine {
                 total: upload.total,
             });
         }
-        let media_type = mime_guess::from_path(&key.name)
-            .first_or_octet_stream()
-            .essence_str()
-            .to_owned();
+        let media_type = media_type_of(&key.name);
         let at = Utc::now().trunc_subsecs(6);
         let (meta, named, kind) = (self.meta.clone(), key.clone(), media_type.clone());
         run_blocking(move || Ok(meta.attach_upload(&named, id, &kind, at)?)).await?;

@@ -8,7 +8,7 @@ use super::{
     checksum_matches, expand_path_template, run_blocking, BodyRules, Caller, ChecksumAlgo,
     Completion, Engine, Hashing, NewUpload, PARTIAL, UNHASHED,
 };
-use crate::meta::{AttachmentKey, MetaResult, MetaStore, OwnerLimits, UploadRecord};
+use crate::meta::{MetaResult, MetaStore, OwnerLimits, UploadRecord};
 use crate::storage::{PartKey, PartWriter, StorageError};
 use bytes::Bytes;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -28,38 +28,15 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// Records the staged bytes as a complete upload named `key`, with
-    /// its media type, in one transaction with the attachment.
-    pub(super) async fn record_attachment(
-        self,
-        engine: &Engine,
-        caller: &Caller,
-        key: AttachmentKey,
-        media_type: String,
-    ) -> EngineResult<(UploadRecord, Option<Uuid>)> {
-        let Staged { file, feed, .. } = self;
-        let len = file.len;
-        let mut new = NewUpload {
-            filename: key.name.clone(),
-            total: Some(len),
-            ..NewUpload::default()
-        };
-        engine.admit(caller, &mut new, Some(len)).await?;
-        let hasher = feed.finish().await?;
-        let insert = move |meta: &dyn MetaStore, row: &UploadRecord, limits: &OwnerLimits| {
-            meta.insert_attachment(row, limits, &key, &media_type)
-        };
-        let recorded = engine
-            .record_complete_with(file, hasher, caller, new, None, insert)
-            .await?;
-        engine.metrics.bytes_received.inc_by(len);
-        Ok(recorded)
-    }
-
     /// How many bytes were received.
     pub fn received(&self) -> u64 {
         self.file.len
     }
+}
+
+/// Inserts a new upload's row, within its owner's limits.
+fn insert_upload(meta: &dyn MetaStore, row: &UploadRecord, limits: &OwnerLimits) -> MetaResult<()> {
+    meta.insert_upload(row, limits)
 }
 
 /// A new upload's part file.
@@ -267,21 +244,42 @@ impl Engine {
     ) -> EngineResult<UploadRecord> {
         let algo = self.settings.checksum;
         let checksum = checksum.ok_or(EngineError::ChecksumRequired { algo: algo.name() })?;
+        self.check_total(staged.received())?;
+        let (record, ()) = self
+            .record_staged(staged, caller, filename, Some(checksum), insert_upload)
+            .await?;
+        Ok(record)
+    }
+
+    /// Records all the bytes of `staged` as a new complete upload named
+    /// `filename`: admitted, its checksum verified (when given), its row
+    /// inserted by `insert`, which gives what it gave.
+    pub(super) async fn record_staged<T, F>(
+        &self,
+        staged: Staged,
+        caller: &Caller,
+        filename: String,
+        checksum: Option<&str>,
+        insert: F,
+    ) -> EngineResult<(UploadRecord, T)>
+    where
+        F: FnOnce(&dyn MetaStore, &UploadRecord, &OwnerLimits) -> MetaResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let Staged { file, feed, .. } = staged;
-        self.check_total(file.len)?;
         let len = file.len;
         let mut new = NewUpload {
             filename,
-            total: Some(file.len),
+            total: Some(len),
             ..NewUpload::default()
         };
         self.admit(caller, &mut new, Some(len)).await?;
         let hasher = feed.finish().await?;
-        let record = self
-            .record_complete(file, hasher, caller, new, Some(checksum))
+        let recorded = self
+            .record_complete_with(file, hasher, caller, new, checksum, insert)
             .await?;
         self.metrics.bytes_received.inc_by(len);
-        Ok(record)
+        Ok(recorded)
     }
 
     /// Records a new upload whose bytes are all staged, as complete, if
@@ -294,11 +292,8 @@ impl Engine {
         new: NewUpload,
         checksum: Option<&str>,
     ) -> EngineResult<UploadRecord> {
-        let insert = |meta: &dyn MetaStore, row: &UploadRecord, limits: &OwnerLimits| {
-            meta.insert_upload(row, limits)
-        };
         let (record, ()) = self
-            .record_complete_with(staged, hasher, caller, new, checksum, insert)
+            .record_complete_with(staged, hasher, caller, new, checksum, insert_upload)
             .await?;
         Ok(record)
     }

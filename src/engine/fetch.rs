@@ -119,34 +119,12 @@ fn failed(message: String) -> EngineError {
 /// The file's name: the URL's last path segment.
 fn name_in(uri: &ureq::http::Uri) -> String {
     let last = uri.path().rsplit('/').next().unwrap_or("");
-    let decoded = percent_decode(last);
+    let decoded = percent_encoding::percent_decode_str(last).decode_utf8_lossy();
     if decoded.trim().is_empty() {
         "download".to_owned()
     } else {
-        decoded
+        decoded.into_owned()
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Engine {

@@ -277,6 +277,15 @@ fn check_filename(name: &str) -> EngineResult<()> {
     Ok(())
 }
 
+/// The media type a file's name implies (`application/octet-stream` for
+/// none).
+pub fn media_type_of(name: &str) -> String {
+    mime_guess::from_path(name)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_owned()
+}
+
 /// A file name's extension, lower case, without the dot ("" if none).
 fn extension(name: &str) -> String {
     name.rsplit_once('.')

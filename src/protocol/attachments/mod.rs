@@ -12,17 +12,17 @@ pub use error::AttachmentsError;
 use error::AttachmentsResult;
 use openapi::{AttachmentsRefusal, BundlePath, FilePath};
 
-use crate::engine::{AttachmentKey, AttachmentRecord, BodyRules, Caller, Hashing};
+use crate::engine::{media_type_of, AttachmentKey, AttachmentRecord, BodyRules, Caller, Hashing};
 use crate::protocol::kit::auth::{caller, AuthError};
 use crate::protocol::kit::form::read_form;
 use crate::protocol::kit::gate::GatedPayload;
 use crate::protocol::kit::headers::attachment;
 use crate::protocol::kit::openapi::RawBytes;
 use crate::protocol::kit::session::session;
-use crate::protocol::kit::{base_url, AppState};
+use crate::protocol::kit::{base_url, stored_file_headers, AppState};
 use actix_multipart::Multipart;
 use actix_web::body::SizedStream;
-use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures_util::TryStreamExt;
 use serde_json::{json, Value};
@@ -146,7 +146,7 @@ pub async fn attach(
             let media_type = field
                 .content_type()
                 .map(|m| m.essence_str().to_owned())
-                .unwrap_or_else(|| guess(&name));
+                .unwrap_or_else(|| media_type_of(&name));
             let staged = engine
                 .receive_new(Hashing::Whole, BodyRules::unlimited(), field)
                 .await?;
@@ -173,13 +173,6 @@ pub async fn attach(
     }
     attached.sort_by(|a, b| a.key.name.cmp(&b.key.name));
     Ok(answer(&holder, &attached.iter().map(item).collect()))
-}
-
-fn guess(name: &str) -> String {
-    mime_guess::from_path(name)
-        .first_or_octet_stream()
-        .essence_str()
-        .to_owned()
 }
 
 /// `GET /attachments/<bundle>/`: the bundle's attachments, by name.
@@ -230,16 +223,9 @@ pub async fn download(
     let stream = download.bytes(0, len).map_err(AttachmentsError::from);
     let mut response = HttpResponse::Ok();
     issue(&mut response, &holder);
-    Ok(response
-        .insert_header((header::CONTENT_TYPE, attached.media_type.as_str()))
-        .insert_header((header::CONTENT_DISPOSITION, attachment(&attached.key.name)))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::CONTENT_SECURITY_POLICY, "sandbox"))
-        .insert_header(CacheControl(vec![
-            CacheDirective::Private,
-            CacheDirective::NoCache,
-        ]))
-        .body(SizedStream::new(len, stream)))
+    let disposition = attachment(&attached.key.name);
+    stored_file_headers(&mut response, &attached.media_type, disposition);
+    Ok(response.body(SizedStream::new(len, stream)))
 }
 
 /// `POST /attachments/<bundle>/delete/`: every attachment of the bundle

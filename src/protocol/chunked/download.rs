@@ -2,11 +2,10 @@
 
 use super::error::{ChunkedError, ChunkedResult, RequestError};
 use super::openapi::ChunkedRefusal;
-use super::upload_id;
 use crate::protocol::kit::auth::caller;
 use crate::protocol::kit::headers::{attachment, parse_range, ByteRange};
 use crate::protocol::kit::openapi::{RawBytes, UploadPath};
-use crate::protocol::kit::AppState;
+use crate::protocol::kit::{path_upload_id, AppState};
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::http::StatusCode;
@@ -32,7 +31,7 @@ use futures_util::TryStreamExt;
     )
 )]
 pub async fn download(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
-    let id = upload_id(&req)?;
+    let id = path_upload_id(&req)?;
     let caller = caller(&req, &state).await?;
     let download = state.engine.open_download(&caller, id).await?;
     let (upload, len) = (&download.upload, download.size());

@@ -26,7 +26,6 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 const FILENAME_REQUIRED: EngineError = EngineError::InvalidFilename("This field is required.");
 
@@ -101,14 +100,6 @@ fn upload_response(req: &HttpRequest, state: &AppState, upload: &Upload) -> Http
 }
 
 /// Only the canonical hyphenated form: any other path is simply not found.
-fn upload_id(req: &HttpRequest) -> ChunkedResult<Uuid> {
-    req.match_info()
-        .get("id")
-        .filter(|id| id.len() == 36)
-        .and_then(|id| Uuid::try_parse(id).ok())
-        .ok_or_else(|| EngineError::NotFound.into())
-}
-
 fn query(req: &HttpRequest) -> ChunkedResult<HashMap<String, String>> {
     serde_urlencoded::from_str(req.query_string())
         .map_err(|_| RequestError::InvalidQuery("malformed query string").into())

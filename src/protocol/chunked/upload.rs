@@ -5,13 +5,12 @@ use super::error::{ChunkedResult, RequestError};
 use super::form::{body, read_form, read_small_form, Body};
 use super::openapi::{ChunkForm, ChunkHeaders, ChunkedRefusal, CompletionForm};
 use super::{
-    check_raw_length, chunk_range, query, render, state_wait, upload_id, upload_response,
-    UploadJson,
+    check_raw_length, chunk_range, query, render, state_wait, upload_response, UploadJson,
 };
 use crate::engine::{BodyRules, Caller, Completion, EngineError};
 use crate::protocol::kit::auth::{caller, Appender};
 use crate::protocol::kit::openapi::{RawBytes, UploadPath};
-use crate::protocol::kit::{base_url, AppState};
+use crate::protocol::kit::{base_url, path_upload_id, AppState};
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
@@ -37,7 +36,7 @@ pub async fn append(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> ChunkedResult<HttpResponse> {
-    let id = upload_id(&req)?;
+    let id = path_upload_id(&req)?;
     let appender = Appender::of(&req, &state).await?;
     let appended = append_as(&appender.caller, id, &req, payload, &state).await;
     appender.confirm(&state, appended).await
@@ -113,7 +112,7 @@ pub async fn complete(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> ChunkedResult<HttpResponse> {
-    let id = upload_id(&req)?;
+    let id = path_upload_id(&req)?;
     let caller = caller(&req, &state).await?;
     let engine = &state.engine;
     let algo = engine.settings().checksum.name();
@@ -138,7 +137,7 @@ pub async fn complete(
     )
 )]
 pub async fn detail(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
-    let id = upload_id(&req)?;
+    let id = path_upload_id(&req)?;
     let caller = caller(&req, &state).await?;
     let upload = state.engine.get(&caller, id).await?;
     Ok(upload_response(&req, &state, &upload))
@@ -197,7 +196,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult
     )
 )]
 pub async fn abort(req: HttpRequest, state: web::Data<AppState>) -> ChunkedResult<HttpResponse> {
-    let id = upload_id(&req)?;
+    let id = path_upload_id(&req)?;
     let caller = caller(&req, &state).await?;
     state.engine.abort(&caller, id).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -14,16 +14,18 @@ use error::FilePondResult;
 pub use error::{FilePondError, METHODS};
 use openapi::{FilePondRefusal, OffsetQuery, PatchQuery, ReadQuery};
 
-use crate::engine::{BodyLength, BodyRules, Caller, Completion, EngineError, Hashing, NewUpload};
+use crate::engine::{
+    media_type_of, BodyLength, BodyRules, Caller, Completion, EngineError, Hashing, NewUpload,
+};
 use crate::protocol::kit::auth::{caller, Appender, AuthError};
 use crate::protocol::kit::form::read_form;
 use crate::protocol::kit::gate::GatedPayload;
 use crate::protocol::kit::headers::disposition;
 use crate::protocol::kit::openapi::RawBytes;
-use crate::protocol::kit::{body_length, has_media_type, AppState};
+use crate::protocol::kit::{body_length, has_media_type, stored_file_headers, AppState};
 use actix_multipart::Multipart;
 use actix_web::body::SizedStream;
-use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -92,16 +94,7 @@ pub async fn process(
 ) -> FilePondResult<HttpResponse> {
     let caller = caller(&req, &state).await?;
     let engine = &state.engine;
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/form-data")
-        });
-    if !is_form {
+    if !has_media_type(&req, "multipart/form-data") {
         return Err(FilePondError::BadRequest(
             "A multipart/form-data body is expected",
         ));
@@ -365,20 +358,15 @@ async fn fetch(req: &HttpRequest, state: &AppState, url: &str) -> FilePondResult
 async fn stored_file(state: &AppState, caller: &Caller, id: Uuid) -> FilePondResult<HttpResponse> {
     let download = state.engine.open_download(caller, id).await?;
     let (name, len) = (download.upload.filename.clone(), download.size());
-    let media_type = mime_guess::from_path(&name).first_or_octet_stream();
     let stream = download.bytes(0, len).map_err(FilePondError::from);
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, media_type.essence_str()))
-        .insert_header((header::CONTENT_DISPOSITION, disposition("inline", &name)))
+    let mut response = HttpResponse::Ok();
+    stored_file_headers(
+        &mut response,
+        &media_type_of(&name),
+        disposition("inline", &name),
+    );
+    Ok(response
         .insert_header(("X-Content-Transfer-Id", id.to_string()))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        // Served inline with its own type: a page among the uploads runs
-        // no script in this origin.
-        .insert_header((header::CONTENT_SECURITY_POLICY, "sandbox"))
-        .insert_header(CacheControl(vec![
-            CacheDirective::Private,
-            CacheDirective::NoCache,
-        ]))
         .body(SizedStream::new(len, stream)))
 }
 

@@ -11,11 +11,12 @@ pub mod jwt;
 pub mod openapi;
 pub mod session;
 
-use crate::engine::{Engine, Hashing};
-use actix_web::http::header;
-use actix_web::HttpRequest;
+use crate::engine::{Engine, EngineError, EngineResult, Hashing};
+use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::{HttpRequest, HttpResponseBuilder};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// The server's settings and engine, shared by every request.
 pub struct AppState {
@@ -33,6 +34,40 @@ pub struct AppState {
     /// FilePond's fetch, when it is on: the hosts that may be fetched at
     /// any address (others only at public ones).
     pub fetch_hosts: Option<Arc<Vec<String>>>,
+}
+
+/// A request header's value, if it is text.
+pub fn header_text<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The upload a path names (`{id}`); an id that is not one of chunkd's
+/// is an unknown upload.
+pub fn path_upload_id(req: &HttpRequest) -> EngineResult<Uuid> {
+    req.match_info()
+        .get("id")
+        .filter(|id| id.len() == 36)
+        .and_then(|id| Uuid::try_parse(id).ok())
+        .ok_or(EngineError::NotFound)
+}
+
+/// The headers of a stored file served to a browser with its own media
+/// type: it is not sniffed, runs no script in this origin (a page among
+/// the uploads), and is cached only by the caller.
+pub fn stored_file_headers(
+    response: &mut HttpResponseBuilder,
+    media_type: &str,
+    disposition: String,
+) {
+    response
+        .insert_header((header::CONTENT_TYPE, media_type))
+        .insert_header((header::CONTENT_DISPOSITION, disposition))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, "sandbox"))
+        .insert_header(CacheControl(vec![
+            CacheDirective::Private,
+            CacheDirective::NoCache,
+        ]));
 }
 
 /// Whether the request's `Content-Type` is `essence` (parameters aside).

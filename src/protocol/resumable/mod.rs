@@ -17,7 +17,7 @@ mod version;
 use answers::{answer, interim_head, state_headers, upload_limit, upload_url};
 pub use error::Refusal;
 use error::{ResumableError, ResumableResult};
-use request::{filename, integer_header, offered_digests, told_total, upload_id};
+use request::{filename, integer_header, offered_digests, told_total};
 use version::Interop;
 
 use crate::engine::{
@@ -27,7 +27,7 @@ use crate::engine::{
 use crate::protocol::kit::auth::{caller, Appender};
 use crate::protocol::kit::gate::{GatedPayload, Interim};
 use crate::protocol::kit::openapi::{RawBytes, UploadPath};
-use crate::protocol::kit::{body_length, has_media_type, AppState};
+use crate::protocol::kit::{body_length, has_media_type, path_upload_id, AppState};
 use actix_web::guard::GuardContext;
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -245,7 +245,7 @@ async fn offset_as(
     state: &AppState,
     interop: Interop,
 ) -> ResumableResult<HttpResponse> {
-    let id = upload_id(req)?;
+    let id = path_upload_id(req)?;
     let caller = caller(req, state).await?;
     state.engine.preempt(&caller, id).await?;
     let upload = state.engine.settled(&caller, id).await?;
@@ -290,7 +290,7 @@ pub async fn append(
 ) -> Result<HttpResponse, Refusal> {
     let interop = Interop::of(&req);
     let appended = async {
-        let id = upload_id(&req)?;
+        let id = path_upload_id(&req)?;
         let appender = Appender::of(&req, &state).await?;
         let appended = append_as(&appender.caller, id, &req, payload, &state, interop).await;
         appender.confirm(&state, appended).await
@@ -351,7 +351,7 @@ async fn append_as(
 pub async fn cancel(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Refusal> {
     let interop = Interop::of(&req);
     let cancelled = async {
-        let id = upload_id(&req)?;
+        let id = path_upload_id(&req)?;
         let caller = caller(&req, &state).await?;
         state.engine.preempt(&caller, id).await?;
         state.engine.abort(&caller, id).await?;

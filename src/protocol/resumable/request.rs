@@ -2,16 +2,11 @@
 //! does not parse is ignored.
 
 use super::error::{ResumableError, ResumableResult};
-use crate::engine::{ChecksumAlgo, EngineError};
+use crate::engine::ChecksumAlgo;
 use crate::protocol::kit::headers::parse_upload_metadata;
-use crate::protocol::kit::{body_length, fields};
+use crate::protocol::kit::{body_length, fields, header_text};
 use actix_web::http::header::{self, ContentDisposition};
 use actix_web::HttpRequest;
-use uuid::Uuid;
-
-pub(super) fn header_text<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
 
 /// A Structured Field integer header; one that does not parse is ignored,
 /// as the draft says.
@@ -61,14 +56,6 @@ pub(super) fn filename(req: &HttpRequest) -> String {
     from_disposition
         .or_else(from_metadata)
         .unwrap_or_else(|| "upload".to_owned())
-}
-
-pub(super) fn upload_id(req: &HttpRequest) -> ResumableResult<Uuid> {
-    req.match_info()
-        .get("id")
-        .filter(|id| id.len() == 36)
-        .and_then(|id| Uuid::try_parse(id).ok())
-        .ok_or(ResumableError::Engine(EngineError::NotFound))
 }
 
 /// `Repr-Digest` digests this server can check, by RFC 9530's names.

@@ -14,7 +14,7 @@ use crate::protocol::kit::headers::{
     parse_tus_number, parse_upload_checksum, parse_upload_metadata,
 };
 use crate::protocol::kit::openapi::{RawBytes, UploadPath};
-use crate::protocol::kit::{base_url, has_media_type, AppState};
+use crate::protocol::kit::{base_url, has_media_type, header_text, path_upload_id, AppState};
 use actix_web::http::header::{self, CacheControl, CacheDirective, HttpDate};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -39,10 +39,6 @@ use openapi::{BodyChecksum, TusRefusal, TusVersion};
 
 fn tus_headers(response: &mut HttpResponseBuilder) {
     response.insert_header(("Tus-Resumable", TUS_VERSION));
-}
-
-fn header_text<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The headers of tus whose value the server acts on.
@@ -76,14 +72,6 @@ fn check_version(req: &HttpRequest) -> TusResult<()> {
         return Err(TusError::BadRequest("Upload-Metadata is larger than 4 KiB"));
     }
     Ok(())
-}
-
-fn upload_id(req: &HttpRequest) -> TusResult<Uuid> {
-    req.match_info()
-        .get("id")
-        .filter(|id| id.len() == 36)
-        .and_then(|id| Uuid::try_parse(id).ok())
-        .ok_or(TusError::from(EngineError::NotFound))
 }
 
 fn expires(upload: &Upload) -> Option<String> {
@@ -336,7 +324,7 @@ fn final_concat(parts: &[Uuid]) -> String {
 )]
 pub async fn head(req: HttpRequest, state: web::Data<AppState>) -> TusResult<HttpResponse> {
     check_version(&req)?;
-    let id = upload_id(&req)?;
+    let id = path_upload_id(&req)?;
     let caller = caller(&req, &state).await?;
     let upload = state.engine.get(&caller, id).await?;
     if upload.failed {
@@ -395,7 +383,7 @@ pub async fn patch(
     state: web::Data<AppState>,
 ) -> TusResult<HttpResponse> {
     check_version(&req)?;
-    let id = upload_id(&req)?;
+    let id = path_upload_id(&req)?;
     let appender = Appender::of(&req, &state).await?;
     let patched = patch_as(&appender.caller, id, &req, payload, &state).await;
     appender.confirm(&state, patched).await
@@ -469,7 +457,7 @@ async fn patch_as(
 )]
 pub async fn delete(req: HttpRequest, state: web::Data<AppState>) -> TusResult<HttpResponse> {
     check_version(&req)?;
-    let id = upload_id(&req)?;
+    let id = path_upload_id(&req)?;
     let caller = caller(&req, &state).await?;
     state.engine.abort(&caller, id).await?;
     let mut response = HttpResponse::NoContent();
