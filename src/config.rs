@@ -3,6 +3,7 @@
 
 use crate::engine::{expand_path_template, ChecksumAlgo, EngineSettings, OwnerLimits};
 use crate::meta::DatabaseUrl;
+use crate::storage::s3::{self, part_size_for, S3Settings, MAX_PART_SIZE, MIN_PART_SIZE};
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -207,6 +208,34 @@ impl StoreArgs {
     }
 }
 
+/// How to reach an S3-compatible bucket; credentials and region are also
+/// read from the usual AWS_* environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct S3Args {
+    /// Endpoint of an S3-compatible server (e.g. http://127.0.0.1:9000);
+    /// AWS's own when unset.
+    #[arg(long, env = "CHUNKD_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "CHUNKD_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Address the bucket as bucket.host (AWS) instead of host/bucket
+    /// (path style, which S3-compatible servers expect).
+    #[arg(long, env = "CHUNKD_S3_VIRTUAL_HOSTED_STYLE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub s3_virtual_hosted_style: bool,
+    #[arg(long, env = "CHUNKD_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "CHUNKD_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Size of every part of a multipart upload but the last (at least
+    /// 5MiB); larger where an upload would need more than 10,000 parts.
+    #[arg(long, env = "CHUNKD_S3_PART_SIZE", default_value = "8MiB")]
+    pub s3_part_size: Size,
+    /// Memory all uploads together may hold for their parts; at least one
+    /// part.
+    #[arg(long, env = "CHUNKD_S3_BUFFER", default_value = "64MiB")]
+    pub s3_buffer: Size,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -256,6 +285,12 @@ pub struct ServeArgs {
     /// Allow requests without credentials to create uploads.
     #[arg(long, env = "CHUNKD_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub anonymous: bool,
+    /// Where upload bytes go: the data directory (the default), or
+    /// s3://bucket/prefix for an S3-compatible bucket (see the --s3-* flags).
+    #[arg(long, env = "CHUNKD_STORAGE", value_parser = parse_storage)]
+    pub storage: Option<(String, String)>,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Largest file accepted (none by default).
     #[arg(long, env = "CHUNKD_MAX_BYTES")]
     pub max_bytes: Option<Size>,
@@ -361,6 +396,26 @@ fn describe(span: Duration) -> String {
 }
 
 impl ServeArgs {
+    /// The bucket's settings, with `--storage s3://…`.
+    pub fn s3_settings(&self) -> Option<S3Settings> {
+        let (bucket, prefix) = self.storage.clone()?;
+        let max_bytes = self.max_bytes.map(|size| size.0);
+        Some(S3Settings {
+            bucket,
+            prefix,
+            endpoint: self.s3.s3_endpoint.clone(),
+            region: self.s3.s3_region.clone(),
+            virtual_hosted_style: self.s3.s3_virtual_hosted_style,
+            access_key_id: self.s3.s3_access_key_id.clone(),
+            secret_access_key: self.s3.s3_secret_access_key.clone(),
+            part_size: self.s3.s3_part_size.0,
+            buffer: self.s3.s3_buffer.0,
+            max_bytes,
+            complete_ext: self.complete_ext.clone(),
+            incomplete_ext: self.incomplete_ext.clone(),
+        })
+    }
+
     pub fn engine_settings(&self) -> EngineSettings {
         EngineSettings {
             expiration: self.expiration.0,
@@ -512,8 +567,25 @@ impl ServeArgs {
                 return Err("--max-bytes is below --min-bytes".into());
             }
         }
+        if self.storage.is_some() {
+            let max_bytes = self.max_bytes.map(|size| size.0);
+            let part = part_size_for(self.s3.s3_part_size.0, None, max_bytes);
+            if self.s3.s3_part_size.0 < MIN_PART_SIZE || self.s3.s3_part_size.0 > MAX_PART_SIZE {
+                return Err("--s3-part-size must be from 5MiB to 5GiB".into());
+            }
+            if part > self.s3.s3_buffer.0 {
+                return Err(format!(
+                    "--s3-buffer must hold one part ({part} bytes, sized for --max-bytes)"
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// `--storage`: an s3:// URL as (bucket, prefix).
+fn parse_storage(url: &str) -> Result<(String, String), String> {
+    s3::parse_url(url).ok_or_else(|| "expected s3://bucket or s3://bucket/prefix".into())
 }
 
 #[cfg(test)]

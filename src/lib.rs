@@ -25,7 +25,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::LocalDisk;
+use storage::{LocalDisk, PartStore, S3Store};
 
 const BLOCKING_THREADS_PER_WORKER: usize = 16;
 
@@ -63,15 +63,26 @@ pub fn open_store(store: &StoreArgs, durable: bool) -> anyhow::Result<Arc<Diesel
     Ok(Arc::new(meta))
 }
 
-pub fn build_engine(args: &ServeArgs, meta: Arc<dyn MetaStore>) -> Engine {
-    let storage = LocalDisk::new(
-        args.store.data_dir.clone(),
-        args.store.file_mode.0,
-        &args.incomplete_ext,
-        &args.complete_ext,
-        args.sync,
-    );
-    Engine::new(meta, Arc::new(storage), args.engine_settings())
+/// The engine on the storage of the settings: the data directory, or a
+/// bucket (checked here, so a wrong address or key fails at start).
+pub fn build_engine(args: &ServeArgs, meta: Arc<dyn MetaStore>) -> anyhow::Result<Engine> {
+    let storage: Arc<dyn PartStore> = match args.s3_settings() {
+        Some(s3) => {
+            let described = format!("s3://{}/{}", s3.bucket, s3.prefix);
+            let bucket = S3Store::new(s3).with_context(|| described.clone())?;
+            bucket.check().with_context(|| described.clone())?;
+            log::info!("upload bytes in {described}");
+            Arc::new(bucket)
+        }
+        None => Arc::new(LocalDisk::new(
+            args.store.data_dir.clone(),
+            args.store.file_mode.0,
+            &args.incomplete_ext,
+            &args.complete_ext,
+            args.sync,
+        )),
+    };
+    Ok(Engine::new(meta, storage, args.engine_settings()))
 }
 
 /// Secure by default yet zero-setup: a server without any token makes one
@@ -183,7 +194,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("data directory {}", args.store.data_dir.display()))?;
     let jwt = jwt_keys(&args)?;
     let outbox: Arc<dyn Outbox> = meta.clone();
-    let engine = build_engine(&args, meta);
+    let engine = build_engine(&args, meta)?;
     if let Some(url) = args.webhook_url.clone() {
         let webhook = Webhook {
             url,

@@ -188,7 +188,7 @@ fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
 async fn cleanup(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     let meta = chunkd::open_store(&args.store, args.sync)?;
-    let engine = chunkd::build_engine(&args, meta.clone());
+    let engine = chunkd::build_engine(&args, meta.clone())?;
     let swept = chunkd::cleanup(&engine, meta, args.event_retention.0).await?;
     let (removed, orphans) = (swept.expired, swept.orphans);
     for upload in &removed {

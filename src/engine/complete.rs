@@ -189,26 +189,41 @@ impl Engine {
             if storage.open_done(&job_key).is_ok() {
                 return Ok(());
             }
-            let reader = storage.open_part_reader(&job_key)?;
-            let found = reader.size();
-            if found != len {
-                return Err(EngineError::Lost(format!(
-                    "part file holds {found} bytes of {len}"
-                )));
-            }
-            if let Some(algo) = algo {
-                let hasher = hash_file(reader.as_ref(), Hasher::new(algo), len)?;
-                if hasher.hex() != checksum {
-                    return Err(EngineError::Lost(
-                        "part file does not match its checksum".into(),
-                    ));
+            let verify = |reader: &dyn PartReader| {
+                let found = reader.size();
+                if found != len {
+                    return Err(EngineError::Lost(format!(
+                        "upload file holds {found} bytes of {len}"
+                    )));
                 }
+                if let Some(algo) = algo {
+                    let hasher = hash_file(reader, Hasher::new(algo), len)?;
+                    if hasher.hex() != checksum {
+                        return Err(EngineError::Lost(
+                            "upload file does not match its checksum".into(),
+                        ));
+                    }
+                }
+                Ok(())
+            };
+            // Verified before it is finalized where its bytes can be read
+            // back; in object storage, where parts cannot, after.
+            match storage.open_part_reader(&job_key) {
+                Ok(reader) => {
+                    verify(reader.as_ref())?;
+                    storage.finalize(&job_key)?;
+                }
+                Err(StorageError::Unreadable) => {
+                    storage.finalize(&job_key)?;
+                    verify(storage.open_done(&job_key)?.as_ref())?;
+                }
+                Err(err) => return Err(err.into()),
             }
             log::warn!(
-                "upload {}: completed file renamed after a crash",
+                "upload {}: completed file finalized after a crash",
                 job_key.id
             );
-            Ok(storage.finalize(&job_key)?)
+            Ok(())
         })
         .await?;
         open(self.storage.clone(), key)

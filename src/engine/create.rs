@@ -5,7 +5,7 @@ use super::checksum::{HashFeed, Hasher};
 use super::error::{EngineError, EngineResult};
 use super::write::{pump, Rollback, WriteGuard};
 use super::{
-    checksum_matches, expand_path_template, run_blocking, BodyRules, Caller, ChecksumAlgo,
+    checksum_matches, expand_path_template, run_blocking, BodyLength, BodyRules, Caller, ChecksumAlgo,
     Completion, Engine, Hashing, NewUpload, PARTIAL, UNHASHED,
 };
 use crate::meta::{MetaResult, MetaStore, OwnerLimits, UploadRecord};
@@ -115,7 +115,11 @@ impl Engine {
         E: Display,
     {
         let began = Instant::now();
-        let (id, key, created_at, writer, guard) = self.new_part().await?;
+        let total = match rules.length {
+            BodyLength::Exact(len) => Some(len),
+            _ => None,
+        };
+        let (id, key, created_at, writer, guard) = self.new_part(total).await?;
         let feed = HashFeed::open(self.whole_hasher(hashing));
         let pumped = pump(writer, guard.clone(), 0, feed, self.intake(rules), body).await?;
         self.metrics.stage_took("receive", began);
@@ -136,6 +140,7 @@ impl Engine {
     /// upload is recorded.
     async fn new_part(
         &self,
+        total: Option<u64>,
     ) -> EngineResult<(
         Uuid,
         PartKey,
@@ -147,7 +152,7 @@ impl Engine {
         let id = Uuid::new_v4();
         let dir = expand_path_template(&self.settings.path_template, created_at)
             .ok_or_else(|| EngineError::Internal("invalid path template".into()))?;
-        let key = PartKey { dir, id };
+        let key = PartKey { dir, id, total };
         let (storage, job_key) = (self.storage.clone(), key.clone());
         // The guard is made in the job that creates the file: if the
         // request is dropped meanwhile, dropping the job's result removes
@@ -385,7 +390,7 @@ impl Engine {
             total: Some(total),
             ..new
         };
-        let (id, key, created_at, writer, guard) = self.new_part().await?;
+        let (id, key, created_at, writer, guard) = self.new_part(Some(total)).await?;
         let (mut hasher, job_guard) = (self.whole_hasher(hashing), guard.clone());
         let hasher = run_blocking(move || {
             let mut buf = vec![0u8; 1 << 20];

@@ -95,7 +95,9 @@ impl From<StorageError> for EngineError {
             StorageError::Damaged { .. } | StorageError::Missing => {
                 EngineError::Damaged(err.to_string())
             }
-            StorageError::Io(_) => EngineError::Storage(err),
+            StorageError::Io(_) | StorageError::Remote(_) | StorageError::Unreadable => {
+                EngineError::Storage(err)
+            }
         }
     }
 }

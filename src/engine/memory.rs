@@ -540,6 +540,7 @@ impl PartStore for MemoryStorage {
                 key: PartKey {
                     dir: dir.clone(),
                     id: *id,
+                    total: None,
                 },
                 modified: locked(file).modified,
             })

@@ -401,6 +401,7 @@ impl Engine {
         PartKey {
             dir: upload.storage_dir.clone(),
             id: upload.id,
+            total: upload.total,
         }
     }
 

@@ -433,6 +433,7 @@ impl PartStore for LocalDisk {
                     key: PartKey {
                         dir: dir.to_owned(),
                         id,
+                        total: None,
                     },
                     modified: entry.metadata()?.modified()?,
                 });
@@ -515,6 +516,7 @@ mod tests {
             let key = PartKey {
                 dir: "t".into(),
                 id: Uuid::new_v4(),
+                total: None,
             };
             let writer = disk.create(&key).unwrap();
             let start = 1000u64;
@@ -553,6 +555,7 @@ mod tests {
         let key = PartKey {
             dir: "t".into(),
             id: Uuid::new_v4(),
+            total: None,
         };
         let writer = disk.create(&key).unwrap();
         // Pieces large enough to go direct where they can.

@@ -6,8 +6,10 @@
 //! into the page cache, see `PartWriter::cached`).
 
 mod local;
+pub mod s3;
 
 pub use local::LocalDisk;
+pub use s3::S3Store;
 
 use std::io;
 use uuid::Uuid;
@@ -18,6 +20,8 @@ use uuid::Uuid;
 pub struct PartKey {
     pub dir: String,
     pub id: Uuid,
+    /// The upload's length, when known: object storage sizes its parts by it.
+    pub total: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,13 @@ pub enum StorageError {
     Damaged { expected: u64, found: u64 },
     #[error("storage I/O error: {0}")]
     Io(io::Error),
+    /// Object storage failed or refused a request.
+    #[error("object storage: {0}")]
+    Remote(String),
+    /// Object storage cannot give back the bytes of an upload in progress
+    /// (a multipart upload's parts are not readable before it completes).
+    #[error("the bytes of an upload in progress cannot be read back from object storage")]
+    Unreadable,
 }
 
 impl From<io::Error> for StorageError {

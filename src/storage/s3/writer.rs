@@ -1,0 +1,345 @@
+//! Writing an upload in progress to the bucket. Bytes gather in memory
+//! until a part is full, which goes up as the multipart upload's next part;
+//! at a sync what is left goes up as a tail piece, so that every byte a
+//! commit acknowledges is in the bucket. When a part fills from stored
+//! pieces, they are read back and go up with it.
+
+use super::state::{Multipart, Piece, UploadState};
+use super::{Bucket, UploadPaths};
+use crate::storage::{PartWriter, StorageError, StorageResult};
+use bytes::Bytes;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// S3's most parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// How long a write waits for room in the buffer budget (while holding
+/// none of it) before it fails.
+const BUDGET_WAIT: Duration = Duration::from_secs(60);
+
+/// Bytes all uploads together may hold in memory for their parts. A writer
+/// never waits for it while holding some: it first stores what it holds
+/// as a tail piece, so waiting cannot deadlock.
+pub struct Budget {
+    used: Mutex<u64>,
+    freed: Condvar,
+    limit: u64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Budget {
+        Budget {
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+            limit,
+        }
+    }
+
+
+    fn used(&self) -> MutexGuard<'_, u64> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn try_take(&self, bytes: u64) -> bool {
+        let mut used = self.used();
+        let fits = *used + bytes <= self.limit;
+        if fits {
+            *used += bytes;
+        }
+        fits
+    }
+
+    pub(super) fn take(&self, bytes: u64) -> StorageResult<()> {
+        if bytes > self.limit {
+            return Err(StorageError::Remote(format!(
+                "a part of {bytes} bytes is larger than the S3 buffer budget ({})",
+                self.limit
+            )));
+        }
+        let used = self.used();
+        let (mut used, waited) = self
+            .freed
+            .wait_timeout_while(used, BUDGET_WAIT, |used| *used + bytes > self.limit)
+            .unwrap_or_else(|e| e.into_inner());
+        if waited.timed_out() {
+            return Err(StorageError::Remote(
+                "no room in the S3 buffer budget".into(),
+            ));
+        }
+        *used += bytes;
+        Ok(())
+    }
+
+    pub(super) fn give(&self, bytes: u64) {
+        if bytes > 0 {
+            *self.used() -= bytes;
+            self.freed.notify_all();
+        }
+    }
+}
+
+pub struct S3Writer {
+    bucket: Arc<Bucket>,
+    paths: UploadPaths,
+    /// The part size a new multipart upload gets.
+    planned_part_size: u64,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// The state it was opened at: the committed offset.
+    opened: UploadState,
+    /// The state so far; its `len` ends where `buffer` begins.
+    state: UploadState,
+    buffer: Vec<Bytes>,
+    /// Bytes in `buffer`, all taken from the budget.
+    buffered: u64,
+}
+
+impl S3Writer {
+    pub fn new(
+        bucket: Arc<Bucket>,
+        paths: UploadPaths,
+        planned_part_size: u64,
+        opened: UploadState,
+    ) -> S3Writer {
+        S3Writer {
+            bucket,
+            paths,
+            planned_part_size,
+            inner: Mutex::new(Inner {
+                state: opened.clone(),
+                opened,
+                buffer: Vec::new(),
+                buffered: 0,
+            }),
+        }
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the buffered bytes as a tail piece and lets go of their
+    /// memory.
+    fn store_buffer(&self, inner: &mut Inner) -> StorageResult<()> {
+        if inner.buffered == 0 {
+            return Ok(());
+        }
+        let piece = Piece {
+            start: inner.state.len,
+            end: inner.state.len + inner.buffered,
+        };
+        let bytes: Vec<Bytes> = std::mem::take(&mut inner.buffer);
+        self.bucket
+            .put(&self.paths.piece(piece), bytes.into_iter().collect())?;
+        inner.state.tail.push(piece);
+        inner.state.len = piece.end;
+        self.bucket.budget.give(std::mem::take(&mut inner.buffered));
+        Ok(())
+    }
+
+    /// Takes `bytes` of the budget, storing what this writer holds first
+    /// when there is no room.
+    fn reserve(&self, inner: &mut Inner, bytes: u64) -> StorageResult<()> {
+        if self.bucket.budget.try_take(bytes) {
+            return Ok(());
+        }
+        self.store_buffer(inner)?;
+        self.bucket.budget.take(bytes)
+    }
+
+    /// The multipart upload of the state, or the one an earlier request
+    /// made (recorded before its first part), or a new one.
+    fn multipart(&self, inner: &mut Inner) -> StorageResult<Multipart> {
+        if let Some(multipart) = &inner.state.multipart {
+            return Ok(multipart.clone());
+        }
+        let marker = self.paths.marker();
+        let earlier = match self.bucket.get(&marker) {
+            Ok(bytes) => serde_json::from_slice::<Multipart>(&bytes).ok(),
+            Err(StorageError::Missing) => None,
+            Err(err) => return Err(err),
+        };
+        let multipart = match earlier {
+            Some(multipart) if multipart.part_size == self.planned_part_size => multipart,
+            stale => {
+                if let Some(stale) = stale {
+                    self.bucket.abort(&self.paths.done, &stale.id)?;
+                }
+                let multipart = Multipart {
+                    id: self.bucket.create_multipart(&self.paths.done)?,
+                    part_size: self.planned_part_size,
+                };
+                let record = serde_json::to_vec(&multipart).expect("a multipart record");
+                self.bucket.put(&marker, record.into())?;
+                multipart
+            }
+        };
+        inner.state.multipart = Some(multipart.clone());
+        Ok(multipart)
+    }
+
+    /// Sends the stored tail pieces and the buffer, a whole part, as the
+    /// next part.
+    fn send_part(&self, inner: &mut Inner) -> StorageResult<()> {
+        let multipart = self.multipart(inner)?;
+        let mut stored = inner.state.len - inner.state.in_parts();
+        if stored > 0 && !self.bucket.budget.try_take(stored) {
+            // Wait holding nothing: all of it stored, then room for it all.
+            self.store_buffer(inner)?;
+            stored = inner.state.len - inner.state.in_parts();
+            self.bucket.budget.take(stored)?;
+        }
+        let sent = self.send_part_of(inner, &multipart);
+        self.bucket.budget.give(stored);
+        sent?;
+        inner.state.len += inner.buffered;
+        inner.state.tail.clear();
+        inner.buffer.clear();
+        self.bucket.budget.give(std::mem::take(&mut inner.buffered));
+        Ok(())
+    }
+
+    fn send_part_of(&self, inner: &mut Inner, multipart: &Multipart) -> StorageResult<()> {
+        let number = inner.state.parts.len() as u64;
+        if number >= MAX_PARTS {
+            return Err(StorageError::Remote(format!(
+                "the upload needs more than {MAX_PARTS} parts of {} bytes",
+                multipart.part_size
+            )));
+        }
+        let mut payload = self.bucket.read_pieces(&self.paths, &inner.state.tail)?;
+        payload.extend(inner.buffer.iter().cloned());
+        let etag = self.bucket.put_part(
+            &self.paths.done,
+            &multipart.id,
+            number as usize,
+            payload.into_iter().collect(),
+        )?;
+        inner.state.parts.push(etag);
+        Ok(())
+    }
+}
+
+impl PartWriter for S3Writer {
+    fn write_at(&self, bufs: &[&[u8]], pos: u64) -> StorageResult<()> {
+        let mut inner = self.inner();
+        let inner = &mut *inner;
+        let end = inner.state.len + inner.buffered;
+        if pos != end {
+            return Err(StorageError::Remote(format!(
+                "a write at {pos} does not follow the bytes so far ({end})"
+            )));
+        }
+        for buf in bufs {
+            let mut rest: &[u8] = buf;
+            while !rest.is_empty() {
+                let part_size = inner
+                    .state
+                    .multipart
+                    .as_ref()
+                    .map_or(self.planned_part_size, |m| m.part_size);
+                let in_tail = inner.state.len - inner.state.in_parts() + inner.buffered;
+                let take = (part_size - in_tail).min(rest.len() as u64);
+                self.reserve(inner, take)?;
+                inner
+                    .buffer
+                    .push(Bytes::copy_from_slice(&rest[..take as usize]));
+                inner.buffered += take;
+                rest = &rest[take as usize..];
+                if in_tail + take == part_size {
+                    self.send_part(inner)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cached(&self) -> bool {
+        false
+    }
+
+    /// Stores the buffer as a tail piece, then the state of the bytes so
+    /// far: from then on they can be committed.
+    fn sync(&self) -> StorageResult<()> {
+        let mut inner = self.inner();
+        let inner = &mut *inner;
+        self.store_buffer(inner)?;
+        if inner.state == inner.opened {
+            return Ok(());
+        }
+        let state = serde_json::to_vec(&inner.state).expect("an upload state");
+        self.bucket
+            .put(&self.paths.state(inner.state.len), state.into())
+    }
+
+    /// Goes back to the state it was opened at; what this writer stored
+    /// past it is removed when the upload is next opened.
+    fn truncate(&self, len: u64) -> StorageResult<()> {
+        let mut inner = self.inner();
+        if len != inner.opened.len {
+            return Err(StorageError::Remote(format!(
+                "cannot cut an upload in the bucket back to {len} (opened at {})",
+                inner.opened.len
+            )));
+        }
+        inner.state = inner.opened.clone();
+        inner.buffer.clear();
+        let held = std::mem::take(&mut inner.buffered);
+        self.bucket.budget.give(held);
+        Ok(())
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        let held = self.inner().buffered;
+        self.bucket.budget.give(held);
+    }
+}
+
+/// The part size for uploads of at most `max_bytes` when that is set, else
+/// for this upload of `total` bytes (when known): the configured size, or
+/// larger where it would take more than `MAX_PARTS` parts, in whole MiB.
+/// It never shrinks as an upload's length becomes known, so bytes gathered
+/// for a part never exceed it.
+pub fn part_size_for(configured: u64, total: Option<u64>, max_bytes: Option<u64>) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let needed = max_bytes
+        .or(total)
+        .map_or(0, |len| len.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB);
+    configured.max(needed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_with_the_total() {
+        let mib = 1u64 << 20;
+        assert_eq!(part_size_for(8 * mib, Some(1 << 30), None), 8 * mib);
+        assert_eq!(part_size_for(8 * mib, None, None), 8 * mib);
+        // 1 TiB in at most 10,000 parts: 105 MiB each.
+        let tib = 1u64 << 40;
+        let size = part_size_for(8 * mib, Some(tib), None);
+        assert_eq!(size, 105 * mib);
+        assert!(tib.div_ceil(size) <= MAX_PARTS);
+        assert_eq!(part_size_for(8 * mib, None, Some(tib)), 105 * mib);
+        assert_eq!(part_size_for(8 * mib, Some(1 << 30), Some(tib)), 105 * mib);
+    }
+
+    #[test]
+    fn the_budget_lends_and_takes_back() {
+        let budget = Budget::new(10);
+        assert!(budget.try_take(6));
+        assert!(!budget.try_take(6));
+        budget.give(6);
+        budget.take(10).unwrap();
+        assert!(budget.take(11).is_err());
+        budget.give(10);
+        assert!(budget.try_take(10));
+    }
+}
