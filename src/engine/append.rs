@@ -154,14 +154,15 @@ impl<'a> AppendSession<'a> {
             };
             (commit, None)
         } else {
+            let (saved, feed) = engine.hash_to_save(pumped.feed).await?;
             let commit = ChunkCommit {
                 from,
                 to,
-                hash_state: pumped.feed.checkpoint()?.save(),
+                hash_state: saved.save(),
                 total,
                 completed: None,
             };
-            (commit, Some(pumped.feed))
+            (commit, Some(feed))
         };
         Ok(ReceivedChunk {
             engine,

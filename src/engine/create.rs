@@ -220,7 +220,8 @@ impl Engine {
             self.record_complete(file, hasher, caller, new, None)
                 .await?
         } else {
-            let record = self.new_record(&file, caller, new, &feed.checkpoint()?);
+            let (saved, feed) = self.hash_to_save(feed).await?;
+            let record = self.new_record(&file, caller, new, &saved);
             let (meta, guard, row) = (self.meta.clone(), file.guard, record.clone());
             let (metrics, limits) = (self.metrics.clone(), self.settings.owner_limits);
             run_blocking(move || {

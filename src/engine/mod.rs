@@ -647,6 +647,18 @@ impl Engine {
         }
     }
 
+    /// The hash state to commit with a chunk, and the feed to keep for the
+    /// next: what the feed covers so far (the rest is caught up from the
+    /// part file if the feed is lost), or, where parts cannot be read back,
+    /// all of it, waited for.
+    async fn hash_to_save(&self, feed: HashFeed) -> EngineResult<(Hasher, HashFeed)> {
+        if self.storage.parts_readable() {
+            return Ok((feed.checkpoint()?, feed));
+        }
+        let hasher = feed.finish().await?;
+        Ok((hasher.clone(), HashFeed::open(hasher)))
+    }
+
     /// The hash of the upload's first `upload.offset` bytes, all hashed.
     async fn final_hash(&self, upload: &UploadRecord) -> EngineResult<Hasher> {
         let hasher = self.feed_at(upload).await?.finish().await?;

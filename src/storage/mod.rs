@@ -122,4 +122,9 @@ pub trait PartStore: Send + Sync {
     fn visit_files(&self, visit: &mut dyn FnMut(StoredFile)) -> StorageResult<()>;
     /// Checks that the storage takes a new file (for readiness checks).
     fn check(&self) -> StorageResult<()>;
+    /// Whether `open_part_reader` can read an upload in progress back. Where
+    /// it cannot, each commit saves a hash state of every byte committed.
+    fn parts_readable(&self) -> bool {
+        true
+    }
 }

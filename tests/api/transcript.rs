@@ -3,7 +3,7 @@
 //! for the deliberate differences, each marked. Then the transcript's curl
 //! session, verbatim.
 
-use crate::both_backends;
+use crate::all_backends;
 use crate::common::*;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -419,4 +419,4 @@ fn curl_session_from_the_transcript(backend: Backend) {
     assert_eq!(out.stdout, data);
 }
 
-both_backends!(transcript_sequence, curl_session_from_the_transcript);
+all_backends!(transcript_sequence, curl_session_from_the_transcript);

@@ -1,7 +1,7 @@
 //! tus 1.0.0 at /files/: every status of the protocol over raw HTTP, and
 //! the real clients, tuspy (PyPI) and tus-js-client (npm, under Node).
 
-use crate::both_backends;
+use crate::all_backends;
 use crate::common::*;
 use md5::Digest;
 use std::io::Write;
@@ -876,7 +876,7 @@ fn unhashed_when_tus_hashing_is_off(backend: Backend) {
     assert_eq!(chunked["md5"].as_str(), Some(md5_hex(&data).as_str()));
 }
 
-both_backends!(
+all_backends!(
     core_protocol_and_extensions,
     unhashed_when_tus_hashing_is_off,
     expired_uploads_are_gone,

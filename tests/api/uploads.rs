@@ -1,7 +1,7 @@
 //! Uploads that succeed: multipart and raw chunks, resume after a dropped
 //! connection, completion, downloads.
 
-use crate::both_backends;
+use crate::all_backends;
 use crate::common::*;
 use std::io::Write;
 
@@ -443,7 +443,7 @@ fn sha256_checksums_when_configured(backend: Backend) {
     assert_eq!(done.json()["sha256"], sha);
 }
 
-both_backends!(
+all_backends!(
     multipart_chunks_then_download,
     raw_chunks_with_content_disposition,
     raw_filename_from_query_and_multipart_completion,

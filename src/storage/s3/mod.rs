@@ -552,6 +552,10 @@ impl PartStore for S3Store {
         })
     }
 
+    fn parts_readable(&self) -> bool {
+        false
+    }
+
     /// Puts and deletes a probe object.
     fn check(&self) -> StorageResult<()> {
         let probe = self.bucket.path(&format!(

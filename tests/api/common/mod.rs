@@ -9,18 +9,32 @@
 #![allow(dead_code)]
 
 mod client;
+mod s3;
 mod server;
 mod store;
 mod tools;
 mod wire;
 
 pub use client::*;
+pub use s3::*;
 pub use server::*;
 pub use store::*;
 // The benchmark, which includes this harness too, installs no clients.
 #[allow(unused_imports)]
 pub use tools::*;
 pub use wire::*;
+
+/// Runs each listed test function against SQLite, PostgreSQL, and
+/// PostgreSQL with the bytes in the S3 emulator.
+#[macro_export]
+macro_rules! all_backends {
+    ($($name:ident),* $(,)?) => {
+        $crate::both_backends!($($name),*);
+        mod s3 {
+            $( #[test] fn $name() { super::$name($crate::common::Backend::S3) } )*
+        }
+    };
+}
 
 /// Runs each listed test function against SQLite and against PostgreSQL.
 #[macro_export]

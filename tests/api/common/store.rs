@@ -1,6 +1,8 @@
 //! Where a server keeps its rows and bytes: a data directory, and a SQLite
-//! file in it or a PostgreSQL database of its own.
+//! file in it or a PostgreSQL database of its own; with `Backend::S3`, the
+//! bytes in a bucket of the S3 emulator.
 
+use super::s3::{emulator, list_objects, new_bucket};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
@@ -38,7 +40,19 @@ fn pg_url(database: &str) -> String {
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL, with the bytes in a bucket of the S3 emulator.
+    S3,
 }
+
+/// The bucket of a store's bytes, and the endpoint its servers reach it at
+/// (the emulator's, or a proxy's in front of it).
+pub struct S3Bucket {
+    pub name: String,
+    pub endpoint: String,
+}
+
+/// Where a store's objects go in its bucket.
+const S3_PREFIX: &str = "chunkd";
 
 /// A directory removed when the test ends.
 pub struct TempDir(pub PathBuf);
@@ -194,6 +208,7 @@ pub struct Store {
     pub data: TempDir,
     pub logs: TempDir,
     pub pg: Option<PgDatabase>,
+    pub s3: Option<S3Bucket>,
 }
 
 impl Store {
@@ -202,7 +217,11 @@ impl Store {
             backend,
             data: TempDir::new("data"),
             logs: TempDir::new("logs"),
-            pg: (backend == Backend::Postgres).then(PgDatabase::new),
+            pg: (backend != Backend::Sqlite).then(PgDatabase::new),
+            s3: (backend == Backend::S3).then(|| S3Bucket {
+                name: new_bucket(),
+                endpoint: emulator().to_owned(),
+            }),
         }
     }
 
@@ -218,6 +237,13 @@ impl Store {
         }
         if let Some(pg) = &self.pg {
             cmd.env("CHUNKD_DATABASE_URL", pg.url());
+        }
+        if let Some(s3) = &self.s3 {
+            cmd.env("CHUNKD_STORAGE", format!("s3://{}/{S3_PREFIX}", s3.name))
+                .env("CHUNKD_S3_ENDPOINT", &s3.endpoint)
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test");
         }
         cmd.env("RUST_LOG", "info");
         cmd
@@ -240,7 +266,12 @@ impl Store {
     }
 
     /// Every file under the data directory's upload folders, with its size.
+    /// In a bucket, the same view: `{id}.done` and its size, and `{id}.part`
+    /// for an upload in progress, of the length of its latest state.
     pub fn part_files(&self) -> Vec<(String, u64)> {
+        if let Some(s3) = &self.s3 {
+            return bucket_files(&list_objects(emulator(), &s3.name, S3_PREFIX));
+        }
         fn walk(dir: &Path, out: &mut Vec<(String, u64)>) {
             for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 let path = entry.path();
@@ -263,4 +294,29 @@ impl Store {
         out.sort();
         out
     }
+}
+
+/// Objects of uploads seen as files: a completed object as itself, the
+/// objects in an upload's `{id}.part/` folder as one `{id}.part` as long as
+/// its latest state (0 before any).
+fn bucket_files(objects: &[(String, u64)]) -> Vec<(String, u64)> {
+    let mut files = std::collections::BTreeMap::new();
+    for (key, size) in objects {
+        let mut names = key.rsplit('/');
+        let (Some(last), Some(folder)) = (names.next(), names.next()) else {
+            continue;
+        };
+        if folder.ends_with(".part") {
+            let len = last
+                .strip_prefix("state-")
+                .and_then(|rest| rest.strip_suffix(".json"))
+                .and_then(|len| len.parse().ok())
+                .unwrap_or(0);
+            let file = files.entry(folder.to_owned()).or_insert(0);
+            *file = len.max(*file);
+        } else if !last.starts_with(".chunkd-probe") {
+            files.insert(last.to_owned(), *size);
+        }
+    }
+    files.into_iter().collect()
 }
