@@ -5,8 +5,8 @@ use super::checksum::{HashFeed, Hasher};
 use super::error::{EngineError, EngineResult};
 use super::write::{pump, Rollback, WriteGuard};
 use super::{
-    checksum_matches, expand_path_template, run_blocking, BodyLength, BodyRules, Caller, ChecksumAlgo,
-    Completion, Engine, Hashing, NewUpload, PARTIAL, UNHASHED,
+    checksum_matches, expand_path_template, run_blocking, BodyLength, BodyRules, Caller,
+    ChecksumAlgo, Completion, Engine, Hashing, NewUpload, PARTIAL, UNHASHED,
 };
 use crate::meta::{MetaResult, MetaStore, OwnerLimits, UploadRecord};
 use crate::storage::{PartKey, PartWriter, StorageError};

@@ -27,6 +27,7 @@ mod quotas;
 mod receiver;
 mod refusals;
 mod resumable;
+mod s3;
 mod transcript;
 mod tus;
 mod uploads;

@@ -12,15 +12,13 @@ mod reader;
 mod state;
 mod writer;
 
-use super::{
-    PartKey, PartReader, PartStore, PartWriter, StorageError, StorageResult, StoredFile,
-};
+use super::{PartKey, PartReader, PartStore, PartWriter, StorageError, StorageResult, StoredFile};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::path::Path;
 use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
 use object_store::{
     ClientOptions, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
@@ -454,9 +452,7 @@ impl PartStore for S3Store {
             // No state: finished and cleaned up, or empty and never synced.
             None => match self.bucket.head(&paths.done) {
                 Ok(_) => return Ok(()),
-                Err(StorageError::Missing) if key.total.unwrap_or(0) == 0 => {
-                    UploadState::default()
-                }
+                Err(StorageError::Missing) if key.total.unwrap_or(0) == 0 => UploadState::default(),
                 Err(err) => return Err(err),
             },
         };
@@ -558,10 +554,9 @@ impl PartStore for S3Store {
 
     /// Puts and deletes a probe object.
     fn check(&self) -> StorageResult<()> {
-        let probe = self.bucket.path(&format!(
-            ".chunkd-probe-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let probe = self
+            .bucket
+            .path(&format!(".chunkd-probe-{}", uuid::Uuid::new_v4().simple()));
         self.bucket.put(&probe, PutPayload::default())?;
         self.bucket.delete(&probe)
     }

@@ -60,7 +60,10 @@ pub fn piece_name(piece: Piece) -> String {
 
 /// The offset of a state object's name.
 pub fn parse_state(name: &str) -> Option<u64> {
-    name.strip_prefix(STATE)?.strip_suffix(".json")?.parse().ok()
+    name.strip_prefix(STATE)?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
 }
 
 pub fn parse_piece(name: &str) -> Option<Piece> {

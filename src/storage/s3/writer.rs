@@ -18,6 +18,9 @@ pub const MAX_PARTS: u64 = 10_000;
 /// none of it) before it fails.
 const BUDGET_WAIT: Duration = Duration::from_secs(60);
 
+/// How long a write waits for the writes of the bytes before it.
+const WRITE_WAIT: Duration = Duration::from_secs(300);
+
 /// Bytes all uploads together may hold in memory for their parts. A writer
 /// never waits for it while holding some: it first stores what it holds
 /// as a tail piece, so waiting cannot deadlock.
@@ -35,7 +38,6 @@ impl Budget {
             limit,
         }
     }
-
 
     fn used(&self) -> MutexGuard<'_, u64> {
         self.used.lock().unwrap_or_else(|e| e.into_inner())
@@ -85,6 +87,8 @@ pub struct S3Writer {
     /// The part size a new multipart upload gets.
     planned_part_size: u64,
     inner: Mutex<Inner>,
+    /// Signalled after each write.
+    written: Condvar,
 }
 
 struct Inner {
@@ -95,6 +99,8 @@ struct Inner {
     buffer: Vec<Bytes>,
     /// Bytes in `buffer`, all taken from the budget.
     buffered: u64,
+    /// A write failed: the ones waiting to follow it fail too.
+    failed: bool,
 }
 
 impl S3Writer {
@@ -113,7 +119,9 @@ impl S3Writer {
                 opened,
                 buffer: Vec::new(),
                 buffered: 0,
+                failed: false,
             }),
+            written: Condvar::new(),
         }
     }
 
@@ -221,18 +229,8 @@ impl S3Writer {
         inner.state.parts.push(etag);
         Ok(())
     }
-}
-
-impl PartWriter for S3Writer {
-    fn write_at(&self, bufs: &[&[u8]], pos: u64) -> StorageResult<()> {
-        let mut inner = self.inner();
-        let inner = &mut *inner;
-        let end = inner.state.len + inner.buffered;
-        if pos != end {
-            return Err(StorageError::Remote(format!(
-                "a write at {pos} does not follow the bytes so far ({end})"
-            )));
-        }
+    /// Takes `bufs` in at the end of the bytes so far.
+    fn append(&self, inner: &mut Inner, bufs: &[&[u8]]) -> StorageResult<()> {
         for buf in bufs {
             let mut rest: &[u8] = buf;
             while !rest.is_empty() {
@@ -255,6 +253,31 @@ impl PartWriter for S3Writer {
             }
         }
         Ok(())
+    }
+}
+
+impl PartWriter for S3Writer {
+    /// Writes may come from several threads at once, the later ones first:
+    /// each waits for the bytes before it, since an object store takes an
+    /// upload's bytes in order.
+    fn write_at(&self, bufs: &[&[u8]], pos: u64) -> StorageResult<()> {
+        let inner = self.inner();
+        let (mut inner, waited) = self
+            .written
+            .wait_timeout_while(inner, WRITE_WAIT, |inner| {
+                !inner.failed && inner.state.len + inner.buffered < pos
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        let end = inner.state.len + inner.buffered;
+        if inner.failed || waited.timed_out() || pos != end {
+            return Err(StorageError::Remote(format!(
+                "a write at {pos} does not follow the bytes so far ({end})"
+            )));
+        }
+        let written = self.append(&mut inner, bufs);
+        inner.failed = written.is_err();
+        self.written.notify_all();
+        written
     }
 
     fn cached(&self) -> bool {
@@ -286,6 +309,7 @@ impl PartWriter for S3Writer {
             )));
         }
         inner.state = inner.opened.clone();
+        inner.failed = false;
         inner.buffer.clear();
         let held = std::mem::take(&mut inner.buffered);
         self.bucket.budget.give(held);

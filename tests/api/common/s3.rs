@@ -131,7 +131,8 @@ impl Proxy {
                     live.push(client.try_clone().unwrap());
                     live.push(server.try_clone().unwrap());
                 }
-                let (client_in, server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (client_in, server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let counted = state.clone();
                 std::thread::spawn(move || pipe(client_in, server_out, Some(&counted.sent)));
                 std::thread::spawn(move || pipe(server, client, None));

@@ -7,6 +7,7 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chunkd");
@@ -207,7 +208,7 @@ pub struct Store {
     pub backend: Backend,
     pub data: TempDir,
     pub logs: TempDir,
-    pub pg: Option<PgDatabase>,
+    pub pg: Option<Arc<PgDatabase>>,
     pub s3: Option<S3Bucket>,
 }
 
@@ -217,10 +218,25 @@ impl Store {
             backend,
             data: TempDir::new("data"),
             logs: TempDir::new("logs"),
-            pg: (backend != Backend::Sqlite).then(PgDatabase::new),
+            pg: (backend != Backend::Sqlite).then(|| Arc::new(PgDatabase::new())),
             s3: (backend == Backend::S3).then(|| S3Bucket {
                 name: new_bucket(),
                 endpoint: emulator().to_owned(),
+            }),
+        }
+    }
+
+    /// Another server's store on the same database and bucket, with a data
+    /// directory of its own: no disk is shared.
+    pub fn replica(&self) -> Store {
+        Store {
+            backend: self.backend,
+            data: TempDir::new("data"),
+            logs: TempDir::new("logs"),
+            pg: self.pg.clone(),
+            s3: self.s3.as_ref().map(|s3| S3Bucket {
+                name: s3.name.clone(),
+                endpoint: s3.endpoint.clone(),
             }),
         }
     }
