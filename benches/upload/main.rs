@@ -22,7 +22,12 @@
 //! Each row runs `md5sum` again just before it, and prints its MB/s as a
 //! multiple of that ("x md5sum").
 //!
-//! A part of it, by comma lists in CHUNKD_BENCH_BACKENDS (sqlite,postgres),
+//! With `s3` among the backends (PostgreSQL, the bytes in a bucket of the
+//! S3 emulator, moto), each round also measures the emulator's own ceiling:
+//! the bytes of (a) and of (c) pushed straight into it with multipart
+//! uploads of 8 MiB parts (chunkd's default), one part at a time per upload.
+//!
+//! A part of it, by comma lists in CHUNKD_BENCH_BACKENDS (sqlite,postgres,s3),
 //! CHUNKD_BENCH_PROTOCOLS (chunked,tus,tus-unhashed), CHUNKD_BENCH_SYNC (on,off) and
 //! CHUNKD_BENCH_SCENARIOS (a,b,c,d,e; the 1 GiB completion comes with a,
 //! d is the 10 GiB upload and its completion, e the small uploads). CHUNKD_BENCH_ROUNDS=n
@@ -31,6 +36,7 @@
 //! figures drift by a third.
 
 mod client;
+mod emulator;
 // The integration tests' harness (servers, stores, raw HTTP). It names the
 // server binary with `CARGO_BIN_EXE_chunkd`, which cargo sets only for this
 // package's tests and benches, so it is a module tree they both include
@@ -44,6 +50,7 @@ mod subject;
 
 use client::*;
 use common::*;
+use emulator::*;
 use measure::*;
 use report::*;
 use scenarios::*;
@@ -83,6 +90,7 @@ fn main() {
         .map(|b| match b.as_str() {
             "sqlite" => Subject::Chunkd(Backend::Sqlite),
             "postgres" => Subject::Chunkd(Backend::Postgres),
+            "s3" => Subject::Chunkd(Backend::S3),
             other => panic!("unknown backend {other}"),
         })
         .collect();
@@ -143,6 +151,11 @@ fn main() {
         // The page cache is warm from here on.
         let line = machine(&source, &file, &scratch.0);
         line.print();
+        let ceiling = backends
+            .iter()
+            .any(|b| b == "s3")
+            .then(|| emulator_ceiling(&file));
+        ceiling.iter().for_each(Line::print);
         // Each round starts at another case, so that a slow spell of the
         // machine does not fall on the same rows every round.
         let first = (round - 1) * cases.len() / rounds;
@@ -153,6 +166,7 @@ fn main() {
         }
         all.push(
             std::iter::once(line)
+                .chain(ceiling)
                 .chain(by_case.into_iter().flatten())
                 .collect(),
         );

@@ -85,6 +85,14 @@ pub enum Figures {
         bare: f64,
         steal: f64,
     },
+    /// In MB/s: the S3 emulator taking the bytes of (a) and of (c) straight
+    /// from a plain client; and the steal meanwhile.
+    Emulator {
+        parts: f64,
+        whole: f64,
+        many: f64,
+        steal: f64,
+    },
 }
 
 impl Line {
@@ -110,6 +118,14 @@ impl Line {
                 steal,
             } => println!(
                 "machine   md5sum of 1 GiB: {md5sum:.0} MB/s; plain write of 1 GiB + fdatasync: {write:.0} MB/s; bare receive of (c): {bare:.0} MB/s  steal {steal:.0} %"
+            ),
+            Figures::Emulator {
+                parts,
+                whole,
+                many,
+                steal,
+            } => println!(
+                "emulator  multipart straight in, 8 MiB parts: (a) 1 GiB {parts:.0} MB/s, {whole:.0} MB/s with its completion; (c) 64 x 16 MiB at once {many:.0} MB/s  steal {steal:.0} %"
             ),
         }
     }
@@ -155,6 +171,12 @@ impl Figures {
                 bare,
                 steal,
             } => vec![*md5sum, *write, *bare, *steal],
+            Figures::Emulator {
+                parts,
+                whole,
+                many,
+                steal,
+            } => vec![*parts, *whole, *many, *steal],
         }
     }
 }
@@ -186,6 +208,13 @@ pub fn print_summary(rounds: &[Vec<Line>]) {
             ),
             Figures::Machine { .. } => println!(
                 "machine   md5sum of 1 GiB: {} MB/s; plain write of 1 GiB + fdatasync: {} MB/s; bare receive of (c): {} MB/s  steal {} %",
+                of(0, 0),
+                of(1, 0),
+                of(2, 0),
+                of(3, 0)
+            ),
+            Figures::Emulator { .. } => println!(
+                "emulator  multipart straight in, 8 MiB parts: (a) 1 GiB {} MB/s, {} MB/s with its completion; (c) 64 x 16 MiB at once {} MB/s  steal {} %",
                 of(0, 0),
                 of(1, 0),
                 of(2, 0),

@@ -122,7 +122,8 @@ impl Running {
         }
     }
 
-    /// The MD5 of the bytes stored for an upload, read from its file.
+    /// The MD5 of the bytes stored for an upload, read from its file (or
+    /// its object).
     pub fn stored_md5(&self, id: &str) -> String {
         fn find(dir: &Path, id: &str) -> Option<std::path::PathBuf> {
             std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
@@ -135,6 +136,9 @@ impl Running {
             })
         }
         let path = match &self.files {
+            Files::Chunkd(Store { s3: Some(s3), .. }) => {
+                return object_md5(&s3.name, &format!("{id}.done")).expect("the stored object");
+            }
             // Under the day's folder, with the extension of a finished upload.
             Files::Chunkd(store) => find(&store.data.0, id),
             // Beside `{id}.info`.

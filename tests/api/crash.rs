@@ -53,6 +53,15 @@ fn kill_nine_without_sync(backend: Backend) {
     kill_nine(backend, &["--sync", "false"], 25, 4);
 }
 
+/// The same with the bytes in a bucket (5 MiB parts filled from 2 MiB
+/// chunks): a kill mid-chunk leaves its bytes in memory, stored pieces or
+/// sent parts that no committed state names, so no count of partial chunks
+/// is asked for.
+#[test]
+fn kill_nine_with_the_bytes_in_a_bucket() {
+    kill_nine(Backend::S3, &["--s3-part-size", "5MiB"], 25, 0);
+}
+
 /// `rounds` kills of a server started with `FLAGS` and `extra`, of which
 /// at least `mid_chunk` must leave written but uncommitted bytes behind.
 fn kill_nine(backend: Backend, extra: &[&str], rounds: usize, mid_chunk: usize) {

@@ -232,3 +232,40 @@ fn delete_and_expiry_leave_nothing_in_the_bucket() {
     assert_eq!(store.part_files(), vec![]);
     assert_eq!(open_multipart_uploads(&bucket), 0);
 }
+
+/// How many times a byte goes to the bucket when it comes in 1 MiB chunks
+/// (default 8 MiB parts): once as a tail piece, for the chunks that do not
+/// fill a part, and once in its part; with the state objects and request
+/// heads, under twice. Counted at a proxy in front of the emulator.
+#[test]
+fn one_mib_chunks_are_written_to_the_bucket_less_than_twice() {
+    let proxy = Proxy::start();
+    let mut store = Store::new(Backend::S3);
+    store.s3.as_mut().unwrap().endpoint = proxy.endpoint.clone();
+    let token = store.token("alice");
+    let server = Server::start(&store, &[]);
+    let client = Client::new(&server, &token);
+    let total = 40 * MIB;
+    let data = bytes(total, 43);
+    let before = proxy.sent();
+    let first = client.put_raw(
+        "/upload/?filename=one.bin",
+        &range(0, MIB, total),
+        &data[..MIB],
+    );
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    for start in (MIB..total).step_by(MIB) {
+        let put = client.put_raw(
+            &format!("/upload/{id}/"),
+            &range(start, MIB, total),
+            &data[start..start + MIB],
+        );
+        assert_eq!(put.status, 200, "{}", put.text());
+    }
+    let done = client.complete(&id, &md5_hex(&data));
+    assert_eq!(done.status, 200, "{}", done.text());
+    let written = (proxy.sent() - before) as f64 / total as f64;
+    eprintln!("each byte of 1 MiB chunks went to the bucket {written:.3} times");
+    assert!(written < 2.0, "{written:.3} times");
+    assert!(written > 1.0);
+}

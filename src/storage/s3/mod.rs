@@ -25,6 +25,7 @@ use object_store::{
 use reader::S3Reader;
 use state::{parse_piece, parse_state, Multipart, Piece, UploadState, MULTIPART};
 use std::future::Future;
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use writer::{Budget, S3Writer};
@@ -91,7 +92,7 @@ pub(crate) fn storage_error(err: object_store::Error) -> StorageError {
 pub struct Bucket {
     store: Arc<AmazonS3>,
     prefix: String,
-    budget: Budget,
+    budget: Arc<Budget>,
 }
 
 impl Bucket {
@@ -193,10 +194,30 @@ impl Bucket {
         index: usize,
         payload: PutPayload,
     ) -> StorageResult<String> {
+        self.send_part(path, id, index, payload, 0)
+            .recv()
+            .expect("the object storage runtime finishes what it is given")
+    }
+
+    /// Sends a part in the background: its ETag comes on the channel, and
+    /// the `held` bytes of the budget go back once it is sent.
+    fn send_part(
+        &self,
+        path: &Path,
+        id: &str,
+        index: usize,
+        payload: PutPayload,
+        held: u64,
+    ) -> Receiver<StorageResult<String>> {
         let (store, path, id) = (self.store.clone(), path.clone(), id.to_owned());
-        self.run(async move { store.put_part(&path, &id, index, payload).await })
-            .map(|part| part.content_id)
-            .map_err(storage_error)
+        let budget = self.budget.clone();
+        let (sent, etag) = std::sync::mpsc::sync_channel(1);
+        runtime().spawn(async move {
+            let part = store.put_part(&path, &id, index, payload).await;
+            budget.give(held);
+            let _ = sent.send(part.map(|part| part.content_id).map_err(storage_error));
+        });
+        etag
     }
 
     fn complete(&self, path: &Path, id: &str, etags: Vec<String>) -> StorageResult<()> {
@@ -308,7 +329,7 @@ impl S3Store {
             bucket: Arc::new(Bucket {
                 store: Arc::new(store),
                 prefix: settings.prefix.clone(),
-                budget: Budget::new(settings.buffer),
+                budget: Arc::new(Budget::new(settings.buffer)),
             }),
             settings,
         })
@@ -376,7 +397,7 @@ impl S3Store {
         state: &UploadState,
         use_tail: impl FnOnce(Vec<Bytes>) -> StorageResult<T>,
     ) -> StorageResult<T> {
-        let held = state.len - state.in_parts();
+        let held = state.in_tail();
         self.bucket.budget.take(held)?;
         let used = self
             .bucket

@@ -35,11 +35,9 @@ pub struct Piece {
 }
 
 impl UploadState {
-    /// Bytes held by parts.
-    pub fn in_parts(&self) -> u64 {
-        self.multipart
-            .as_ref()
-            .map_or(0, |m| m.part_size * self.parts.len() as u64)
+    /// Bytes held by tail pieces.
+    pub fn in_tail(&self) -> u64 {
+        self.tail.iter().map(|piece| piece.end - piece.start).sum()
     }
 }
 

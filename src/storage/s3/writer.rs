@@ -8,6 +8,7 @@ use super::state::{Multipart, Piece, UploadState};
 use super::{Bucket, UploadPaths};
 use crate::storage::{PartWriter, StorageError, StorageResult};
 use bytes::Bytes;
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -101,6 +102,14 @@ struct Inner {
     buffered: u64,
     /// A write failed: the ones waiting to follow it fail too.
     failed: bool,
+    /// The part on its way, not yet in `state.parts`.
+    sending: Option<Sending>,
+}
+
+/// A part being sent: its index, and where its ETag comes.
+struct Sending {
+    index: usize,
+    etag: Receiver<StorageResult<String>>,
 }
 
 impl S3Writer {
@@ -120,6 +129,7 @@ impl S3Writer {
                 buffer: Vec::new(),
                 buffered: 0,
                 failed: false,
+                sending: None,
             }),
             written: Condvar::new(),
         }
@@ -190,45 +200,67 @@ impl S3Writer {
     }
 
     /// Sends the stored tail pieces and the buffer, a whole part, as the
-    /// next part.
+    /// next part: in the background, while the next part gathers, once the
+    /// part before it is in (its ETag is needed in order). Its memory goes
+    /// back to the budget when it is sent.
     fn send_part(&self, inner: &mut Inner) -> StorageResult<()> {
         let multipart = self.multipart(inner)?;
-        let mut stored = inner.state.len - inner.state.in_parts();
+        let mut stored = inner.state.in_tail();
         if stored > 0 && !self.bucket.budget.try_take(stored) {
             // Wait holding nothing: all of it stored, then room for it all.
             self.store_buffer(inner)?;
-            stored = inner.state.len - inner.state.in_parts();
+            stored = inner.state.in_tail();
             self.bucket.budget.take(stored)?;
         }
-        let sent = self.send_part_of(inner, &multipart);
-        self.bucket.budget.give(stored);
-        sent?;
-        inner.state.len += inner.buffered;
+        let gathered = self.wait_sent(inner).and_then(|()| {
+            let index = inner.state.parts.len();
+            if index as u64 >= MAX_PARTS {
+                return Err(StorageError::Remote(format!(
+                    "the upload needs more than {MAX_PARTS} parts of {} bytes",
+                    multipart.part_size
+                )));
+            }
+            let tail = self.bucket.read_pieces(&self.paths, &inner.state.tail)?;
+            Ok((index, tail))
+        });
+        let (index, mut payload) = match gathered {
+            Ok(gathered) => gathered,
+            Err(err) => {
+                self.bucket.budget.give(stored);
+                return Err(err);
+            }
+        };
+        payload.append(&mut inner.buffer);
+        let held = stored + std::mem::take(&mut inner.buffered);
+        inner.sending = Some(Sending {
+            index,
+            etag: self.bucket.send_part(
+                &self.paths.done,
+                &multipart.id,
+                index,
+                payload.into_iter().collect(),
+                held,
+            ),
+        });
+        inner.state.len += held - stored;
         inner.state.tail.clear();
-        inner.buffer.clear();
-        self.bucket.budget.give(std::mem::take(&mut inner.buffered));
         Ok(())
     }
 
-    fn send_part_of(&self, inner: &mut Inner, multipart: &Multipart) -> StorageResult<()> {
-        let number = inner.state.parts.len() as u64;
-        if number >= MAX_PARTS {
-            return Err(StorageError::Remote(format!(
-                "the upload needs more than {MAX_PARTS} parts of {} bytes",
-                multipart.part_size
-            )));
-        }
-        let mut payload = self.bucket.read_pieces(&self.paths, &inner.state.tail)?;
-        payload.extend(inner.buffer.iter().cloned());
-        let etag = self.bucket.put_part(
-            &self.paths.done,
-            &multipart.id,
-            number as usize,
-            payload.into_iter().collect(),
-        )?;
+    /// Waits for the part being sent, and records it.
+    fn wait_sent(&self, inner: &mut Inner) -> StorageResult<()> {
+        let Some(sending) = inner.sending.take() else {
+            return Ok(());
+        };
+        let etag = sending
+            .etag
+            .recv()
+            .map_err(|_| StorageError::Remote("a part upload was dropped".into()))??;
+        debug_assert_eq!(inner.state.parts.len(), sending.index);
         inner.state.parts.push(etag);
         Ok(())
     }
+
     /// Takes `bufs` in at the end of the bytes so far.
     fn append(&self, inner: &mut Inner, bufs: &[&[u8]]) -> StorageResult<()> {
         for buf in bufs {
@@ -239,7 +271,7 @@ impl S3Writer {
                     .multipart
                     .as_ref()
                     .map_or(self.planned_part_size, |m| m.part_size);
-                let in_tail = inner.state.len - inner.state.in_parts() + inner.buffered;
+                let in_tail = inner.state.in_tail() + inner.buffered;
                 let take = (part_size - in_tail).min(rest.len() as u64);
                 self.reserve(inner, take)?;
                 inner
@@ -290,6 +322,7 @@ impl PartWriter for S3Writer {
         let mut inner = self.inner();
         let inner = &mut *inner;
         self.store_buffer(inner)?;
+        self.wait_sent(inner)?;
         if inner.state == inner.opened {
             return Ok(());
         }
@@ -310,6 +343,7 @@ impl PartWriter for S3Writer {
         }
         inner.state = inner.opened.clone();
         inner.failed = false;
+        inner.sending = None;
         inner.buffer.clear();
         let held = std::mem::take(&mut inner.buffered);
         self.bucket.budget.give(held);

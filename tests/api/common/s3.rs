@@ -24,7 +24,8 @@ pub fn emulator() -> &'static str {
             .port();
         let (started, wait) = std::sync::mpsc::channel();
         // The emulator dies with the thread that started it (the parent-death
-        // signal), so that thread lives as long as the test process.
+        // signal), so that thread waits for it as long as the test process
+        // lives.
         std::thread::spawn(move || {
             let mut command = Command::new(&server);
             command
@@ -40,11 +41,9 @@ pub fn emulator() -> &'static str {
                     Ok(())
                 });
             }
-            let child = command.spawn().expect("moto_server starts");
-            started.send(child.id()).unwrap();
-            loop {
-                std::thread::park();
-            }
+            let mut child = command.spawn().expect("moto_server starts");
+            started.send(()).unwrap();
+            let _ = child.wait();
         });
         wait.recv().unwrap();
         let endpoint = format!("http://127.0.0.1:{port}");
@@ -64,6 +63,34 @@ pub fn new_bucket() -> String {
         .args(["-sf", "-o", "/dev/null", "-X", "PUT"])
         .arg(format!("{}/{name}", emulator())));
     name
+}
+
+/// Deletes every object of a bucket.
+pub fn delete_objects(bucket: &str) {
+    for (key, _) in list_objects(emulator(), bucket, "") {
+        let _ = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "-X", "DELETE"])
+            .arg(format!("{}/{bucket}/{key}", emulator()))
+            .status();
+    }
+}
+
+/// The MD5 of an object whose key contains `part`, read from the bucket.
+pub fn object_md5(bucket: &str, part: &str) -> Option<String> {
+    let (key, _) = list_objects(emulator(), bucket, "")
+        .into_iter()
+        .find(|(key, _)| key.contains(part))?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("curl -sf '{}/{bucket}/{key}' | md5sum", emulator()))
+        .output()
+        .ok()?;
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .split(' ')
+            .next()?
+            .to_owned(),
+    )
 }
 
 /// Every object under `prefix` in a bucket: (key, size).

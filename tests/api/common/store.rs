@@ -2,7 +2,7 @@
 //! file in it or a PostgreSQL database of its own; with `Backend::S3`, the
 //! bytes in a bucket of the S3 emulator.
 
-use super::s3::{emulator, list_objects, new_bucket};
+use super::s3::{delete_objects, emulator, list_objects, new_bucket};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
@@ -50,6 +50,18 @@ pub enum Backend {
 pub struct S3Bucket {
     pub name: String,
     pub endpoint: String,
+    /// Shared by a store and its replicas: the last one gone empties it.
+    emptied: Arc<EmptiedOnDrop>,
+}
+
+/// A bucket whose objects are deleted when the test is done with it, so
+/// that the emulator, which keeps them in memory, does not grow all run.
+struct EmptiedOnDrop(String);
+
+impl Drop for EmptiedOnDrop {
+    fn drop(&mut self) {
+        delete_objects(&self.0);
+    }
 }
 
 /// Where a store's objects go in its bucket.
@@ -219,9 +231,13 @@ impl Store {
             data: TempDir::new("data"),
             logs: TempDir::new("logs"),
             pg: (backend != Backend::Sqlite).then(|| Arc::new(PgDatabase::new())),
-            s3: (backend == Backend::S3).then(|| S3Bucket {
-                name: new_bucket(),
-                endpoint: emulator().to_owned(),
+            s3: (backend == Backend::S3).then(|| {
+                let name = new_bucket();
+                S3Bucket {
+                    emptied: Arc::new(EmptiedOnDrop(name.clone())),
+                    name,
+                    endpoint: emulator().to_owned(),
+                }
             }),
         }
     }
@@ -237,6 +253,7 @@ impl Store {
             s3: self.s3.as_ref().map(|s3| S3Bucket {
                 name: s3.name.clone(),
                 endpoint: s3.endpoint.clone(),
+                emptied: s3.emptied.clone(),
             }),
         }
     }
