@@ -232,7 +232,7 @@ pub struct S3Args {
     pub s3_part_size: Size,
     /// Memory all uploads together may hold for their parts; at least one
     /// part.
-    #[arg(long, env = "CHUNKD_S3_BUFFER", default_value = "64MiB")]
+    #[arg(long, env = "CHUNKD_S3_BUFFER", default_value = "32MiB")]
     pub s3_buffer: Size,
 }
 

@@ -34,6 +34,33 @@ fn open_multipart_uploads(bucket: &str) -> usize {
         .count()
 }
 
+/// Servers on `store` and on two replicas of it: three processes, each
+/// with its own data directory, one database, one bucket.
+fn three_servers(store: &Store) -> ([Store; 2], Vec<Server>) {
+    let replicas = [store.replica(), store.replica()];
+    let servers = [store, &replicas[0], &replicas[1]]
+        .iter()
+        .map(|store| Server::start(store, FLAGS))
+        .collect();
+    (replicas, servers)
+}
+
+/// Of an upload, only its completed object is in the bucket, and no
+/// multipart upload is left open.
+fn only_the_object_is_left(store: &Store, id: &str, len: usize) {
+    assert_eq!(store.part_files(), vec![(format!("{id}.done"), len as u64)]);
+    assert_eq!(open_multipart_uploads(&store.s3.as_ref().unwrap().name), 0);
+}
+
+/// A store whose servers reach the emulator through a proxy, and a token.
+fn behind_a_proxy() -> (Proxy, Store, String) {
+    let proxy = Proxy::start();
+    let mut store = Store::new(Backend::S3);
+    store.s3.as_mut().unwrap().endpoint = proxy.endpoint.clone();
+    let token = store.token("alice");
+    (proxy, store, token)
+}
+
 /// Three `chunkd serve` processes, each with its own data directory, one
 /// database, one bucket. Each chunk of a 24 MiB upload (3 MiB chunks, so
 /// 5 MiB parts fill from stored tails) goes to the next process; the one
@@ -46,11 +73,7 @@ fn processes_without_a_shared_disk_continue_each_others_uploads() {
     let store = Store::new(Backend::S3);
     let token = store.token("alice");
     let auth = format!("Token {token}");
-    let replicas = [store.replica(), store.replica()];
-    let servers: Vec<Server> = [&store, &replicas[0], &replicas[1]]
-        .iter()
-        .map(|store| Server::start(store, FLAGS))
-        .collect();
+    let (_replicas, servers) = three_servers(&store);
     let mut killed = None;
     let chunk = 3 * MIB;
     let total = 8 * chunk;
@@ -106,11 +129,7 @@ fn processes_without_a_shared_disk_continue_each_others_uploads() {
         assert_eq!(file.status, 200);
         assert!(file.body == data, "the bytes from process {n} differ");
     }
-    assert_eq!(
-        store.part_files(),
-        vec![(format!("{id}.done"), total as u64)]
-    );
-    assert_eq!(open_multipart_uploads(&store.s3.as_ref().unwrap().name), 0);
+    only_the_object_is_left(&store, &id, total);
 }
 
 /// Eight clients spread over three processes race different bytes at the
@@ -120,11 +139,7 @@ fn processes_without_a_shared_disk_continue_each_others_uploads() {
 fn chunks_racing_across_processes_one_wins_each_round() {
     let store = Store::new(Backend::S3);
     let token = store.token("alice");
-    let replicas = [store.replica(), store.replica()];
-    let servers: Vec<Server> = [&store, &replicas[0], &replicas[1]]
-        .iter()
-        .map(|store| Server::start(store, FLAGS))
-        .collect();
+    let (_replicas, servers) = three_servers(&store);
     let clients: Vec<Client> = servers.iter().map(|s| Client::new(s, &token)).collect();
     race_rounds(&clients, 8, 2 * MIB, 6);
 }
@@ -136,10 +151,7 @@ fn chunks_racing_across_processes_one_wins_each_round() {
 /// in-progress objects are gone.
 #[test]
 fn the_emulator_going_away_mid_chunk_loses_nothing_acknowledged() {
-    let proxy = Proxy::start();
-    let mut store = Store::new(Backend::S3);
-    store.s3.as_mut().unwrap().endpoint = proxy.endpoint.clone();
-    let token = store.token("alice");
+    let (proxy, store, token) = behind_a_proxy();
     let server = Server::start(&store, FLAGS);
     let client = Client::new(&server, &token);
     let total = 30 * MIB;
@@ -194,11 +206,7 @@ fn the_emulator_going_away_mid_chunk_loses_nothing_acknowledged() {
     let id = path.rsplit('/').next().unwrap();
     let file = client.get(&format!("/upload/{id}/file"));
     assert_eq!(md5_hex(&file.body), md5_hex(&data));
-    assert_eq!(
-        store.part_files(),
-        vec![(format!("{id}.done"), total as u64)]
-    );
-    assert_eq!(open_multipart_uploads(&store.s3.as_ref().unwrap().name), 0);
+    only_the_object_is_left(&store, &id, total);
 }
 
 /// DELETE of an upload in progress with parts in the bucket, and expiry
@@ -239,10 +247,7 @@ fn delete_and_expiry_leave_nothing_in_the_bucket() {
 /// heads, under twice. Counted at a proxy in front of the emulator.
 #[test]
 fn one_mib_chunks_are_written_to_the_bucket_less_than_twice() {
-    let proxy = Proxy::start();
-    let mut store = Store::new(Backend::S3);
-    store.s3.as_mut().unwrap().endpoint = proxy.endpoint.clone();
-    let token = store.token("alice");
+    let (proxy, store, token) = behind_a_proxy();
     let server = Server::start(&store, &[]);
     let client = Client::new(&server, &token);
     let total = 40 * MIB;

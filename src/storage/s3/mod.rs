@@ -23,7 +23,7 @@ use object_store::{
     ClientOptions, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 use reader::S3Reader;
-use state::{parse_piece, parse_state, Multipart, Piece, UploadState, MULTIPART};
+use state::{parse_state, Multipart, Piece, UploadState, MULTIPART};
 use std::future::Future;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, OnceLock};
@@ -144,6 +144,23 @@ impl Bucket {
         let (store, path) = (self.store.clone(), path.clone());
         self.run(async move { store.head(&path).await })
             .map_err(storage_error)
+    }
+
+    /// Deletes objects in the background: nothing waits for it, and one
+    /// not deleted is deleted with the rest of its upload.
+    fn delete_later(&self, paths: Vec<Path>) {
+        if paths.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        runtime().spawn(async move {
+            for path in paths {
+                match store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(err) => log::warn!("{path} not deleted: {err}"),
+                }
+            }
+        });
     }
 
     /// Deletes an object; one already gone is not an error.
@@ -413,28 +430,21 @@ impl PartStore for S3Store {
         Ok(self.writer(key, UploadState::default()))
     }
 
-    /// The state of the committed offset; the states and pieces of
-    /// requests that wrote past it and never committed are removed.
+    /// The state of the committed offset. What it made obsolete (the state
+    /// before it, the tail pieces that went into parts) is deleted in the
+    /// background; what requests that never committed left stays until the
+    /// upload completes or goes.
     fn open_at(&self, key: &PartKey, committed: u64) -> StorageResult<Box<dyn PartWriter>> {
         let paths = self.paths(key);
-        let found = self.in_progress(&paths)?;
-        let stored = found
-            .iter()
-            .find(|object| parse_state(&object.name) == Some(committed));
-        let state = match stored {
-            Some(object) => self.read_state(&object.path)?,
-            None if committed == 0 => UploadState::default(),
-            None => {
+        let mut state = match self.read_state(&paths.state(committed)) {
+            Err(StorageError::Missing) if committed == 0 => UploadState::default(),
+            Err(StorageError::Missing) => {
                 return Err(StorageError::Damaged {
                     expected: committed,
-                    found: found
-                        .iter()
-                        .filter_map(|object| parse_state(&object.name))
-                        .filter(|&len| len < committed)
-                        .max()
-                        .unwrap_or(0),
+                    found: 0,
                 })
             }
+            read => read?,
         };
         if state.len != committed {
             return Err(StorageError::Damaged {
@@ -442,14 +452,12 @@ impl PartStore for S3Store {
                 found: state.len,
             });
         }
-        for object in &found {
-            let named = object.name == MULTIPART
-                || parse_state(&object.name) == Some(committed)
-                || parse_piece(&object.name).is_some_and(|piece| state.tail.contains(&piece));
-            if !named {
-                self.bucket.delete(&object.path)?;
-            }
-        }
+        let obsolete = state
+            .consumed
+            .drain(..)
+            .map(|piece| paths.piece(piece))
+            .chain(state.previous.take().map(|len| paths.state(len)));
+        self.bucket.delete_later(obsolete.collect());
         Ok(self.writer(key, state))
     }
 

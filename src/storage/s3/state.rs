@@ -2,9 +2,10 @@
 //! bytes: a state object per offset reached, naming the multipart upload's
 //! parts and the tail pieces (bytes not yet in a part). A state is written
 //! before its offset is committed and never changed after, so the state of
-//! the committed offset always describes bytes that are all in the bucket;
-//! states and pieces of requests that never committed are removed when the
-//! upload is next opened.
+//! the committed offset always describes bytes that are all in the bucket.
+//! A committed state names what it made obsolete (the state before it, the
+//! pieces that went into parts), deleted when the upload is next opened;
+//! what requests that never committed wrote goes with the whole upload.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,12 @@ pub struct UploadState {
     pub parts: Vec<String>,
     /// Tail pieces, in order, from the end of the parts to `len`.
     pub tail: Vec<Piece>,
+    /// Tail pieces that went into parts since the state before.
+    #[serde(default)]
+    pub consumed: Vec<Piece>,
+    /// The offset of the state before, which this one replaces.
+    #[serde(default)]
+    pub previous: Option<u64>,
 }
 
 /// Bytes `start..end` of an upload, stored as an object of their own.
@@ -64,27 +71,15 @@ pub fn parse_state(name: &str) -> Option<u64> {
         .ok()
 }
 
-pub fn parse_piece(name: &str) -> Option<Piece> {
-    let (start, end) = name.strip_prefix(TAIL)?.split_once('-')?;
-    Some(Piece {
-        start: start.parse().ok()?,
-        end: end.parse().ok()?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names_parse_back() {
-        let piece = Piece {
-            start: 5 << 20,
-            end: 6 << 20,
-        };
-        assert_eq!(parse_piece(&piece_name(piece)), Some(piece));
+    fn state_names_parse_back() {
         assert_eq!(parse_state(&state_name(1234)), Some(1234));
         assert_eq!(parse_state(MULTIPART), None);
-        assert_eq!(parse_piece(&state_name(1)), None);
+        let piece = Piece { start: 0, end: 1 };
+        assert_eq!(parse_state(&piece_name(piece)), None);
     }
 }

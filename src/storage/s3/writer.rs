@@ -243,7 +243,8 @@ impl S3Writer {
             ),
         });
         inner.state.len += held - stored;
-        inner.state.tail.clear();
+        let consumed = std::mem::take(&mut inner.state.tail);
+        inner.state.consumed.extend(consumed);
         Ok(())
     }
 
@@ -323,9 +324,10 @@ impl PartWriter for S3Writer {
         let inner = &mut *inner;
         self.store_buffer(inner)?;
         self.wait_sent(inner)?;
-        if inner.state == inner.opened {
+        if inner.state.len == inner.opened.len {
             return Ok(());
         }
+        inner.state.previous = Some(inner.opened.len).filter(|&len| len > 0);
         let state = serde_json::to_vec(&inner.state).expect("an upload state");
         self.bucket
             .put(&self.paths.state(inner.state.len), state.into())
