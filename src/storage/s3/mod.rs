@@ -4,29 +4,21 @@
 //! so any process can continue any upload. A completed upload is one
 //! object, `{dir}/{id}{complete_ext}`; an upload in progress is the objects
 //! under `{dir}/{id}{incomplete_ext}/`.
-//!
-//! `object_store` is async; the engine calls storage from its blocking
-//! pool, so each call here runs on a small runtime of its own and waits.
 
+mod bucket;
 mod reader;
 mod state;
 mod writer;
 
 use super::{PartKey, PartReader, PartStore, PartWriter, StorageError, StorageResult, StoredFile};
+use bucket::Bucket;
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::multipart::{MultipartStore, PartId};
+use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{
-    ClientOptions, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
-};
+use object_store::{ClientOptions, PutPayload, RetryConfig};
 use reader::S3Reader;
 use state::{parse_state, Multipart, Piece, UploadState, MULTIPART};
-use std::future::Future;
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use writer::{Budget, S3Writer};
 
@@ -65,213 +57,6 @@ pub fn parse_url(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix("s3://")?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     (!bucket.is_empty()).then(|| (bucket.to_owned(), prefix.trim_matches('/').to_owned()))
-}
-
-/// Object storage's calls run here, whatever thread asks: the engine's
-/// blocking pool, or an actix worker, whose runtime is not for this.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("chunkd-s3")
-            .enable_all()
-            .build()
-            .expect("a runtime for object storage")
-    })
-}
-
-pub(crate) fn storage_error(err: object_store::Error) -> StorageError {
-    match err {
-        object_store::Error::NotFound { .. } => StorageError::Missing,
-        err => StorageError::Remote(err.to_string()),
-    }
-}
-
-/// The bucket and what every upload's writer shares.
-pub struct Bucket {
-    store: Arc<AmazonS3>,
-    prefix: String,
-    budget: Arc<Budget>,
-}
-
-impl Bucket {
-    /// Runs `work` on the object storage runtime and waits for it.
-    fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> T {
-        let (done, result) = std::sync::mpsc::sync_channel(1);
-        runtime().spawn(async move {
-            let _ = done.send(work.await);
-        });
-        result
-            .recv()
-            .expect("the object storage runtime finishes what it is given")
-    }
-
-    fn path(&self, rel: &str) -> Path {
-        match self.prefix.as_str() {
-            "" => Path::from(rel),
-            prefix => Path::from(format!("{prefix}/{rel}")),
-        }
-    }
-
-    fn put(&self, path: &Path, payload: PutPayload) -> StorageResult<()> {
-        let (store, path) = (self.store.clone(), path.clone());
-        self.run(async move { store.put(&path, payload).await })
-            .map(drop)
-            .map_err(storage_error)
-    }
-
-    fn get(&self, path: &Path) -> StorageResult<Bytes> {
-        let (store, path) = (self.store.clone(), path.clone());
-        self.run(async move { store.get(&path).await?.bytes().await })
-            .map_err(storage_error)
-    }
-
-    /// The object from `pos` on, as it streams in.
-    fn get_from(
-        &self,
-        path: &Path,
-        pos: u64,
-    ) -> StorageResult<BoxStream<'static, object_store::Result<Bytes>>> {
-        let (store, path) = (self.store.clone(), path.clone());
-        let options = GetOptions::default().with_range(Some(pos..));
-        self.run(async move { store.get_opts(&path, options).await })
-            .map(|got| got.into_stream())
-            .map_err(storage_error)
-    }
-
-    fn head(&self, path: &Path) -> StorageResult<ObjectMeta> {
-        let (store, path) = (self.store.clone(), path.clone());
-        self.run(async move { store.head(&path).await })
-            .map_err(storage_error)
-    }
-
-    /// Deletes objects in the background: nothing waits for it, and one
-    /// not deleted is deleted with the rest of its upload.
-    fn delete_later(&self, paths: Vec<Path>) {
-        if paths.is_empty() {
-            return;
-        }
-        let store = self.store.clone();
-        runtime().spawn(async move {
-            for path in paths {
-                match store.delete(&path).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(err) => log::warn!("{path} not deleted: {err}"),
-                }
-            }
-        });
-    }
-
-    /// Deletes an object; one already gone is not an error.
-    fn delete(&self, path: &Path) -> StorageResult<()> {
-        let (store, path) = (self.store.clone(), path.clone());
-        match self.run(async move { store.delete(&path).await }) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(err) => Err(storage_error(err)),
-        }
-    }
-
-    /// Calls `visit` with every object under `prefix`, a page at a time.
-    fn list(&self, prefix: &Path, visit: &mut dyn FnMut(ObjectMeta)) -> StorageResult<()> {
-        const PAGE: usize = 1000;
-        let mut objects = self.store.list(Some(prefix));
-        loop {
-            let (rest, page) = self.run(async move {
-                let mut page = Vec::with_capacity(PAGE);
-                while page.len() < PAGE {
-                    match objects.next().await {
-                        Some(Ok(object)) => page.push(object),
-                        Some(Err(err)) => return (objects, Err(err)),
-                        None => break,
-                    }
-                }
-                (objects, Ok(page))
-            });
-            objects = rest;
-            let page = page.map_err(storage_error)?;
-            let last = page.len() < PAGE;
-            page.into_iter().for_each(&mut *visit);
-            if last {
-                return Ok(());
-            }
-        }
-    }
-
-    fn create_multipart(&self, path: &Path) -> StorageResult<String> {
-        let (store, path) = (self.store.clone(), path.clone());
-        self.run(async move { store.create_multipart(&path).await })
-            .map_err(storage_error)
-    }
-
-    fn put_part(
-        &self,
-        path: &Path,
-        id: &str,
-        index: usize,
-        payload: PutPayload,
-    ) -> StorageResult<String> {
-        self.send_part(path, id, index, payload, 0)
-            .recv()
-            .expect("the object storage runtime finishes what it is given")
-    }
-
-    /// Sends a part in the background: its ETag comes on the channel, and
-    /// the `held` bytes of the budget go back once it is sent.
-    fn send_part(
-        &self,
-        path: &Path,
-        id: &str,
-        index: usize,
-        payload: PutPayload,
-        held: u64,
-    ) -> Receiver<StorageResult<String>> {
-        let (store, path, id) = (self.store.clone(), path.clone(), id.to_owned());
-        let budget = self.budget.clone();
-        let (sent, etag) = std::sync::mpsc::sync_channel(1);
-        runtime().spawn(async move {
-            let part = store.put_part(&path, &id, index, payload).await;
-            budget.give(held);
-            let _ = sent.send(part.map(|part| part.content_id).map_err(storage_error));
-        });
-        etag
-    }
-
-    fn complete(&self, path: &Path, id: &str, etags: Vec<String>) -> StorageResult<()> {
-        let (store, path, id) = (self.store.clone(), path.clone(), id.to_owned());
-        let parts = etags
-            .into_iter()
-            .map(|content_id| PartId { content_id })
-            .collect();
-        self.run(async move { store.complete_multipart(&path, &id, parts).await })
-            .map(drop)
-            .map_err(storage_error)
-    }
-
-    /// Aborts a multipart upload; one already gone is not an error.
-    fn abort(&self, path: &Path, id: &str) -> StorageResult<()> {
-        let (store, path, id) = (self.store.clone(), path.clone(), id.to_owned());
-        match self.run(async move { store.abort_multipart(&path, &id).await }) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(err) => Err(storage_error(err)),
-        }
-    }
-
-    /// The bytes of tail pieces, read back whole.
-    fn read_pieces(&self, paths: &UploadPaths, tail: &[Piece]) -> StorageResult<Vec<Bytes>> {
-        tail.iter()
-            .map(|&piece| {
-                let bytes = self.get(&paths.piece(piece))?;
-                if bytes.len() as u64 != piece.end - piece.start {
-                    return Err(StorageError::Damaged {
-                        expected: piece.end,
-                        found: piece.start + bytes.len() as u64,
-                    });
-                }
-                Ok(bytes)
-            })
-            .collect()
-    }
 }
 
 /// The objects of one upload.
@@ -343,11 +128,11 @@ impl S3Store {
         }
         let store = builder.build()?;
         Ok(S3Store {
-            bucket: Arc::new(Bucket {
-                store: Arc::new(store),
-                prefix: settings.prefix.clone(),
-                budget: Arc::new(Budget::new(settings.buffer)),
-            }),
+            bucket: Arc::new(Bucket::new(
+                store,
+                settings.prefix.clone(),
+                Budget::new(settings.buffer),
+            )),
             settings,
         })
     }

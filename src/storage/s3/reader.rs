@@ -3,7 +3,7 @@
 //! neither buffers the object nor pays a request per read; a read
 //! elsewhere (a Range request) starts a new GET there.
 
-use super::Bucket;
+use super::bucket::{storage_error, Bucket};
 use crate::storage::{PartReader, StorageError, StorageResult};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -66,7 +66,7 @@ impl PartReader for S3Reader {
             get.body = body;
             match next {
                 Some(Ok(bytes)) => get.pending = bytes,
-                Some(Err(err)) => return Err(super::storage_error(err)),
+                Some(Err(err)) => return Err(storage_error(err)),
                 None => {
                     return Err(StorageError::Damaged {
                         expected: self.size,

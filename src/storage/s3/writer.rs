@@ -4,8 +4,9 @@
 //! commit acknowledges is in the bucket. When a part fills from stored
 //! pieces, they are read back and go up with it.
 
+use super::bucket::Bucket;
 use super::state::{Multipart, Piece, UploadState};
-use super::{Bucket, UploadPaths};
+use super::UploadPaths;
 use crate::storage::{PartWriter, StorageError, StorageResult};
 use bytes::Bytes;
 use std::sync::mpsc::Receiver;
