@@ -206,7 +206,7 @@ fn the_emulator_going_away_mid_chunk_loses_nothing_acknowledged() {
     let id = path.rsplit('/').next().unwrap();
     let file = client.get(&format!("/upload/{id}/file"));
     assert_eq!(md5_hex(&file.body), md5_hex(&data));
-    only_the_object_is_left(&store, &id, total);
+    only_the_object_is_left(&store, id, total);
 }
 
 /// DELETE of an upload in progress with parts in the bucket, and expiry
