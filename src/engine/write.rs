@@ -179,6 +179,7 @@ impl WriteGuard {
     /// guard: from then on the bytes are acknowledged and must stay.
     pub fn mark_committed(&self) {
         self.committed.store(true, Ordering::SeqCst);
+        self.writer.committed();
     }
 
     /// Renews the upload's lease when due (see `UploadLock::keep_alive`).

@@ -86,6 +86,8 @@ pub trait PartWriter: Send + Sync {
     fn sync(&self) -> StorageResult<()>;
     /// Cuts the file back to `len` bytes and syncs.
     fn truncate(&self, len: u64) -> StorageResult<()>;
+    /// Told once the offset of the bytes synced is committed.
+    fn committed(&self) {}
 }
 
 /// An open completed file being read.

@@ -5,7 +5,7 @@
 //! rounds to land in the windows that lost uploads before completion was
 //! one step.
 
-use crate::both_backends;
+use crate::all_backends;
 use crate::common::*;
 use std::io::Write;
 use std::time::Duration;
@@ -257,7 +257,7 @@ fn chunked_kill_at_the_completion(backend: Backend) {
     }
 }
 
-both_backends!(
+all_backends!(
     tus_last_patch_reset,
     chunked_completion_reset,
     tus_kill_at_the_last_byte,

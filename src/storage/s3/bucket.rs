@@ -2,7 +2,7 @@
 //! own and waited for: `object_store` is async, and the engine calls
 //! storage from its blocking pool (or, for a reader, wherever it reads).
 
-use super::state::Piece;
+use super::state::{Piece, UploadState};
 use super::writer::Budget;
 use super::UploadPaths;
 use crate::storage::{StorageError, StorageResult};
@@ -13,9 +13,11 @@ use object_store::aws::AmazonS3;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use uuid::Uuid;
 
 /// Object storage's calls run here, whatever thread asks: the engine's
 /// blocking pool, or an actix worker, whose runtime is not for this.
@@ -43,7 +45,14 @@ pub struct Bucket {
     store: Arc<AmazonS3>,
     prefix: String,
     pub budget: Arc<Budget>,
+    /// The committed state of uploads this process wrote last, so that
+    /// their next request need not read it back: a committed state is never
+    /// changed, and an upload's committed offset passes each value once.
+    committed: Mutex<HashMap<Uuid, UploadState>>,
 }
+
+/// Committed states kept; past it they are all let go.
+const COMMITTED_KEPT: usize = 256;
 
 impl Bucket {
     pub fn new(store: AmazonS3, prefix: String, budget: Budget) -> Bucket {
@@ -51,7 +60,32 @@ impl Bucket {
             store: Arc::new(store),
             prefix,
             budget: Arc::new(budget),
+            committed: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn committed_states(&self) -> MutexGuard<'_, HashMap<Uuid, UploadState>> {
+        self.committed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn remember_committed(&self, id: Uuid, state: UploadState) {
+        let mut states = self.committed_states();
+        if states.len() >= COMMITTED_KEPT {
+            states.clear();
+        }
+        states.insert(id, state);
+    }
+
+    /// The committed state of `len` bytes of upload `id`, if remembered.
+    pub fn committed_state(&self, id: Uuid, len: u64) -> Option<UploadState> {
+        self.committed_states()
+            .get(&id)
+            .filter(|state| state.len == len)
+            .cloned()
+    }
+
+    pub fn forget_committed(&self, id: Uuid) {
+        self.committed_states().remove(&id);
     }
 
     /// Runs `work` on the object storage runtime and waits for it.

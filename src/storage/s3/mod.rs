@@ -61,6 +61,7 @@ pub fn parse_url(url: &str) -> Option<(String, String)> {
 
 /// The objects of one upload.
 pub struct UploadPaths {
+    id: uuid::Uuid,
     /// The completed object (also the multipart upload's).
     done: Path,
     /// The folder of its objects while in progress.
@@ -143,6 +144,7 @@ impl S3Store {
             dir => format!("{dir}/{}", key.id),
         };
         UploadPaths {
+            id: key.id,
             done: self
                 .bucket
                 .path(&format!("{base}{}", self.settings.complete_ext)),
@@ -221,7 +223,11 @@ impl PartStore for S3Store {
     /// upload completes or goes.
     fn open_at(&self, key: &PartKey, committed: u64) -> StorageResult<Box<dyn PartWriter>> {
         let paths = self.paths(key);
-        let mut state = match self.read_state(&paths.state(committed)) {
+        let remembered = self
+            .bucket
+            .committed_state(key.id, committed)
+            .ok_or(StorageError::Missing);
+        let mut state = match remembered.or_else(|_| self.read_state(&paths.state(committed))) {
             Err(StorageError::Missing) if committed == 0 => UploadState::default(),
             Err(StorageError::Missing) => {
                 return Err(StorageError::Damaged {
@@ -255,6 +261,7 @@ impl PartStore for S3Store {
     /// the upload's other objects. Done already (the object there, of the
     /// state's length) counts as success.
     fn finalize(&self, key: &PartKey) -> StorageResult<()> {
+        self.bucket.forget_committed(key.id);
         let paths = self.paths(key);
         let found = self.in_progress(&paths)?;
         let latest = found
@@ -318,6 +325,7 @@ impl PartStore for S3Store {
     /// Aborts the upload's multipart upload, if it has one, and deletes
     /// every object it has.
     fn remove(&self, key: &PartKey) -> StorageResult<()> {
+        self.bucket.forget_committed(key.id);
         let paths = self.paths(key);
         if let Some(recorded) = self.recorded_multipart(&paths)? {
             self.bucket.abort(&paths.done, &recorded.id)?;

@@ -334,6 +334,16 @@ impl PartWriter for S3Writer {
             .put(&self.paths.state(inner.state.len), state.into())
     }
 
+    /// Remembers the state synced, now committed, for the upload's next
+    /// request in this process.
+    fn committed(&self) {
+        let inner = self.inner();
+        if inner.state.len != inner.opened.len {
+            self.bucket
+                .remember_committed(self.paths.id, inner.state.clone());
+        }
+    }
+
     /// Goes back to the state it was opened at; what this writer stored
     /// past it is removed when the upload is next opened.
     fn truncate(&self, len: u64) -> StorageResult<()> {
