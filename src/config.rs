@@ -567,13 +567,12 @@ impl ServeArgs {
                 return Err("--max-bytes is below --min-bytes".into());
             }
         }
-        if self.storage.is_some() {
-            let max_bytes = self.max_bytes.map(|size| size.0);
-            let part = part_size_for(self.s3.s3_part_size.0, None, max_bytes);
-            if self.s3.s3_part_size.0 < MIN_PART_SIZE || self.s3.s3_part_size.0 > MAX_PART_SIZE {
+        if let Some(s3) = self.s3_settings() {
+            if s3.part_size < MIN_PART_SIZE || s3.part_size > MAX_PART_SIZE {
                 return Err("--s3-part-size must be from 5MiB to 5GiB".into());
             }
-            if part > self.s3.s3_buffer.0 {
+            let part = part_size_for(s3.part_size, None, s3.max_bytes);
+            if part > s3.buffer {
                 return Err(format!(
                     "--s3-buffer must hold one part ({part} bytes, sized for --max-bytes)"
                 ));

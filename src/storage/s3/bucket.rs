@@ -2,7 +2,7 @@
 //! own and waited for: `object_store` is async, and the engine calls
 //! storage from its blocking pool (or, for a reader, wherever it reads).
 
-use super::state::{Piece, UploadState};
+use super::state::{Multipart, Piece, UploadState};
 use super::writer::Budget;
 use super::UploadPaths;
 use crate::storage::{StorageError, StorageResult};
@@ -246,6 +246,15 @@ impl Bucket {
         match self.run(async move { store.abort_multipart(&path, &id).await }) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(storage_error(err)),
+        }
+    }
+
+    /// The multipart upload recorded for an upload, if any.
+    pub fn recorded_multipart(&self, paths: &UploadPaths) -> StorageResult<Option<Multipart>> {
+        match self.get(&paths.marker()) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(StorageError::Missing) => Ok(None),
+            Err(err) => Err(err),
         }
     }
 

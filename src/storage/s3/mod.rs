@@ -17,7 +17,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ClientOptions, PutPayload, RetryConfig};
 use reader::S3Reader;
-use state::{parse_state, Multipart, Piece, UploadState, MULTIPART};
+use state::{parse_state, Piece, UploadState, MULTIPART};
 use std::sync::Arc;
 use std::time::Duration;
 use writer::{Budget, S3Writer};
@@ -184,15 +184,6 @@ impl S3Store {
             .map_err(|err| StorageError::Remote(format!("unreadable upload state: {err}")))
     }
 
-    /// The multipart upload recorded for the upload, if any.
-    fn recorded_multipart(&self, paths: &UploadPaths) -> StorageResult<Option<Multipart>> {
-        match self.bucket.get(&paths.marker()) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-            Err(StorageError::Missing) => Ok(None),
-            Err(err) => Err(err),
-        }
-    }
-
     /// The tail pieces' bytes, with their memory taken from the budget
     /// while they are held.
     fn with_tail<T>(
@@ -305,7 +296,7 @@ impl PartStore for S3Store {
                 }
             })?;
         }
-        if let Some(recorded) = self.recorded_multipart(&paths)? {
+        if let Some(recorded) = self.bucket.recorded_multipart(&paths)? {
             if state.multipart.as_ref() != Some(&recorded) {
                 self.bucket.abort(&paths.done, &recorded.id)?;
             }
@@ -327,7 +318,7 @@ impl PartStore for S3Store {
     fn remove(&self, key: &PartKey) -> StorageResult<()> {
         self.bucket.forget_committed(key.id);
         let paths = self.paths(key);
-        if let Some(recorded) = self.recorded_multipart(&paths)? {
+        if let Some(recorded) = self.bucket.recorded_multipart(&paths)? {
             self.bucket.abort(&paths.done, &recorded.id)?;
         }
         for object in self.in_progress(&paths)? {

@@ -175,13 +175,7 @@ impl S3Writer {
         if let Some(multipart) = &inner.state.multipart {
             return Ok(multipart.clone());
         }
-        let marker = self.paths.marker();
-        let earlier = match self.bucket.get(&marker) {
-            Ok(bytes) => serde_json::from_slice::<Multipart>(&bytes).ok(),
-            Err(StorageError::Missing) => None,
-            Err(err) => return Err(err),
-        };
-        let multipart = match earlier {
+        let multipart = match self.bucket.recorded_multipart(&self.paths)? {
             Some(multipart) if multipart.part_size == self.planned_part_size => multipart,
             stale => {
                 if let Some(stale) = stale {
@@ -192,7 +186,7 @@ impl S3Writer {
                     part_size: self.planned_part_size,
                 };
                 let record = serde_json::to_vec(&multipart).expect("a multipart record");
-                self.bucket.put(&marker, record.into())?;
+                self.bucket.put(&self.paths.marker(), record.into())?;
                 multipart
             }
         };
