@@ -2,8 +2,8 @@
 //! own and waited for: `object_store` is async, and the engine calls
 //! storage from its blocking pool (or, for a reader, wherever it reads).
 
+use super::budget::Budget;
 use super::state::{Multipart, Piece, UploadState};
-use super::writer::Budget;
 use super::UploadPaths;
 use crate::storage::{StorageError, StorageResult};
 use bytes::Bytes;

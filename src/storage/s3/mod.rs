@@ -6,12 +6,14 @@
 //! under `{dir}/{id}{incomplete_ext}/`.
 
 mod bucket;
+mod budget;
 mod reader;
 mod state;
 mod writer;
 
 use super::{PartKey, PartReader, PartStore, PartWriter, StorageError, StorageResult, StoredFile};
 use bucket::Bucket;
+use budget::Budget;
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
@@ -20,7 +22,7 @@ use reader::S3Reader;
 use state::{parse_state, Piece, UploadState, MULTIPART};
 use std::sync::Arc;
 use std::time::Duration;
-use writer::{Budget, S3Writer};
+use writer::S3Writer;
 
 pub use writer::{part_size_for, MAX_PARTS};
 

@@ -16,72 +16,8 @@ use std::time::Duration;
 /// S3's most parts in one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
 
-/// How long a write waits for room in the buffer budget (while holding
-/// none of it) before it fails.
-const BUDGET_WAIT: Duration = Duration::from_secs(60);
-
 /// How long a write waits for the writes of the bytes before it.
 const WRITE_WAIT: Duration = Duration::from_secs(300);
-
-/// Bytes all uploads together may hold in memory for their parts. A writer
-/// never waits for it while holding some: it first stores what it holds
-/// as a tail piece, so waiting cannot deadlock.
-pub struct Budget {
-    used: Mutex<u64>,
-    freed: Condvar,
-    limit: u64,
-}
-
-impl Budget {
-    pub fn new(limit: u64) -> Budget {
-        Budget {
-            used: Mutex::new(0),
-            freed: Condvar::new(),
-            limit,
-        }
-    }
-
-    fn used(&self) -> MutexGuard<'_, u64> {
-        self.used.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn try_take(&self, bytes: u64) -> bool {
-        let mut used = self.used();
-        let fits = *used + bytes <= self.limit;
-        if fits {
-            *used += bytes;
-        }
-        fits
-    }
-
-    pub(super) fn take(&self, bytes: u64) -> StorageResult<()> {
-        if bytes > self.limit {
-            return Err(StorageError::Remote(format!(
-                "a part of {bytes} bytes is larger than the S3 buffer budget ({})",
-                self.limit
-            )));
-        }
-        let used = self.used();
-        let (mut used, waited) = self
-            .freed
-            .wait_timeout_while(used, BUDGET_WAIT, |used| *used + bytes > self.limit)
-            .unwrap_or_else(|e| e.into_inner());
-        if waited.timed_out() {
-            return Err(StorageError::Remote(
-                "no room in the S3 buffer budget".into(),
-            ));
-        }
-        *used += bytes;
-        Ok(())
-    }
-
-    pub(super) fn give(&self, bytes: u64) {
-        if bytes > 0 {
-            *self.used() -= bytes;
-            self.freed.notify_all();
-        }
-    }
-}
 
 pub struct S3Writer {
     bucket: Arc<Bucket>,
@@ -394,17 +330,5 @@ mod tests {
         assert!(tib.div_ceil(size) <= MAX_PARTS);
         assert_eq!(part_size_for(8 * mib, None, Some(tib)), 105 * mib);
         assert_eq!(part_size_for(8 * mib, Some(1 << 30), Some(tib)), 105 * mib);
-    }
-
-    #[test]
-    fn the_budget_lends_and_takes_back() {
-        let budget = Budget::new(10);
-        assert!(budget.try_take(6));
-        assert!(!budget.try_take(6));
-        budget.give(6);
-        budget.take(10).unwrap();
-        assert!(budget.take(11).is_err());
-        budget.give(10);
-        assert!(budget.try_take(10));
     }
 }
